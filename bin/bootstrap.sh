@@ -1,0 +1,14 @@
+# Sourced by bin/harness and bin/test: creates .venv with the harness and its pinned dependencies
+# on first use, and again whenever pyproject.toml changes. Needs only python3 (3.11+).
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$root/.venv"
+stamp="$venv/.installed-$(sha256sum "$root/pyproject.toml" | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "Setting up the harness environment in $venv (first use, about a minute)..." >&2
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --progress-bar off -e "$root[test]" 2>&1 \
+    | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
+  "$venv/bin/python" -c "import harness, cxrbench_worker" || { echo "harness install failed" >&2; exit 1; }
+  rm -f "$venv"/.installed-*
+  touch "$stamp"
+fi

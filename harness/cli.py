@@ -1,0 +1,124 @@
+"""The `harness` command line: benchmark, report, workers list."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+
+from harness.client import WorkerError
+from harness.config import ARCHITECTURES, DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_IMAGE_SIZE, DEFAULT_LEARNING_RATE, PRECISIONS, BenchmarkConfig
+from harness.datasets import DATASETS
+
+
+def _benchmark_parser(subparsers) -> None:
+    parser = subparsers.add_parser("benchmark", help="train and evaluate workers on the same data",
+                                   description="Train every selected worker on identical batches and report.")
+    parser.add_argument("--workers", default="all", help="'all' or a comma-separated list, e.g. pytorch (default: all)")
+    parser.add_argument("--dataset", default="phantom", choices=DATASETS, help="dataset (default: phantom)")
+    parser.add_argument("--arch", default="resnet50", choices=ARCHITECTURES, help="architecture (default: resnet50)")
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"epochs (default: {DEFAULT_EPOCHS})")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help=f"training batch size (default: {DEFAULT_BATCH_SIZE})")
+    parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE, help=f"square image side in pixels (default: {DEFAULT_IMAGE_SIZE})")
+    parser.add_argument("--lr", type=float, default=DEFAULT_LEARNING_RATE, help=f"Adam learning rate (default: {DEFAULT_LEARNING_RATE})")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data, split, batch order and initialisation (default: 0)")
+    parser.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: results)")
+    parser.add_argument("--shuffle-labels", action="store_true", help="control: shuffle training labels; expect AUROC ~0.5")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="numerics for every worker (default: fp32)")
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads per worker; 0: framework default")
+    parser.add_argument("--patients", type=int, default=None, help="phantom: number of patients (default: the phantom's)")
+
+
+def _config_from(args: argparse.Namespace) -> BenchmarkConfig:
+    return BenchmarkConfig(
+        workers=args.workers, dataset=args.dataset, architecture=args.arch, epochs=args.epochs,
+        batch_size=args.batch_size, image_size=args.image_size, learning_rate=args.lr, seed=args.seed,
+        out=args.out, shuffle_labels=args.shuffle_labels, precision=args.precision, threads=args.threads,
+        patients=args.patients,
+    )
+
+
+def _print_summary(run_dir: Path) -> None:
+    metrics_path = run_dir / "metrics.json"
+    if not metrics_path.exists():
+        return
+    for name, result in json.loads(metrics_path.read_text())["workers"].items():
+        test = result["test"]
+        print(f"{name}: test macro AUROC {test['macro_auroc']:.4f} on {test['samples']} images, "
+              f"{result['efficiency']['seconds_per_epoch_median']:.1f} s/epoch, "
+              f"{result['parameters']['trainable']:,} trainable / {result['parameters']['non_trainable']:,} non-trainable parameters")
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    from harness.benchmark import run_benchmark
+
+    run_dir = run_benchmark(_config_from(args))
+    _print_summary(run_dir)
+    print(f"report: {run_dir / 'report.md'}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from harness.report import write_report
+
+    if not (args.run_dir / "run.json").is_file():
+        raise ValueError(f"{args.run_dir}: not a run directory (no run.json)")
+    print(write_report(args.run_dir))
+    return 0
+
+
+def _workers_list(args: argparse.Namespace) -> int:
+    from harness.registry import discover_workers, pinned_version
+    from harness.runtime.environments import COMPLETE_MARKER, cache_root, environment_key
+
+    for name, folder in discover_workers().items():
+        if folder.requirements is None:
+            environment = "runs in the harness's interpreter"
+        else:
+            target = cache_root() / "envs" / f"{name}-{environment_key(folder.requirements)}"
+            environment = "environment ready" if (target / COMPLETE_MARKER).is_file() else "environment created on first use"
+        version = pinned_version(folder)
+        pin = f"{folder.framework_package}=={version}" if version else "-"
+        listed = "" if folder.listed else " (not in 'all')"
+        print(f"{name:<12} {pin:<18} {environment:<34} {folder.description}{listed}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description="A fair benchmark of deep-learning frameworks on chest X-rays.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _benchmark_parser(subparsers)
+    report = subparsers.add_parser("report", help="rebuild report.md of a run from its saved files")
+    report.add_argument("run_dir", type=Path)
+    workers = subparsers.add_parser("workers", help="worker commands")
+    workers_sub = workers.add_subparsers(dest="workers_command", required=True)
+    workers_sub.add_parser("list", help="list the available workers")
+    return parser
+
+
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `harness` command."""
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)  # cleanup (stopping workers) runs as for Ctrl-C
+    handlers = {"benchmark": _benchmark, "report": _report, "workers": _workers_list}
+    try:
+        return handlers[args.command](args)
+    except WorkerError as error:
+        print(f"harness: error: {error}", file=sys.stderr)
+        return 1
+    except ValueError as error:
+        print(f"harness: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("harness: interrupted; workers stopped, results written so far are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""The harness side of the worker contract: one client per worker, one exception type for failures.
+
+Every `grpc.RpcError` becomes a WorkerError that carries the worker, the RPC, the status code and
+the details, so a failure reads "worker 'pytorch', Train: INVALID_ARGUMENT: batch.pixels.shape: ...".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from cxrbench.worker.v1 import worker_pb2, worker_pb2_grpc
+from cxrbench.worker.v1.tensors import GRPC_OPTIONS, decode_tensor
+
+WEIGHT_CHUNK_BYTES = 4 * 1024 * 1024
+
+
+class WorkerError(RuntimeError):
+    """A worker call that failed; says which worker, which RPC, and why."""
+
+    def __init__(self, worker: str, rpc: str, code: str, details: str) -> None:
+        self.worker, self.rpc, self.code, self.details = worker, rpc, code, details
+        super().__init__(f"worker '{worker}', {rpc}: {code}: {details}")
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One training step as the worker reported it."""
+
+    index: int
+    loss: float
+    compute_seconds: float
+    digest: str
+
+
+class WorkerClient:
+    """Calls one worker; checks that every batch digest comes back as it was sent."""
+
+    def __init__(self, name: str, address: str, on_failure: Callable[[], str] | None = None) -> None:
+        """`on_failure` returns extra context (e.g. the worker process's exit status) for errors."""
+        self.name = name
+        self.address = address
+        self._on_failure = on_failure
+        self._channel = grpc.insecure_channel(address, options=list(GRPC_OPTIONS))
+        self._stub = worker_pb2_grpc.WorkerStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _error(self, rpc: str, error: grpc.RpcError) -> WorkerError:
+        details = error.details() or ""
+        if self._on_failure is not None:
+            extra = self._on_failure()
+            if extra:
+                details = f"{details} ({extra})" if details else extra
+        return WorkerError(self.name, rpc, error.code().name, details)
+
+    def _call(self, rpc: str, request, timeout: float | None = 60.0):
+        try:
+            return getattr(self._stub, rpc)(request, timeout=timeout)
+        except grpc.RpcError as error:
+            raise self._error(rpc, error) from None
+
+    def is_serving(self, timeout: float = 1.0) -> bool:
+        """True when grpc.health.v1 reports SERVING."""
+        try:
+            reply = self._health.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        except grpc.RpcError:
+            return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    def metadata(self) -> worker_pb2.GetMetadataResponse:
+        return self._call("GetMetadata", worker_pb2.GetMetadataRequest())
+
+    def configure(self, request: worker_pb2.ConfigureRequest) -> worker_pb2.ConfigureResponse:
+        # Building a model can take a while on a slow machine; no short deadline here.
+        return self._call("Configure", request, timeout=None)
+
+    def set_learning_rate(self, learning_rate: float) -> float:
+        reply = self._call("SetHyperparameters", worker_pb2.SetHyperparametersRequest(learning_rate=learning_rate))
+        return reply.learning_rate
+
+    def train(self, batches: Iterable[worker_pb2.Batch]) -> Iterator[StepResult]:
+        """Stream training batches; yields one result per batch, in order, digest checked."""
+        sent: dict[int, str] = {}
+
+        def requests() -> Iterator[worker_pb2.TrainRequest]:
+            for batch in batches:
+                sent[batch.index] = batch.digest
+                yield worker_pb2.TrainRequest(batch=batch)
+
+        try:
+            for reply in self._stub.Train(requests()):
+                self._check_echo("Train", sent.pop(reply.index, None), reply.index, reply.digest)
+                yield StepResult(reply.index, reply.loss, reply.compute_seconds, reply.digest)
+        except grpc.RpcError as error:
+            raise self._error("Train", error) from None
+
+    def predict(self, batches: Iterable[worker_pb2.Batch]) -> tuple[np.ndarray, float]:
+        """Stream prediction batches; returns (logits of all samples in order, worker compute seconds)."""
+        sent: dict[int, str] = {}
+        logits: list[np.ndarray] = []
+        compute = 0.0
+
+        def requests() -> Iterator[worker_pb2.PredictRequest]:
+            for batch in batches:
+                sent[batch.index] = batch.digest
+                yield worker_pb2.PredictRequest(batch=batch)
+
+        try:
+            for reply in self._stub.Predict(requests()):
+                self._check_echo("Predict", sent.pop(reply.index, None), reply.index, reply.digest)
+                logits.append(decode_tensor(reply.logits, "logits").astype(np.float32))
+                compute += reply.compute_seconds
+        except grpc.RpcError as error:
+            raise self._error("Predict", error) from None
+        return np.concatenate(logits) if logits else np.zeros((0, 0), np.float32), compute
+
+    def _check_echo(self, rpc: str, sent_digest: str | None, index: int, echoed: str) -> None:
+        if sent_digest is None:
+            raise WorkerError(self.name, rpc, "PROTOCOL", f"answered for batch {index}, which was not sent or answered twice")
+        if sent_digest != echoed:
+            raise WorkerError(
+                self.name, rpc, "DIGEST_MISMATCH",
+                f"batch {index} was sent with digest {sent_digest[:16]}... but the worker computed {echoed[:16]}...",
+            )
+
+    def get_weights(self) -> bytes:
+        """The model's neutral safetensors file, verified against the announced size and SHA-256."""
+        try:
+            replies = list(self._stub.GetWeights(worker_pb2.GetWeightsRequest(chunk_bytes=WEIGHT_CHUNK_BYTES)))
+        except grpc.RpcError as error:
+            raise self._error("GetWeights", error) from None
+        data = b"".join(reply.chunk for reply in replies)
+        if not replies or len(data) != replies[0].total_bytes or hashlib.sha256(data).hexdigest() != replies[0].sha256:
+            raise WorkerError(self.name, "GetWeights", "DATA_LOSS", "the weights received do not match their size or SHA-256")
+        return data
+
+    def set_weights(self, data: bytes) -> int:
+        """Send a neutral safetensors file; returns the number of tensors the worker loaded."""
+        digest = hashlib.sha256(data).hexdigest()
+
+        def requests() -> Iterator[worker_pb2.SetWeightsRequest]:
+            for offset in range(0, max(len(data), 1), WEIGHT_CHUNK_BYTES):
+                first = offset == 0
+                yield worker_pb2.SetWeightsRequest(
+                    chunk=data[offset : offset + WEIGHT_CHUNK_BYTES],
+                    total_bytes=len(data) if first else 0,
+                    sha256=digest if first else "",
+                )
+
+        try:
+            return self._stub.SetWeights(requests()).tensors_loaded
+        except grpc.RpcError as error:
+            raise self._error("SetWeights", error) from None
+
+
+def wait_until_serving(client: WorkerClient, timeout: float, alive: Callable[[], str | None]) -> None:
+    """Poll health until SERVING; `alive()` returns a reason string once the process has died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reason = alive()
+        if reason:
+            raise WorkerError(client.name, "health", "NOT_STARTED", reason)
+        if client.is_serving():
+            return
+        time.sleep(0.2)
+    raise WorkerError(client.name, "health", "DEADLINE_EXCEEDED", f"not SERVING after {timeout:.0f} s")

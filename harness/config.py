@@ -1,0 +1,68 @@
+"""The benchmark configuration: one dataclass, validated on creation, saved with every run."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from harness.datasets import DATASETS
+
+ARCHITECTURES = ("resnet50", "densenet121")
+PRECISIONS = ("fp32", "mixed")
+RUNTIMES = ("local",)
+# Sized for a 2-core laptop CPU: ResNet-50 at 64x64 trains at about 60 img/s there.
+DEFAULT_EPOCHS = 8
+DEFAULT_IMAGE_SIZE = 64
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_LEARNING_RATE = 1e-3
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """Everything that decides what a benchmark run does."""
+
+    workers: str = "all"
+    dataset: str = "phantom"
+    architecture: str = "resnet50"
+    epochs: int = DEFAULT_EPOCHS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    eval_batch_size: int = 128
+    image_size: int = DEFAULT_IMAGE_SIZE
+    learning_rate: float = DEFAULT_LEARNING_RATE
+    seed: int = 0
+    out: Path = Path("results")
+    shuffle_labels: bool = False
+    runtime: str = "local"
+    precision: str = "fp32"
+    deterministic: bool = True
+    threads: int = 0
+    patients: int | None = None
+    split_fractions: tuple[float, float, float] = field(default=(0.7, 0.1, 0.2))
+
+    def __post_init__(self) -> None:
+        def check(ok: bool, name: str, message: str) -> None:
+            if not ok:
+                raise ValueError(f"--{name.replace('_', '-')}: {message}")
+
+        check(self.dataset in DATASETS, "dataset", f"unknown {self.dataset!r} (known: {', '.join(DATASETS)})")
+        check(self.architecture in ARCHITECTURES, "arch", f"unknown {self.architecture!r} (known: {', '.join(ARCHITECTURES)})")
+        check(self.precision in PRECISIONS, "precision", f"unknown {self.precision!r} (known: {', '.join(PRECISIONS)})")
+        check(self.runtime in RUNTIMES, "runtime", f"unknown {self.runtime!r} (known: {', '.join(RUNTIMES)})")
+        check(self.epochs >= 1, "epochs", f"{self.epochs} must be at least 1")
+        check(self.batch_size >= 2, "batch_size", f"{self.batch_size} must be at least 2 (BatchNorm needs 2 images)")
+        check(self.eval_batch_size >= 1, "eval_batch_size", f"{self.eval_batch_size} must be at least 1")
+        check(32 <= self.image_size <= 1024, "image_size", f"{self.image_size} must be within 32..1024")
+        check(math.isfinite(self.learning_rate) and self.learning_rate > 0, "lr", f"{self.learning_rate} must be > 0")
+        check(self.seed >= 0, "seed", f"{self.seed} must be >= 0")
+        check(self.threads >= 0, "threads", f"{self.threads} must be >= 0 (0: the framework's default)")
+        check(self.patients is None or self.patients >= 10, "patients", f"{self.patients} must be at least 10")
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready values."""
+        data = asdict(self)
+        data["out"] = str(self.out)
+        data["split_fractions"] = list(self.split_fractions)
+        return data

@@ -1,0 +1,97 @@
+"""Worker environments for the local runtime: one virtual environment per worker and requirements.
+
+An environment is created on first use from the worker's pinned requirements file and cached under
+`<cache>/envs/<worker>-<key>`, the key hashing the requirements, the Python version and the
+platform: edit a pin and a new environment is made; nothing else ever reuses a stale one. A
+`.complete` marker is written last, so an interrupted creation is detected and redone.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from cxrbench_worker.worker_folder import WorkerFolder
+
+COMPLETE_MARKER = ".complete"
+LOCK_FILE = "requirements.lock"
+
+
+@dataclass(frozen=True)
+class WorkerEnvironment:
+    """A ready interpreter for one worker, and the hash of exactly what is installed in it."""
+
+    python: Path
+    key: str  # "host" for workers that run in the harness's own interpreter
+    lock_sha256: str  # SHA-256 of `pip freeze` in the environment (provenance)
+
+
+def cache_root() -> Path:
+    """Where environments and pixel stores are cached: $CXRBENCH_CACHE or ~/.cache/cxrbench."""
+    return Path(os.environ.get("CXRBENCH_CACHE", Path.home() / ".cache" / "cxrbench"))
+
+
+def environment_key(requirements: Path) -> str:
+    """Digest of the requirements file, the Python version and the platform."""
+    digest = hashlib.sha256(requirements.read_bytes())
+    digest.update(f"{platform.python_version()} {sys.platform} {platform.machine()}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _freeze(python: Path) -> str:
+    return subprocess.run(
+        [str(python), "-m", "pip", "freeze", "--all"], check=True, capture_output=True, text=True
+    ).stdout
+
+
+def _install(target: Path, requirements: Path, worker: str) -> None:
+    """Create the venv and pip-install the requirements, showing progress; raises with the log's tail."""
+    shutil.rmtree(target, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(target)], check=True)
+    python = target / "bin" / "python"
+    log_path = target / "install.log"
+    command = [
+        str(python), "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off",
+        "-r", str(requirements),
+    ]
+    with open(log_path, "w") as log, tqdm(desc=f"environment {worker}", unit=" step", leave=True) as bar:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert process.stdout is not None
+        for line in process.stdout:
+            log.write(line)
+            if line.startswith(("Collecting", "Installing", "Successfully", "Processing", "Building")):
+                bar.set_postfix_str(line.strip()[:60], refresh=False)
+                bar.update()
+        if process.wait() != 0:
+            tail = "".join(log_path.read_text().splitlines(keepends=True)[-15:])
+            raise RuntimeError(
+                f"creating the environment of worker '{worker}' from {requirements} failed "
+                f"(pip exit {process.returncode}); full log: {log_path}\n{tail}"
+            )
+    (target / LOCK_FILE).write_text(_freeze(python))
+    (target / COMPLETE_MARKER).write_text("ok\n")
+
+
+def ensure_environment(folder: WorkerFolder, cache: Path | None = None) -> WorkerEnvironment:
+    """Return the worker's environment, creating it first if needed (about a minute for torch)."""
+    if folder.requirements is None:
+        return WorkerEnvironment(Path(sys.executable), "host", hashlib.sha256(_freeze(Path(sys.executable)).encode()).hexdigest())
+    key = environment_key(folder.requirements)
+    target = (cache or cache_root()) / "envs" / f"{folder.name}-{key}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f"{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two harnesses never build the same environment at once
+        if not (target / COMPLETE_MARKER).is_file():
+            print(f"Creating the environment of worker '{folder.name}' in {target} (first use)...", file=sys.stderr)
+            _install(target, folder.requirements, folder.name)
+    lock_text = (target / LOCK_FILE).read_text()
+    return WorkerEnvironment(target / "bin" / "python", key, hashlib.sha256(lock_text.encode()).hexdigest())

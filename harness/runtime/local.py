@@ -1,0 +1,94 @@
+"""The local runtime: each worker a subprocess in its own environment, on a Unix socket.
+
+The worker runs in its own process group; stopping it stops the whole group. It is also told the
+harness's pid and exits if the harness dies, so no worker outlives the run that started it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+from harness.client import WorkerClient, wait_until_serving
+from harness.runtime.environments import WorkerEnvironment
+from cxrbench_worker.worker_folder import WorkerFolder
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# The contract package and the worker SDK travel on PYTHONPATH; the environment holds only pins.
+WORKER_PYTHONPATH = (REPO_ROOT / "proto", REPO_ROOT / "workers" / "common")
+STARTUP_TIMEOUT_SECONDS = 180.0
+STOP_GRACE_SECONDS = 5.0
+
+
+class LocalWorker:
+    """One running worker process. Use as a context manager: it is always stopped on exit."""
+
+    def __init__(self, folder: WorkerFolder, environment: WorkerEnvironment, log_path: Path,
+                 extra_env: dict[str, str] | None = None) -> None:
+        self.folder = folder
+        self.environment = environment
+        self.log_path = log_path
+        self._extra_env = extra_env or {}
+        self._socket_dir = Path(tempfile.mkdtemp(prefix="cxrbench-"))
+        self.address = f"unix://{self._socket_dir / 'worker.sock'}"
+        self.process: subprocess.Popen | None = None
+        self.client: WorkerClient | None = None
+
+    def start(self) -> WorkerClient:
+        """Start the process and wait until its health service says SERVING."""
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self._extra_env)
+        env["PYTHONPATH"] = os.pathsep.join([*map(str, WORKER_PYTHONPATH), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        command = [
+            str(self.environment.python), "-m", "cxrbench_worker",
+            "--worker-dir", str(self.folder.path), "--address", self.address, "--parent-pid", str(os.getpid()),
+        ]
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                start_new_session=True,  # its own process group: Ctrl-C reaches the harness, which stops it
+            )
+        self.client = WorkerClient(self.folder.name, self.address, on_failure=self.exit_reason)
+        wait_until_serving(self.client, STARTUP_TIMEOUT_SECONDS, self.exit_reason)
+        return self.client
+
+    def exit_reason(self) -> str | None:
+        """None while the process runs; otherwise how it ended and the end of its log."""
+        if self.process is None or self.process.poll() is None:
+            return None
+        code = self.process.returncode
+        how = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        tail = self.log_path.read_text(errors="replace").strip().splitlines()[-5:] if self.log_path.exists() else []
+        last = (" Last lines of its log: " + " | ".join(tail)) if tail else ""
+        return f"the worker process {how}; log: {self.log_path}.{last}"
+
+    def stop(self) -> None:
+        """Stop the process group: SIGTERM, then SIGKILL after a grace period."""
+        if self.client is not None:
+            self.client.close()
+        if self.process is not None and self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(timeout=STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+            except ProcessLookupError:
+                pass
+        if self.process is not None:
+            try:  # stragglers of the group (none expected), even when the leader is gone
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        for leftover in self._socket_dir.glob("*"):
+            leftover.unlink(missing_ok=True)
+        self._socket_dir.rmdir() if self._socket_dir.exists() else None
+
+    def __enter__(self) -> "LocalWorker":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()

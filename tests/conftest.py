@@ -1,0 +1,49 @@
+"""Shared fixtures: a running null worker, and the harness CLI as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.config import BenchmarkConfig
+from harness.registry import discover_workers
+from harness.runtime.environments import ensure_environment
+from harness.runtime.local import LocalWorker
+from harness.training import configure_request
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Small and fast: enough patients for every split, images big enough for ResNet-50's strides.
+SMALL_RUN = ["--patients", "40", "--image-size", "32", "--batch-size", "8"]
+
+
+@pytest.fixture
+def null_worker(tmp_path):
+    """A null worker process, configured for 32x32 images and 14 labels; stopped afterwards."""
+    folder = discover_workers()["null"]
+    worker = LocalWorker(folder, ensure_environment(folder), tmp_path / "null.log")
+    try:
+        client = worker.start()
+        client.configure(configure_request(BenchmarkConfig(workers="null", image_size=32), num_labels=14))
+        yield worker, client
+    finally:
+        worker.stop()
+
+
+def run_harness(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `harness ARGS` as a user would, in a subprocess; returns the completed process."""
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args], cwd=cwd, env={**os.environ, **(env or {})},
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def harness_process(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start `harness ARGS` in the background (for tests that interrupt it)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", *args], cwd=cwd, env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )

@@ -1,0 +1,107 @@
+"""A worker killed mid-epoch, or a Ctrl-C: the run ends within seconds with a clear error, no
+process is left behind, and everything already written is kept."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT, SMALL_RUN, harness_process
+
+# Slow null steps so that a kill lands in the middle of an epoch.
+SLOW_STEPS = {"CXRBENCH_NULL_STEP_SECONDS": "0.15"}
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def run_directory(out: Path) -> Path | None:
+    runs = [p for p in out.glob("*") if (p / "run.json").exists()] if out.exists() else []
+    return runs[0] if runs else None
+
+
+def worker_pid(out: Path) -> int | None:
+    run = run_directory(out)
+    if run is None or not (run / "epochs.csv").exists():
+        return None
+    workers = json.loads((run / "run.json").read_text())["workers"]
+    return workers.get("null", {}).get("reported", {}).get("pid")
+
+
+def process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for our purposes only once reaped; read its state.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture
+def slow_null_run(tmp_path):
+    out = tmp_path / "results"
+    process = harness_process(
+        ["benchmark", "--workers", "null", "--epochs", "20", "--out", str(out), *SMALL_RUN], REPO_ROOT, SLOW_STEPS
+    )
+    yield process, out
+    if process.poll() is None:
+        process.kill()
+
+
+def test_killing_the_worker_mid_epoch_ends_the_run_with_a_clear_error(slow_null_run):
+    process, out = slow_null_run
+    # Epoch 1 done (epochs.csv written), epoch 2 under way: kill the worker hard.
+    pid = wait_for(lambda: worker_pid(out), 120, "the first epoch to finish")
+    time.sleep(0.5)
+    os.kill(pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    stdout, stderr = process.communicate(timeout=30)
+    assert time.monotonic() - killed_at < 10, "the harness took too long to notice"
+    assert process.returncode == 1
+    assert "harness: error: worker 'null', Train: UNAVAILABLE" in stderr
+    assert "killed by signal SIGKILL" in stderr
+    run = run_directory(out)
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "failed"
+    assert "worker 'null', Train" in record["error"]
+    rows = (run / "epochs.csv").read_text().splitlines()
+    assert len(rows) >= 2 and rows[1].startswith("null,1,")  # epoch 1 kept
+    assert (run / "logits" / "null" / "validation_epoch_001.npy").exists()
+    assert not process_exists(pid)
+
+
+def test_ctrl_c_stops_the_worker_and_keeps_what_was_written(slow_null_run):
+    process, out = slow_null_run
+    pid = wait_for(lambda: worker_pid(out), 120, "the first epoch to finish")
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert "interrupted" in stderr
+    wait_for(lambda: not process_exists(pid), 10, "the worker to exit")
+    record = json.loads((run_directory(out) / "run.json").read_text())
+    assert record["status"] == "interrupted"
+    assert (run_directory(out) / "epochs.csv").read_text().count("\nnull,1,") == 1
+
+
+def test_worker_exits_when_the_harness_is_killed(slow_null_run):
+    process, out = slow_null_run
+    pid = wait_for(lambda: worker_pid(out), 120, "the first epoch to finish")
+    process.kill()  # SIGKILL: the harness gets no chance to clean up
+    process.wait()
+    wait_for(lambda: not process_exists(pid), 10, "the orphaned worker to exit by itself")

@@ -1,0 +1,132 @@
+"""The interface a framework worker implements.
+
+A backend knows its framework and nothing of gRPC: the servicer in `servicer.py` validates every
+request, decodes tensors and maps exceptions to status codes, then calls these methods with plain
+numpy arrays. Adding a framework means writing one `Backend` subclass in `workers/<name>/trainer.py`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+
+ARCHITECTURES = ("resnet50", "densenet121")
+PRECISIONS = ("fp32", "mixed")
+
+
+class UnsupportedOption(Exception):
+    """An option the backend does not implement; the servicer answers UNIMPLEMENTED.
+
+    `field` names the request field (e.g. "numerics.precision") so the error says what to change.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+@dataclass(frozen=True)
+class AdamSettings:
+    """Adam as the harness asks for it (PyTorch's definition: L2 weight decay added to the gradient)."""
+
+    learning_rate: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    epsilon: float = 1e-8
+    weight_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class Numerics:
+    """Requested numerics. fp32 with TF32 off is the default for every framework (DESIGN invariant 7)."""
+
+    precision: str = "fp32"
+    allow_tf32: bool = False
+    deterministic: bool = True
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything a backend needs to build and train one model."""
+
+    architecture: str
+    num_labels: int
+    image_size: int
+    seed: int
+    optimizer: AdamSettings = field(default_factory=AdamSettings)
+    numerics: Numerics = field(default_factory=Numerics)
+    # Applied on the device after pixels/255 and expansion of grayscale to 3 channels.
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    # Intra-op threads; 0 keeps the framework's default.
+    threads: int = 0
+
+
+@dataclass(frozen=True)
+class ConfiguredModel:
+    """What the backend built, as the framework itself counts and reports it."""
+
+    trainable_parameters: int
+    non_trainable_parameters: int
+    # Effective numerics as read back from the framework, e.g. {"allow_tf32": "false"}.
+    numerics: dict[str, str]
+
+
+@dataclass(frozen=True)
+class BackendMetadata:
+    """Facts about the running worker, read at run time (never hard-coded)."""
+
+    framework_versions: dict[str, str]
+    device: str
+    threads: int
+    numerics: dict[str, str]
+
+
+class Backend(ABC):
+    """One framework's implementation of the worker contract.
+
+    Arrays crossing this interface:
+      pixels: uint8, shape (N, H, W), grayscale, row-major.
+      labels: uint8, shape (N, num_labels), 0 or 1.
+      logits: float32, shape (N, num_labels).
+    Neutral weights: torchvision's parameter and buffer names and layouts, float32 numpy arrays,
+    BatchNorm `num_batches_tracked` excluded.
+    """
+
+    #: Architectures this backend can build (subset of ARCHITECTURES).
+    architectures: tuple[str, ...] = ARCHITECTURES
+    #: Precisions this backend can run (subset of PRECISIONS).
+    precisions: tuple[str, ...] = ("fp32",)
+
+    @abstractmethod
+    def metadata(self) -> BackendMetadata:
+        """Framework versions, device, thread count and numerics flags of this process."""
+
+    @abstractmethod
+    def configure(self, spec: ModelSpec) -> ConfiguredModel:
+        """Build the model and optimizer from `spec`, seeded; replaces any previous model."""
+
+    @abstractmethod
+    def train_step(self, pixels: np.ndarray, labels: np.ndarray) -> float:
+        """One optimizer step on one batch in training mode; returns the mean BCE-with-logits loss.
+
+        Returns only after the device has finished the step, so the caller's timing is honest.
+        """
+
+    @abstractmethod
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        """Eval-mode logits for one batch, float32 (N, num_labels). Never a metric."""
+
+    @abstractmethod
+    def set_learning_rate(self, learning_rate: float) -> None:
+        """Set the optimizer's learning rate for the following steps."""
+
+    @abstractmethod
+    def export_weights(self) -> dict[str, np.ndarray]:
+        """All parameters and BatchNorm running statistics in the neutral format."""
+
+    @abstractmethod
+    def import_weights(self, tensors: dict[str, np.ndarray]) -> None:
+        """Load neutral weights; raises ValueError naming missing, unexpected or misshapen tensors."""

@@ -1,0 +1,58 @@
+"""A backend that does nothing: zero loss, zero logits, no parameters.
+
+CXRBENCH_NULL_STEP_SECONDS (default 0) makes each train step sleep, so tests can stop a worker
+in the middle of an epoch.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+import numpy as np
+
+from cxrbench_worker.backend import Backend, BackendMetadata, ConfiguredModel, ModelSpec
+
+
+class NullBackend(Backend):
+    """Receives, is checked by the SDK, and discards."""
+
+    precisions = ("fp32",)
+
+    def __init__(self) -> None:
+        self._num_labels = 0
+        self._step_seconds = float(os.environ.get("CXRBENCH_NULL_STEP_SECONDS", "0"))
+        self._weights: dict[str, np.ndarray] = {}
+
+    def metadata(self) -> BackendMetadata:
+        return BackendMetadata(
+            framework_versions={"numpy": np.__version__, "python": platform.python_version()},
+            device="cpu (null: no computation)",
+            threads=1,
+            numerics={},
+        )
+
+    def configure(self, spec: ModelSpec) -> ConfiguredModel:
+        self._num_labels = spec.num_labels
+        self._weights = {"fc.bias": np.zeros(spec.num_labels, dtype=np.float32)}
+        return ConfiguredModel(trainable_parameters=spec.num_labels, non_trainable_parameters=0, numerics={})
+
+    def train_step(self, pixels: np.ndarray, labels: np.ndarray) -> float:
+        if self._step_seconds:
+            time.sleep(self._step_seconds)
+        return float(np.log(2.0))  # BCE of a zero logit
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        return np.zeros((pixels.shape[0], self._num_labels), dtype=np.float32)
+
+    def set_learning_rate(self, learning_rate: float) -> None:
+        pass
+
+    def export_weights(self) -> dict[str, np.ndarray]:
+        return dict(self._weights)
+
+    def import_weights(self, tensors: dict[str, np.ndarray]) -> None:
+        if set(tensors) != set(self._weights):
+            raise ValueError(f"weights: expected tensors {sorted(self._weights)}, got {sorted(tensors)}")
+        self._weights = dict(tensors)

@@ -1,0 +1,70 @@
+"""torchvision's ResNet-50 (v1.5) and DenseNet-121 with a multi-label linear head.
+
+torchvision's parameter names and layouts are the project's neutral weight format, so the models are
+used unchanged apart from the classifier, which keeps its torchvision name (`fc` / `classifier`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+from torchvision import models
+
+from cxrbench_worker.backend import UnsupportedOption
+
+
+def _resnet50(num_labels: int) -> nn.Module:
+    # v1.5: stride on the 3x3 conv, no conv biases, BatchNorm eps 1e-5 / momentum 0.1 (defaults).
+    model = models.resnet50(weights=None)
+    model.fc = nn.Linear(model.fc.in_features, num_labels)
+    return model
+
+
+def _densenet121(num_labels: int) -> nn.Module:
+    model = models.densenet121(weights=None)
+    model.classifier = nn.Linear(model.classifier.in_features, num_labels)
+    return model
+
+
+_BUILDERS: dict[str, Callable[[int], nn.Module]] = {
+    "resnet50": _resnet50,
+    "densenet121": _densenet121,
+}
+
+
+def build_model(architecture: str, num_labels: int) -> nn.Module:
+    """Build `architecture` with a `num_labels`-logit linear head, randomly initialised.
+
+    The initial weights are torchvision's init drawn from torch's global RNG: seed before calling.
+    Raises UnsupportedOption for an unknown architecture, ValueError for num_labels < 1.
+    """
+    builder = _BUILDERS.get(architecture)
+    if builder is None:
+        known = ", ".join(_BUILDERS)
+        raise UnsupportedOption("architecture",
+                                f"unknown architecture {architecture!r} (known: {known})")
+    if num_labels < 1:
+        raise ValueError(f"num_labels must be at least 1, got {num_labels}")
+    return builder(num_labels)
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """Return (trainable, non_trainable) element counts.
+
+    Non-trainable counts BatchNorm running_mean and running_var only: `num_batches_tracked` is a
+    bookkeeping counter, not a weight, and other frameworks have no equivalent, so counting it would
+    break parameter-count parity.
+    """
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    buffers = 0
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+            buffers += _numel(module.running_mean) + _numel(module.running_var)
+    return trainable, frozen + buffers
+
+
+def _numel(tensor: torch.Tensor | None) -> int:
+    return 0 if tensor is None else tensor.numel()

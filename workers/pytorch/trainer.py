@@ -1,0 +1,237 @@
+"""PyTorch implementation of the worker contract (`cxrbench_worker.backend.Backend`)."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import random
+
+# cuBLAS reads this when its first handle is created; deterministic mode on CUDA refuses to run
+# matmuls without it, so it is set before anything can initialise CUDA.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import torchvision  # noqa: E402
+
+from cxrbench_worker.backend import (  # noqa: E402
+    Backend, BackendMetadata, ConfiguredModel, ModelSpec, UnsupportedOption,
+)
+from model import build_model, count_parameters  # noqa: E402
+
+_SKIPPED_SUFFIX = "num_batches_tracked"  # BatchNorm counter: not part of the neutral weights
+_LISTED = 5  # how many offending names a validation error quotes per category
+
+
+def _flag(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+class PyTorchBackend(Backend):
+    """torchvision models trained with torch.optim.Adam, fp32 (TF32 off) unless asked otherwise."""
+
+    architectures = ("resnet50", "densenet121")
+    precisions = ("fp32", "mixed")
+
+    def __init__(self) -> None:
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self._spec: ModelSpec | None = None
+        self._model: torch.nn.Module | None = None
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._scaler: torch.amp.GradScaler | None = None
+        self._mean: torch.Tensor | None = None
+        self._std: torch.Tensor | None = None
+
+    def metadata(self) -> BackendMetadata:
+        """Versions, device, threads and the numerics flags as torch currently has them."""
+        versions = {"torch": torch.__version__, "torchvision": torchvision.__version__,
+                    "numpy": np.__version__, "python": platform.python_version()}
+        if self.device.type == "cuda":
+            versions["cuda"] = str(torch.version.cuda)
+            versions["cudnn"] = str(torch.backends.cudnn.version())
+            device = f"cuda:{torch.cuda.current_device()} ({torch.cuda.get_device_name()})"
+        else:
+            device = f"cpu ({_cpu_name()})"
+        return BackendMetadata(versions, device, torch.get_num_threads(), self._numerics())
+
+    def configure(self, spec: ModelSpec) -> ConfiguredModel:
+        """Seed, set numerics and threads, build the model and Adam; replaces any previous model."""
+        # Validate before touching global state, so a refused request leaves the worker as it was.
+        if spec.architecture not in self.architectures:
+            known = ", ".join(self.architectures)
+            message = f"unknown architecture {spec.architecture!r} (known: {known})"
+            raise UnsupportedOption("architecture", message)
+        precision = spec.numerics.precision
+        if precision not in self.precisions:
+            allowed = ", ".join(self.precisions)
+            message = f"unknown precision {precision!r} (allowed: {allowed})"
+            raise UnsupportedOption("numerics.precision", message)
+        if precision == "mixed" and self.device.type != "cuda":
+            message = f"mixed precision needs a CUDA device; this worker runs on {self.device.type}"
+            raise UnsupportedOption("numerics.precision", message)
+
+        if spec.threads > 0:
+            torch.set_num_threads(spec.threads)
+        self._set_numerics(spec.numerics.allow_tf32, spec.numerics.deterministic)
+        # Initial weights come from torch's global RNG; seed every RNG anything might consult.
+        torch.manual_seed(spec.seed)
+        np.random.seed(spec.seed % 2**32)
+        random.seed(spec.seed)
+
+        model = build_model(spec.architecture, spec.num_labels).to(self.device)
+        adam = spec.optimizer
+        # weight_decay is L2 added to the gradient, PyTorch's definition (as AdamSettings says).
+        self._optimizer = torch.optim.Adam(model.parameters(), lr=adam.learning_rate,
+                                           betas=(adam.beta1, adam.beta2), eps=adam.epsilon,
+                                           weight_decay=adam.weight_decay)
+        # Mixed precision is float16 autocast with dynamic loss scaling, the recipe behind NVIDIA's
+        # published anchors and Keras' "mixed_float16" policy, so frameworks are compared like for
+        # like (bfloat16 would need no scaler but is not what the other frameworks run by default).
+        self._scaler = torch.amp.GradScaler("cuda") if precision == "mixed" else None
+        as_channels = {"dtype": torch.float32, "device": self.device}
+        self._mean = torch.tensor(spec.mean, **as_channels).view(1, 3, 1, 1)
+        self._std = torch.tensor(spec.std, **as_channels).view(1, 3, 1, 1)
+        self._model, self._spec = model, spec
+        trainable, non_trainable = count_parameters(model)
+        return ConfiguredModel(trainable, non_trainable, self._numerics())
+
+    @staticmethod
+    def _set_numerics(allow_tf32: bool, deterministic: bool) -> None:
+        # cudnn.allow_tf32 defaults to True in PyTorch, so both flags are always set explicitly.
+        torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+        torch.backends.cudnn.allow_tf32 = allow_tf32
+        torch.set_float32_matmul_precision("high" if allow_tf32 else "highest")
+        # ResNet and DenseNet pool to 1x1, which torch lowers to a mean (deterministic backward), so
+        # warn_only=False does not trip on AdaptiveAvgPool2d.
+        torch.use_deterministic_algorithms(deterministic, warn_only=False)
+        torch.backends.cudnn.deterministic = deterministic
+        # Autotuning picks kernels by timing, which varies run to run: only when determinism is off.
+        torch.backends.cudnn.benchmark = not deterministic
+
+    def _numerics(self) -> dict[str, str]:
+        precision = self._spec.numerics.precision if self._spec is not None else "fp32"
+        return {
+            "precision": precision,
+            "allow_tf32_matmul": _flag(torch.backends.cuda.matmul.allow_tf32),
+            "allow_tf32_cudnn": _flag(torch.backends.cudnn.allow_tf32),
+            "deterministic_algorithms": _flag(torch.are_deterministic_algorithms_enabled()),
+            "cudnn_benchmark": _flag(torch.backends.cudnn.benchmark),
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        }
+
+    def _require(self, method: str) -> torch.nn.Module:
+        if self._model is None:
+            raise RuntimeError(f"Configure must be called before {method}")
+        return self._model
+
+    def _images(self, pixels: np.ndarray) -> torch.Tensor:
+        """uint8 (N,H,W) -> normalised float32 (N,3,H,W) on the device; uint8 crosses the bus."""
+        if pixels.ndim != 3 or pixels.dtype != np.uint8:
+            raise ValueError(f"pixels must be uint8 (N, H, W), got {pixels.dtype} {pixels.shape}")
+        x = self._to_device(pixels).to(torch.float32).div_(255.0)
+        x = x.unsqueeze(1).expand(-1, 3, -1, -1)
+        return (x - self._mean) / self._std
+
+    def _labels(self, labels: np.ndarray, batch: int) -> torch.Tensor:
+        expected = (batch, self._spec.num_labels)
+        if labels.shape != expected:
+            raise ValueError(f"labels must have shape {expected}, got {labels.shape}")
+        return self._to_device(labels).to(torch.float32)
+
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        # torch.from_numpy wants a writable array (decoded request bytes are read-only): copy those.
+        if not (array.flags.writeable and array.flags.c_contiguous):
+            array = np.array(array, order="C")
+        return torch.from_numpy(array).to(self.device)
+
+    def _autocast(self) -> torch.autocast:
+        enabled = self._scaler is not None
+        return torch.autocast(self.device.type, dtype=torch.float16, enabled=enabled)
+
+    def train_step(self, pixels: np.ndarray, labels: np.ndarray) -> float:
+        """One Adam step in train mode; returns the mean BCE-with-logits loss once it is done."""
+        model = self._require("train_step")
+        x = self._images(pixels)
+        y = self._labels(labels, x.shape[0])
+        model.train()
+        self._optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            logits = model(x)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), y)
+        if self._scaler is None:
+            loss.backward()
+            self._optimizer.step()
+        else:
+            self._scaler.scale(loss).backward()
+            self._scaler.step(self._optimizer)
+            self._scaler.update()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return float(loss.item())
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        """Eval-mode logits, float32 (N, num_labels)."""
+        model = self._require("predict")
+        model.eval()
+        with torch.inference_mode(), self._autocast():
+            logits = model(self._images(pixels))
+        return logits.to("cpu", torch.float32).numpy()
+
+    def set_learning_rate(self, learning_rate: float) -> None:
+        """Set the learning rate of every parameter group."""
+        self._require("set_learning_rate")
+        if not (math.isfinite(learning_rate) and learning_rate > 0):
+            raise ValueError(f"learning_rate must be finite and > 0, got {learning_rate}")
+        for group in self._optimizer.param_groups:
+            group["lr"] = float(learning_rate)
+
+    def export_weights(self) -> dict[str, np.ndarray]:
+        """Parameters and BatchNorm running stats, torchvision names and layouts, float32 copies."""
+        model = self._require("export_weights")
+        return {
+            name: tensor.detach().to("cpu", torch.float32, copy=True).contiguous().numpy()
+            for name, tensor in model.state_dict().items()
+            if not name.endswith(_SKIPPED_SUFFIX)
+        }
+
+    def import_weights(self, tensors: dict[str, np.ndarray]) -> None:
+        """Load neutral weights; ValueError naming missing, unexpected or misshapen tensors.
+
+        `num_batches_tracked` is kept as it is: it is not part of the neutral format. Adam's state
+        is left untouched.
+        """
+        model = self._require("import_weights")
+        state = model.state_dict()
+        expected = {name: t for name, t in state.items() if not name.endswith(_SKIPPED_SUFFIX)}
+        missing = sorted(set(expected) - set(tensors))
+        unexpected = sorted(set(tensors) - set(expected))
+        misshapen = [
+            f"{name}: expected {tuple(expected[name].shape)} got {tuple(np.shape(tensors[name]))}"
+            for name in sorted(set(expected) & set(tensors))
+            if tuple(np.shape(tensors[name])) != tuple(expected[name].shape)
+        ]
+        problems = []
+        for label, items in (("missing", missing), ("unexpected", unexpected),
+                             ("wrong shape", misshapen)):
+            if items:
+                more = f" (and {len(items) - _LISTED} more)" if len(items) > _LISTED else ""
+                problems.append(f"{len(items)} {label}: {', '.join(items[:_LISTED])}{more}")
+        if problems:
+            raise ValueError("weights do not match the model: " + "; ".join(problems))
+        new_state = {name: t for name, t in state.items() if name.endswith(_SKIPPED_SUFFIX)}
+        for name in expected:
+            new_state[name] = torch.tensor(np.asarray(tensors[name], dtype=np.float32))
+        model.load_state_dict(new_state, strict=True)
