@@ -161,12 +161,15 @@ def _normal_threshold(upper_tail: np.ndarray) -> np.ndarray:
     return (low + high) / 2
 
 
+_GAUSS_LEGENDRE = np.polynomial.legendre.leggauss(48)
+
+
 def _joint_upper_tail(a: np.ndarray, b: np.ndarray, rho: np.ndarray) -> np.ndarray:
     """P(X > a, Y > b) for standard bivariate normals with correlation rho (elementwise).
 
     Uses d/d(rho) P = bivariate density at (a, b) (Plackett), integrated from 0 by Gauss-Legendre.
     """
-    nodes, weights = np.polynomial.legendre.leggauss(48)
+    nodes, weights = _GAUSS_LEGENDRE
     r = rho[..., None] * (nodes + 1) / 2
     one_minus = 1 - r**2
     density = np.exp(-(a[..., None] ** 2 - 2 * r * a[..., None] * b[..., None] + b[..., None] ** 2) / (2 * one_minus))

@@ -163,7 +163,8 @@ class Anatomy:
 
 def draw_anatomy(x: Array, y: Array, scene: Scene) -> Anatomy:
     """Body, lungs, heart, mediastinum, spine, ribs, clavicles and lung markings of a batch."""
-    body = ramp((1 - ((x / scene.body_half_width) ** 4 + ((y - 0.12) / 1.15) ** 4)) * 0.25)
+    across, down = (x / scene.body_half_width) ** 2, ((y - 0.12) / np.float32(1.15)) ** 2
+    body = ramp((1 - (across * across + down * down)) * 0.25)  # squared squares: ** 4 is slow in numpy
     heart_mask = heart(x, y, scene)
     both = lung(x, y, scene, np.float32(-1)) + lung(x, y, scene, np.float32(1))
     lungs = both * (1 - heart_mask)  # the heart hides the lung behind it

@@ -15,6 +15,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,11 @@ def _freeze(python: Path) -> str:
     ).stdout
 
 
+def _tick(bar: tqdm, done: threading.Event) -> None:
+    while not done.wait(1.0):
+        bar.refresh()
+
+
 def _install(target: Path, requirements: Path, worker: str) -> None:
     """Create the venv and pip-install the requirements, showing progress; raises with the log's tail."""
     shutil.rmtree(target, ignore_errors=True)
@@ -66,11 +72,15 @@ def _install(target: Path, requirements: Path, worker: str) -> None:
     with open(log_path, "w") as log, tqdm(desc=f"environment {worker}", unit=" step", leave=True) as bar:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert process.stdout is not None
+        ticking = threading.Event()
+        # pip is silent for a minute while it unpacks torch: keep the elapsed time moving.
+        threading.Thread(target=_tick, args=(bar, ticking), daemon=True).start()
         for line in process.stdout:
             log.write(line)
             if line.startswith(("Collecting", "Installing", "Successfully", "Processing", "Building")):
                 bar.set_postfix_str(line.strip()[:60], refresh=False)
                 bar.update()
+        ticking.set()
         if process.wait() != 0:
             tail = "".join(log_path.read_text().splitlines(keepends=True)[-15:])
             raise RuntimeError(

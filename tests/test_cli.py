@@ -1,0 +1,84 @@
+"""The CLI end to end with the null worker: files written, report rebuilt, clear errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+
+from conftest import REPO_ROOT, SMALL_RUN, run_harness
+
+
+def test_benchmark_writes_every_result_file(tmp_path):
+    out = tmp_path / "results"
+    result = run_harness(["benchmark", "--workers", "null", "--epochs", "2", "--out", str(out), *SMALL_RUN], REPO_ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "null: test macro AUROC 0.5000" in result.stdout
+    (run,) = out.iterdir()
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "completed"
+    assert record["config"]["epochs"] == 2 and record["config"]["seed"] == 0
+    assert record["provenance"]["host"]["cpu_count"] >= 1
+    assert record["workers"]["null"]["reported"]["framework_versions"]["python"]
+    assert len(record["data"]["content_sha256"]) == 64
+    rows = list(csv.DictReader((run / "epochs.csv").open()))
+    assert [(r["worker"], r["epoch"]) for r in rows] == [("null", "1"), ("null", "2")]
+    assert len(rows[0]["batch_order_sha256"]) == 64 and rows[0]["batch_order_sha256"] != rows[1]["batch_order_sha256"]
+    test_labels = np.load(run / "labels" / "test.npy")
+    test_logits = np.load(run / "logits" / "null" / "test.npy")
+    assert test_logits.shape == test_labels.shape and test_logits.dtype == np.float32
+    assert (run / "logits" / "null" / "validation_epoch_002.npy").exists()
+    metrics = json.loads((run / "metrics.json").read_text())["workers"]["null"]
+    assert metrics["test"]["macro_auroc"] == 0.5
+    assert metrics["parameters"] == {"trainable": 14, "non_trainable": 0}
+    report = (run / "report.md").read_text()
+    assert "| null |" in report and "## AUROC per label" in report and "Hernia" in report
+
+    # `harness report` rebuilds the same report from the saved files.
+    (run / "report.md").unlink()
+    rebuilt = run_harness(["report", str(run)], REPO_ROOT)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert (run / "report.md").read_text() == report
+
+
+def test_same_seed_runs_have_equal_data_and_batch_digests(tmp_path):
+    digests = []
+    for attempt, seed in enumerate((5, 5, 6)):
+        out = tmp_path / f"run{attempt}"
+        result = run_harness(["benchmark", "--workers", "null", "--epochs", "1", "--seed", str(seed), "--out", str(out), *SMALL_RUN], REPO_ROOT)
+        assert result.returncode == 0, result.stderr
+        (run,) = out.iterdir()
+        record = json.loads((run / "run.json").read_text())
+        order = list(csv.DictReader((run / "epochs.csv").open()))[0]["batch_order_sha256"]
+        digests.append((record["data"]["content_sha256"], order))
+    assert digests[0] == digests[1]
+    assert digests[0][0] != digests[2][0] and digests[0][1] != digests[2][1]
+
+
+def test_shuffled_labels_control_is_marked_in_the_report(tmp_path):
+    out = tmp_path / "results"
+    result = run_harness(["benchmark", "--workers", "null", "--epochs", "1", "--shuffle-labels", "--out", str(out), *SMALL_RUN], REPO_ROOT)
+    assert result.returncode == 0, result.stderr
+    (run,) = out.iterdir()
+    assert run.name.endswith("-shuffled-labels")
+    assert "**Control run**" in (run / "report.md").read_text()
+
+
+def test_unknown_worker_is_a_clear_error(tmp_path):
+    result = run_harness(["benchmark", "--workers", "pytorhc", "--out", str(tmp_path)], REPO_ROOT)
+    assert result.returncode == 2
+    assert "--workers: unknown worker 'pytorhc' (known: null, pytorch)" in result.stderr
+
+
+def test_bad_values_name_the_option(tmp_path):
+    result = run_harness(["benchmark", "--workers", "null", "--epochs", "0", "--out", str(tmp_path)], REPO_ROOT)
+    assert result.returncode == 2
+    assert "--epochs: 0 must be at least 1" in result.stderr
+
+
+def test_workers_list_shows_pinned_versions():
+    result = run_harness(["workers", "list"], REPO_ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "torch==2.14.1" in result.stdout
+    assert "null" in result.stdout and "(not in 'all')" in result.stdout

@@ -1,0 +1,121 @@
+"""The PyTorch worker through the real gRPC path: parameter counts equal FACTS.md, predictions,
+weights round trip, errors. Its environment is created on first use (about a minute, cached)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT, run_harness
+from cxrbench.worker.v1.tensors import make_batch
+from harness.client import WorkerError
+from harness.config import BenchmarkConfig
+from harness.registry import discover_workers
+from harness.runtime.environments import ensure_environment
+from harness.runtime.local import LocalWorker
+from harness.training import configure_request
+
+pytestmark = pytest.mark.framework
+
+# ../shared/reference/FACTS.md, "Architectures and parameter counts (14-label head)".
+FACTS_PARAMETERS = {
+    "resnet50": (23_536_718, 53_120),
+    "densenet121": (6_968_206, 83_648),
+}
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def pytorch_worker(tmp_path_factory):
+    folder = discover_workers()["pytorch"]
+    worker = LocalWorker(folder, ensure_environment(folder), tmp_path_factory.mktemp("pytorch") / "pytorch.log")
+    try:
+        yield worker.start()
+    finally:
+        worker.stop()
+
+
+def configure(client, architecture: str, seed: int = 0):
+    config = BenchmarkConfig(workers="pytorch", architecture=architecture, image_size=SIZE, seed=seed, threads=2)
+    return client.configure(configure_request(config, num_labels=14))
+
+
+def batch(index: int, n: int = 4, labels: bool = False):
+    rng = np.random.default_rng(index)
+    pixels = rng.integers(0, 256, (n, SIZE, SIZE), dtype=np.uint8)
+    return make_batch(index, pixels, (rng.random((n, 14)) < 0.3).astype(np.uint8) if labels else None)
+
+
+@pytest.mark.parametrize("architecture", ["resnet50", "densenet121"])
+def test_parameter_counts_equal_the_reference(pytorch_worker, architecture):
+    reply = configure(pytorch_worker, architecture)
+    assert (reply.trainable_parameters, reply.non_trainable_parameters) == FACTS_PARAMETERS[architecture]
+    assert reply.numerics["precision"] == "fp32"
+    assert reply.numerics["allow_tf32_matmul"] == "false" and reply.numerics["allow_tf32_cudnn"] == "false"
+
+
+def test_metadata_reports_versions_read_at_run_time(pytorch_worker):
+    meta = pytorch_worker.metadata()
+    assert meta.worker == "pytorch" and meta.contract_version == "v1"
+    assert meta.framework_versions["torch"].startswith("2.14.1")
+    assert meta.framework_versions["torchvision"].startswith("0.29.1")
+    assert meta.device.startswith(("cpu", "cuda")) and meta.threads >= 1
+
+
+def test_training_changes_predictions_and_weights_round_trip(pytorch_worker):
+    configure(pytorch_worker, "resnet50", seed=1)
+    before, _ = pytorch_worker.predict([batch(100)])
+    assert before.shape == (4, 14) and before.dtype == np.float32
+    steps = list(pytorch_worker.train([batch(i, n=8, labels=True) for i in range(2)]))
+    assert all(np.isfinite(s.loss) for s in steps)
+    after, _ = pytorch_worker.predict([batch(100)])
+    assert not np.array_equal(before, after)
+    weights = pytorch_worker.get_weights()
+    configure(pytorch_worker, "resnet50", seed=2)  # a different model...
+    assert pytorch_worker.set_weights(weights) == 320  # ...given the trained weights back
+    restored, _ = pytorch_worker.predict([batch(100)])
+    np.testing.assert_array_equal(restored, after)
+
+
+def test_same_seed_gives_the_same_initial_logits(pytorch_worker):
+    configure(pytorch_worker, "resnet50", seed=7)
+    first, _ = pytorch_worker.predict([batch(5)])
+    configure(pytorch_worker, "resnet50", seed=7)
+    second, _ = pytorch_worker.predict([batch(5)])
+    np.testing.assert_array_equal(first, second)
+
+
+def test_malformed_batch_gets_invalid_argument_and_the_worker_keeps_serving(pytorch_worker):
+    configure(pytorch_worker, "resnet50")
+    bad = make_batch(0, np.zeros((2, SIZE, SIZE + 2), np.uint8), np.zeros((2, 14), np.uint8))
+    with pytest.raises(WorkerError, match=r"worker 'pytorch', Train: INVALID_ARGUMENT: batch.pixels.shape"):
+        list(pytorch_worker.train([bad]))
+    assert pytorch_worker.is_serving()
+    assert len(list(pytorch_worker.train([batch(1, labels=True)]))) == 1
+
+
+def test_mixed_precision_on_cpu_is_unimplemented(pytorch_worker):
+    meta = pytorch_worker.metadata()
+    if not meta.device.startswith("cpu"):
+        pytest.skip("this check is about CPU-only machines")
+    config = BenchmarkConfig(workers="pytorch", image_size=SIZE, precision="mixed")
+    with pytest.raises(WorkerError) as caught:
+        pytorch_worker.configure(configure_request(config, 14))
+    assert caught.value.code == "UNIMPLEMENTED"
+
+
+def test_small_benchmark_runs_end_to_end(tmp_path):
+    out = tmp_path / "results"
+    result = run_harness(["benchmark", "--workers", "pytorch", "--epochs", "1", "--patients", "40",
+                          "--image-size", "32", "--batch-size", "8", "--out", str(out)], REPO_ROOT)
+    assert result.returncode == 0, result.stderr
+    (run,) = out.iterdir()
+    metrics = json.loads((run / "metrics.json").read_text())["workers"]["pytorch"]
+    assert (metrics["parameters"]["trainable"], metrics["parameters"]["non_trainable"]) == FACTS_PARAMETERS["resnet50"]
+    assert 0.0 <= metrics["test"]["macro_auroc"] <= 1.0
+    # fp32 safetensors of every parameter and running statistic: 4 bytes each plus a small header.
+    assert 4 * sum(FACTS_PARAMETERS["resnet50"]) < metrics["model_size_bytes"]["neutral_safetensors"] < 4 * sum(FACTS_PARAMETERS["resnet50"]) + 100_000
+    record = json.loads((run / "run.json").read_text())
+    assert record["workers"]["pytorch"]["reported"]["framework_versions"]["torch"].startswith("2.14.1")
