@@ -4,6 +4,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
 stamp="$venv/.installed-$(sha256sum "$root/pyproject.toml" | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
+  python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || { echo "cxrbench needs Python 3.11 or newer as python3 (found $(python3 --version 2>&1))" >&2; exit 1; }
   echo "Setting up the harness environment in $venv (first use, about a minute)..." >&2
   python3 -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --progress-bar off -e "$root[test]" 2>&1 \

@@ -12,7 +12,7 @@ ARCHITECTURES = ("resnet50", "densenet121")
 PRECISIONS = ("fp32", "mixed")
 RUNTIMES = ("local",)
 # Sized for a 2-core laptop CPU: ResNet-50 at 64x64 trains at about 60 img/s there.
-DEFAULT_EPOCHS = 8
+DEFAULT_EPOCHS = 5
 DEFAULT_IMAGE_SIZE = 64
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_LEARNING_RATE = 1e-3

@@ -17,12 +17,23 @@ How labels are drawn
     patient's follow-up images tend to carry the same findings, while the marginal prevalences
     and pairwise co-occurrences per image are unchanged. Labels rarer than `floor_prevalence` are
     lifted to it (so each has positives to score) and keep their latent correlations, so their
-    co-occurrence grows with them. With 20,000 patients the per-image prevalences land within
-    about 0.003 of target and the unlifted pairwise co-occurrence rates within about 0.003 of the
-    reference (relative errors of the well-populated pairs mostly under 10%).
+    co-occurrence grows with them (their lift over independence shrinks toward 1).
+    How close: the tetrachoric matrix needs no positive-definite repair, so in expectation the
+    copula reproduces every reference prevalence and pairwise co-occurrence exactly. Sampled
+    (20,000 patients, ~54,000 images, floor 0): prevalences within 0.005 absolute of the
+    reference (relative error up to ~10% for the rarest, Hernia), pairwise co-occurrence rates
+    within 0.002 absolute; pairs expected more than 200 times are within 3% relative (median)
+    and 10% (90th percentile). The number of labels per image follows the reference too
+    (0/1/2/3/4 labels: 53.8/29.0/11.4/4.1/1.3% against 53.8/27.6/12.8/4.3/1.1%).
 
 Images per patient follow the reference histogram with the long tail folded into
 MAX_IMAGES_PER_PATIENT (mean 2.72 images per patient; the untruncated reference mean is 3.64).
+
+Calibration (benchmarks/calibrate_phantom.py): with the defaults (1,500 patients, about 4,100
+images at 64 x 64) ResNet-50 from scratch, Adam 1e-3, batch 32, 5 epochs reaches a test macro
+AUROC of 0.835 (seed 0) and 0.847 (seed 1) in about 250 s on 2 CPU cores; shuffled training
+labels give 0.486. Generating the defaults takes about 2.6 s (0.6 ms per 64 x 64 image, 6 ms per
+224 x 224 image).
 
 Deterministic: every patient draws from its own generator, SeedSequence(seed, spawn_key=(p,)),
 and image i of patient p takes its noise from SeedSequence(seed, spawn_key=(p, i)), so the
@@ -68,7 +79,8 @@ REFERENCE_COOCCURRENCE = (
 REFERENCE_IMAGES_PER_PATIENT = (17503, 4113, 2100, 1330, 938, 787, 608, 494, 387, 320 + 2225)
 MAX_IMAGES_PER_PATIENT = len(REFERENCE_IMAGES_PER_PATIENT)
 
-PATIENT_SHARE = 0.6  # share of the label latent's variance common to all images of a patient
+STRENGTH_AT_CONSPICUITY_1 = 1.3  # calibration: the default benchmark lands near 0.83 macro AUROC
+PATIENT_SHARE = 0.5  # share of the label latent's variance common to all images of a patient
 CHUNK_PIXELS = 1 << 21  # pixels drawn per vectorized batch: bounds memory at any image size
 
 _ANATOMY_VALUES = 16  # per-patient uniforms that fix the anatomy
@@ -83,10 +95,10 @@ class PhantomConfig:
     AUROC of about 0.83."""
 
     seed: int = 0
-    patients: int = 1300
+    patients: int = 1500
     image_size: int = 64
     floor_prevalence: float = 0.05  # rarest labels lifted to this prevalence so every label has positives to score
-    conspicuity: float = 1.0  # global strength of the planted findings
+    conspicuity: float = 1.0  # global strength of the planted findings (1.0 = calibrated)
 
     def __post_init__(self) -> None:
         _require_int("seed", self.seed, 0, 2**63 - 1)
@@ -291,7 +303,7 @@ def _scene(plan: _Plan) -> draw.Scene:
         rib_phase=a[:, 12] + 0.05 * j[:, 6],
         marking_phase=2 * np.pi * a[:, 13] + 0.1 * j[:, 7],
         marking_amount=0.05 + 0.03 * a[:, 14],
-        gain=0.85 + 0.3 * e[:, 0],
+        gain=0.9 + 0.3 * e[:, 0],
         offset=-0.02 + 0.08 * e[:, 1],
         gamma=0.8 + 0.45 * e[:, 2],
         noise_sigma=0.015 + 0.02 * e[:, 3],
@@ -315,7 +327,7 @@ def _render_chunk(
     size = config.image_size
     scene = scene.take(rows).columns()
     labels, sites = plan.labels[rows], plan.sites[rows]
-    strength = (config.conspicuity * plan.severity[rows]).astype(np.float32)
+    strength = (config.conspicuity * STRENGTH_AT_CONSPICUITY_1 * plan.severity[rows]).astype(np.float32)
 
     def positives(label: int) -> np.ndarray:
         return np.flatnonzero(labels[:, label])
@@ -343,10 +355,9 @@ def _render_chunk(
         elif label == _EMPHYSEMA:
             record(label, index, draw.emphysema_footprint(anatomy)[index])
         else:
-            part = draw.Anatomy(None, anatomy.lungs[index], anatomy.markings[index], anatomy.heart[index])
             site = sites[index, label].astype(np.float32)[:, :, None, None]
             finding = draw.OPACITY_DRAWERS[name](
-                x[index], y[index], scene.take(index), part, site, draw.column(strength[index, label])
+                x[index], y[index], scene.take(index), anatomy.parts(index), site, draw.column(strength[index, label])
             )
             density[index] += finding.density
             record(label, index, finding.footprint)

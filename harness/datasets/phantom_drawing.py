@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+DENSITY_RANGE = np.float32(1.2)  # densest anatomy (~0.75) plus the densest finding still below it
 EDGE = np.float32(0.025)  # width of a soft edge, in normalized units (0.8 px at 64, 2.8 px at 224)
 SITE_VALUES = 4  # uniform numbers per finding that place and shape it (side, position, size, angle)
 TWO_PI = np.float32(2 * np.pi)
@@ -160,6 +161,10 @@ class Anatomy:
     markings: Array  # the vascular markings already added to `density`
     heart: Array
 
+    def parts(self, index: Array) -> "Anatomy":
+        """The parts findings read (lungs, markings, heart) of the images at `index`; no density."""
+        return Anatomy(np.empty(0, np.float32), self.lungs[index], self.markings[index], self.heart[index])
+
 
 def draw_anatomy(x: Array, y: Array, scene: Scene) -> Anatomy:
     """Body, lungs, heart, mediastinum, spine, ribs, clavicles and lung markings of a batch."""
@@ -169,7 +174,7 @@ def draw_anatomy(x: Array, y: Array, scene: Scene) -> Anatomy:
     both = lung(x, y, scene, np.float32(-1)) + lung(x, y, scene, np.float32(1))
     lungs = both * (1 - heart_mask)  # the heart hides the lung behind it
     markings = lung_markings(x, y, scene) * lungs
-    density = 0.52 * body - scene.lung_air * lungs + 0.06 * heart_mask + markings
+    density = 0.45 * body - scene.lung_air * lungs + 0.06 * heart_mask + markings
     density += spine(x, y) * body
     density += 0.085 * ribs(x, y, scene) + 0.09 * clavicles(x, y, scene)
     return Anatomy(density=density, lungs=lungs, markings=markings, heart=heart_mask)
@@ -178,7 +183,7 @@ def draw_anatomy(x: Array, y: Array, scene: Scene) -> Anatomy:
 def spine(x: Array, y: Array) -> Array:
     """Bright midline band with a vertebral rhythm."""
     vertebrae = 0.8 + 0.2 * np.cos(TWO_PI * y / np.float32(0.13))
-    return 0.15 * ramp(0.075 - np.abs(x)) * vertebrae
+    return 0.13 * ramp(0.075 - np.abs(x)) * vertebrae
 
 
 def ribs(x: Array, y: Array, scene: Scene) -> Array:
@@ -207,7 +212,7 @@ def lung_markings(x: Array, y: Array, scene: Scene) -> Array:
 
 def expose(density: Array, scene: Scene) -> Array:
     """Film response: per-image gain, offset, gamma and a slight exposure gradient (no noise)."""
-    response = np.clip(density, 0, 1) ** scene.gamma
+    response = (np.clip(density, 0, DENSITY_RANGE) / DENSITY_RANGE) ** scene.gamma
     return scene.offset + scene.gain * response
 
 
@@ -223,16 +228,16 @@ def exposure_gradient(x: Array, y: Array, scene: Scene) -> Array:
 
 def enlarge_heart(scene: Scene, index: Array, strength: Array) -> None:
     """Cardiomegaly: a wider (and slightly taller) heart, in place on `scene`."""
-    scene.heart_a[index] *= 1 + 0.32 * strength
+    scene.heart_a[index] *= 1 + 0.4 * strength
     scene.heart_b[index] *= 1 + 0.12 * strength
 
 
 def hyperinflate(scene: Scene, index: Array, strength: Array) -> None:
     """Emphysema: darker lungs with fewer markings, a low and flat diaphragm, in place on `scene`."""
-    scene.lung_air[index] *= 1 + 0.3 * strength
-    scene.marking_amount[index] *= np.clip(1 - 0.7 * strength, 0, 1)
-    scene.dome_height[index] *= np.clip(1 - 0.8 * strength, 0.05, 1)
-    scene.dome_base[index] += 0.08 * strength
+    scene.lung_air[index] *= 1 + 0.15 * strength
+    scene.marking_amount[index] *= np.clip(1 - 0.5 * strength, 0, 1)
+    scene.dome_height[index] *= np.clip(1 - 0.6 * strength, 0.05, 1)
+    scene.dome_base[index] += 0.05 * strength
     scene.lung_b[index] *= 1 + 0.06 * strength
 
 
@@ -279,7 +284,7 @@ def infiltration(x: Array, y: Array, scene: Scene, anatomy: Anatomy, site: Array
         patches = np.maximum(patches, np.exp(-((x - px) ** 2 + (y - py) ** 2) / np.float32(2 * 0.055**2)))
     mottle = 0.7 + 0.3 * np.cos(TWO_PI * x / np.float32(0.11)) * np.cos(TWO_PI * y / np.float32(0.09))
     inside = ramp(anatomy.lungs - 0.3, 0.4)
-    return Finding(0.2 * strength * patches * mottle * inside, ramp(patches - 0.35, 0.1) * inside)
+    return Finding(0.26 * strength * patches * mottle * inside, ramp(patches - 0.35, 0.1) * inside)
 
 
 def round_opacity(x: Array, y: Array, scene: Scene, site: Array, radius: Array) -> Array:
@@ -291,14 +296,14 @@ def round_opacity(x: Array, y: Array, scene: Scene, site: Array, radius: Array) 
 
 def mass(x: Array, y: Array, scene: Scene, anatomy: Anatomy, site: Array, strength: Array) -> Finding:
     """A large round opacity (radius 0.09 to 0.15)."""
-    disc = round_opacity(x, y, scene, site, 0.09 + 0.06 * site[:, 2])
-    return Finding(0.3 * strength * disc, disc)
+    disc = round_opacity(x, y, scene, site, 0.1 + 0.06 * site[:, 2])
+    return Finding(0.38 * strength * disc, disc)
 
 
 def nodule(x: Array, y: Array, scene: Scene, anatomy: Anatomy, site: Array, strength: Array) -> Finding:
     """A small round opacity (radius 0.045 to 0.065): dense, since it is small."""
-    disc = round_opacity(x, y, scene, site, 0.045 + 0.02 * site[:, 2])
-    return Finding(0.42 * strength * disc, disc)
+    disc = round_opacity(x, y, scene, site, 0.055 + 0.02 * site[:, 2])
+    return Finding(0.5 * strength * disc, disc)
 
 
 def pneumonia(x: Array, y: Array, scene: Scene, anatomy: Anatomy, site: Array, strength: Array) -> Finding:
@@ -316,7 +321,7 @@ def pneumothorax(x: Array, y: Array, scene: Scene, anatomy: Anatomy, site: Array
     """Air around a collapsed apex: a dark rim without markings, bounded by a thin pleural line."""
     sign = side_sign(site[:, 0])
     cx = sign * scene.lung_dx
-    collapse = (0.14 + 0.1 * site[:, 1]) * (0.6 + 0.4 * np.minimum(strength, 1.5))
+    collapse = (0.16 + 0.12 * site[:, 1]) * (0.6 + 0.4 * np.minimum(strength, 1.5))
     a, b = scene.lung_a * (1 - collapse), scene.lung_b * (1 - collapse)
     ccx = cx - sign * collapse * scene.lung_a * 0.4  # the lung falls back toward the hilum
     ccy = scene.lung_cy + collapse * scene.lung_b * 0.9
@@ -324,7 +329,7 @@ def pneumothorax(x: Array, y: Array, scene: Scene, anatomy: Anatomy, site: Array
     upper = ramp(scene.lung_cy + 0.25 * scene.lung_b - y, 0.1)
     rim = lung(x, y, scene, sign) * ramp((r - 1) * b) * upper
     pleural_line = ramp(0.012 - np.abs(r - 1) * b, 0.02) * upper * lung(x, y, scene, sign)
-    density = -rim * (anatomy.markings + 0.09 * strength) + 0.12 * strength * pleural_line
+    density = -rim * (anatomy.markings + 0.1 * strength) + 0.14 * strength * pleural_line
     return Finding(density, rim)
 
 
@@ -336,7 +341,7 @@ def consolidation(x: Array, y: Array, scene: Scene, anatomy: Anatomy, site: Arra
     depth = 0.2 + 0.12 * site[:, 3]
     segment = ramp(y - fissure, 0.6 * EDGE) * ramp(fissure + depth - y, 3 * EDGE)
     region = segment * lung(x, y, scene, sign) * (1 - anatomy.heart)
-    return Finding(0.3 * strength * region, region)
+    return Finding(0.22 * strength * region, region)
 
 
 def edema(x: Array, y: Array, scene: Scene, anatomy: Anatomy, site: Array, strength: Array) -> Finding:
@@ -345,7 +350,7 @@ def edema(x: Array, y: Array, scene: Scene, anatomy: Anatomy, site: Array, stren
     hilum_y = scene.lung_cy + 0.05
     haze = np.exp(-((np.abs(x) - 0.22) ** 2) / (2 * spread_x**2) - (y - hilum_y) ** 2 / (2 * spread_y**2))
     inside = ramp(anatomy.lungs - 0.3, 0.4)
-    return Finding(0.24 * strength * haze * inside, ramp(haze - 0.4, 0.1) * inside)
+    return Finding(0.12 * strength * haze * inside, ramp(haze - 0.4, 0.1) * inside)
 
 
 def fibrosis(x: Array, y: Array, scene: Scene, anatomy: Anatomy, site: Array, strength: Array) -> Finding:
@@ -357,30 +362,32 @@ def fibrosis(x: Array, y: Array, scene: Scene, anatomy: Anatomy, site: Array, st
     peripheral = ramp(np.abs(x) - scene.lung_dx + 0.02 * site[:, 2], 0.15)
     lower = ramp(y - scene.lung_cy + 0.15, 0.2)
     zone = peripheral * lower * ramp(anatomy.lungs - 0.3, 0.4)
-    return Finding(0.2 * strength * lines * zone, zone)
+    return Finding(0.15 * strength * lines * zone, zone)
 
 
 def pleural_thickening(x: Array, y: Array, scene: Scene, anatomy: Anatomy, site: Array, strength: Array) -> Finding:
     """A bright band along the lateral chest wall inside one lung's border."""
     sign = side_sign(site[:, 0])
     cx = sign * scene.lung_dx
-    thickness = 0.035 + 0.03 * site[:, 1]
+    # Pleural plaques: a lobulated band, denser than soft tissue (often calcified).
+    thickness = (0.07 + 0.03 * site[:, 1]) * (0.65 + 0.35 * np.cos(TWO_PI * y / np.float32(0.14) + 6 * site[:, 3]))
     inner = ellipse(x, y, cx, scene.lung_cy, scene.lung_a - thickness, scene.lung_b - thickness)
     top = scene.lung_cy - scene.lung_b * (0.7 - 0.5 * site[:, 2])
-    span = ramp(y - top, 0.05) * ramp(top + 0.35 + 0.2 * site[:, 3] - y, 0.05)
+    span = ramp(y - top, 0.05) * ramp(top + 0.45 + 0.2 * site[:, 3] - y, 0.05)
     lateral = ramp(sign * (x - cx), 0.05)
     band = lung(x, y, scene, sign) * (1 - inner) * span * lateral
-    return Finding(0.32 * strength * band, band)
+    return Finding(0.55 * strength * band, band)
 
 
 def hernia(x: Array, y: Array, scene: Scene, anatomy: Anatomy, site: Array, strength: Array) -> Finding:
-    """Hiatal hernia: an oval opacity behind the heart just above the diaphragm, with an air bubble."""
+    """Hiatal hernia: a round sac behind the heart just above the diaphragm, gas above a fluid level."""
     cx = scene.heart_cx - 0.06 + 0.12 * site[:, 1]
-    cy = scene.dome_base - scene.dome_height - 0.05
-    a, b = 0.09 + 0.04 * site[:, 2], 0.06 + 0.02 * site[:, 3]
+    cy = scene.dome_base - scene.dome_height - 0.06
+    a, b = 0.12 + 0.05 * site[:, 2], 0.09 + 0.03 * site[:, 3]
     sac = ellipse(x, y, cx, cy, a, b)
-    bubble = ellipse(x, y, cx, cy - 0.35 * b, 0.55 * a, 0.4 * b) * ramp(cy - 0.1 * b - y, 0.3 * EDGE)
-    return Finding(strength * (0.26 * sac - 0.3 * bubble), sac)
+    wall = ellipse(x, y, cx, cy, a - 0.025, b - 0.025)
+    gas = wall * ramp(cy + 0.2 * b - y, 0.5 * EDGE)  # air-fluid level: a sharp horizontal line
+    return Finding(strength * (0.25 * sac - 0.35 * gas), sac)
 
 
 def cardiomegaly_footprint(anatomy: Anatomy) -> Array:
