@@ -66,7 +66,7 @@ def run_benchmark(config: BenchmarkConfig) -> Path:
     labels = store.labels
     if config.shuffle_labels:
         labels = shuffled_labels(labels, np.concatenate([split.train, split.validation]), config.seed)
-    data = TrainingData(store=store, split=split, train_labels=labels)
+    data = TrainingData(store=store, split=split, fit_labels=labels)
 
     suffix = "-shuffled-labels" if config.shuffle_labels else ""
     run = RunDirectory.create(config.out, f"{config.dataset}-{config.architecture}-seed{config.seed}{suffix}")

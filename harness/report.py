@@ -34,7 +34,7 @@ def _summary(run: dict, metrics: dict) -> list[str]:
     for name, result in metrics.items():
         reported = run["workers"].get(name, {}).get("reported", {})
         versions = reported.get("framework_versions", {})
-        framework = ", ".join(f"{k} {v}" for k, v in versions.items() if k not in ("python", "numpy")) or "n/a"
+        framework = ", ".join(f"{k} {v}" for k, v in sorted(versions.items()) if k not in ("python", "numpy")) or "n/a"
         test, efficiency, parameters = result["test"], result["efficiency"], result["parameters"]
         rows.append([
             name, framework, f"**{_number(test['macro_auroc'])}**", _number(test["precision"]), _number(test["recall"]),
@@ -99,10 +99,10 @@ def _provenance(run: dict, metrics: dict) -> list[str]:
     ]
     for name, worker in run["workers"].items():
         reported = worker.get("reported", {})
-        versions = ", ".join(f"{k} {v}" for k, v in reported.get("framework_versions", {}).items())
+        versions = ", ".join(f"{k} {v}" for k, v in sorted(reported.get("framework_versions", {}).items()))
         numerics = metrics.get(name, {}).get("numerics", {})
         lines.append(
-            f"- `{name}` reported: {versions}; device {reported.get('device')}; {reported.get('threads')} threads; "
+            f"- `{name}` reported: {versions}; device {reported.get('device')}; threads {reported.get('threads')}; "
             f"numerics {json.dumps(numerics, sort_keys=True)}; environment lock `{worker['environment']['lock_sha256'][:16]}`."
         )
         orders = metrics.get(name, {}).get("batch_order_sha256", [])

@@ -36,7 +36,7 @@ class TrainingData:
 
     store: PixelStore
     split: Split
-    train_labels: np.ndarray  # labels sent for training (shuffled in the control run), indexed like the store
+    fit_labels: np.ndarray  # labels for training and validation (shuffled in the control run), indexed like the store
 
 
 def configure_request(config: BenchmarkConfig, num_labels: int) -> worker_pb2.ConfigureRequest:
@@ -73,7 +73,7 @@ def train_epoch(client: WorkerClient, config: BenchmarkConfig, data: TrainingDat
     """Stream one epoch of training batches; returns losses, digests and timing."""
     order = epoch_order(data.split.train, config.seed, epoch)
     chunks = training_chunks(order, config.batch_size)
-    batches = Prefetch(training_batches(data.store.pixels, data.train_labels, chunks))
+    batches = Prefetch(training_batches(data.store.pixels, data.fit_labels, chunks))
     losses, digests, compute = [], [], 0.0
     first_step = None
     start = time.perf_counter()
@@ -109,7 +109,7 @@ def train_and_evaluate(client: WorkerClient, config: BenchmarkConfig, data: Trai
     name = client.name
     store, split = data.store, data.split
     configured = client.configure(configure_request(config, len(store.label_names)))
-    validation_labels = data.train_labels[split.validation]
+    validation_labels = data.fit_labels[split.validation]
     epochs = []
     for epoch in range(1, config.epochs + 1):
         trained = train_epoch(client, config, data, epoch)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
+from tqdm import tqdm
+
 from harness.pixel_store import DatasetArrays, PixelStore, open_or_build
 
 DATASETS = ("phantom",)
@@ -25,7 +27,8 @@ def load_dataset(name: str, image_size: int, seed: int, cache: Path, patients: i
     source = {"dataset": "phantom", "generator_version": PHANTOM_GENERATOR_VERSION, **asdict(config)}
 
     def build() -> DatasetArrays:
-        data = generate_phantom(config)
+        with tqdm(desc=f"phantom {image_size}px, seed {seed}", unit="img", leave=False) as bar:
+            data = generate_phantom(config, progress=bar.update)
         prevalence = {label: {"reference": ref, "used": used} for label, (ref, used) in data.prevalence.items()}
         return DatasetArrays(
             pixels=data.pixels, labels=data.labels, patient_ids=data.patient_ids, sample_ids=data.sample_ids,

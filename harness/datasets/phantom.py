@@ -28,6 +28,7 @@ result does not depend on chunking or iteration order. The same config gives byt
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 
@@ -271,8 +272,11 @@ def _read_only(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def generate_phantom(config: PhantomConfig) -> PhantomData:
-    """Generate the phantom data set described by `config` (deterministic in the config)."""
+def generate_phantom(config: PhantomConfig, progress: Callable[[int], None] | None = None) -> PhantomData:
+    """Generate the phantom data set described by `config` (deterministic in the config).
+
+    `progress`, if given, is called with the number of images drawn after each chunk.
+    """
     plan = _sample_plan(config)
     scene = _scene(plan)
     count, size = len(plan.patient_ids), config.image_size
@@ -283,6 +287,8 @@ def generate_phantom(config: PhantomConfig) -> PhantomData:
         rows = slice(start, min(start + step, count))
         pixels[rows], chunk_boxes = _render_chunk(scene, plan, rows, config)
         boxes.extend(chunk_boxes)
+        if progress is not None:
+            progress(rows.stop - rows.start)
     all_boxes = np.concatenate(boxes)
     all_boxes = all_boxes[np.lexsort((all_boxes[:, 1], all_boxes[:, 0]))]
     reference, used = reference_prevalence(), target_prevalence(config.floor_prevalence)
