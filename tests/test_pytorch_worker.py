@@ -74,7 +74,7 @@ def test_training_changes_predictions_and_weights_round_trip(pytorch_worker):
     assert not np.array_equal(before, after)
     weights = pytorch_worker.get_weights()
     configure(pytorch_worker, "resnet50", seed=2)  # a different model...
-    assert pytorch_worker.set_weights(weights) == 320  # ...given the trained weights back
+    assert pytorch_worker.set_weights(weights) == 267  # ...given the trained weights back (320 - 53 BN counters)
     restored, _ = pytorch_worker.predict([batch(100)])
     np.testing.assert_array_equal(restored, after)
 
