@@ -8,7 +8,6 @@ import signal
 import sys
 from pathlib import Path
 
-from harness.client import WorkerError
 from harness.config import ARCHITECTURES, DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_IMAGE_SIZE, DEFAULT_LEARNING_RATE, PRECISIONS, BenchmarkConfig
 from harness.datasets import DATASETS
 
@@ -109,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"benchmark": _benchmark, "report": _report, "workers": _workers_list}
     try:
         return handlers[args.command](args)
-    except WorkerError as error:
+    except RuntimeError as error:  # WorkerError, a failed environment set-up
         print(f"harness: error: {error}", file=sys.stderr)
         return 1
     except ValueError as error:
