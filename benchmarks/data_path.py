@@ -29,9 +29,9 @@ from harness.config import BenchmarkConfig
 TARGET_IMAGES_PER_SECOND = 3000
 
 
-def make_store(images: int, image_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def make_store(folder: Path, images: int, image_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Random pixels in a memory-mapped file (as the real pixel store is) and random labels."""
-    path = Path(tempfile.mkdtemp(prefix="cxrbench-datapath-")) / "pixels.u8"
+    path = folder / "pixels.u8"
     pixels = np.memmap(path, dtype=np.uint8, mode="w+", shape=(images, image_size, image_size))
     rng = np.random.default_rng(seed)
     for start in range(0, images, 1024):
@@ -49,11 +49,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="cxrbench-datapath-") as scratch:
+        return run(args, Path(scratch))
 
-    pixels, labels = make_store(args.images, args.image_size, seed=0)
+
+def run(args: argparse.Namespace, scratch: Path) -> int:
+    """Stream the store through the null worker `args.repeats` times; print and check img/s."""
+    pixels, labels = make_store(scratch, args.images, args.image_size, seed=0)
     indices = np.arange(args.images)
     folder = discover_workers()["null"]
-    log = Path(tempfile.mkdtemp(prefix="cxrbench-datapath-log-")) / "null.log"
+    log = scratch / "null.log"
     config = BenchmarkConfig(workers="null", image_size=args.image_size, batch_size=args.batch_size)
     print(f"data path: {args.images} images of {args.image_size}x{args.image_size}, batches of {args.batch_size}, "
           f"{args.repeats} repeats, null worker over a Unix socket")
