@@ -21,7 +21,7 @@ from harness.results import RunDirectory
 from harness.runtime.environments import cache_root, ensure_environment
 from harness.runtime.local import LocalWorker
 from harness.splits import patient_wise_split
-from harness.training import TrainingData, train_and_evaluate
+from harness.training import TrainingData, configure_request, train_and_evaluate
 
 
 def shuffled_labels(labels: np.ndarray, indices: np.ndarray, seed: int) -> np.ndarray:
@@ -58,11 +58,17 @@ def _data_facts(data: TrainingData) -> dict:
 
 
 def run_benchmark(config: BenchmarkConfig) -> Path:
-    """Run the benchmark described by `config`; returns the run directory (also when it fails)."""
+    """Run the benchmark described by `config`; returns the run directory.
+
+    On failure or interruption the exception propagates, after run.json has recorded it and the
+    report has been written from whatever had completed.
+    """
     workers = resolve_workers(config.workers)
     cache = cache_root()
     store = load_dataset(config.dataset, config.image_size, config.seed, cache, config.patients)
     split = patient_wise_split(store.patient_ids, config.split_fractions, config.seed)
+    if len(split.train) < config.batch_size:
+        raise ValueError(f"--batch-size: {config.batch_size} is more than the {len(split.train)} training images")
     labels = store.labels
     if config.shuffle_labels:
         labels = shuffled_labels(labels, np.concatenate([split.train, split.validation]), config.seed)
@@ -83,6 +89,9 @@ def run_benchmark(config: BenchmarkConfig) -> Path:
         run.save_array(f"labels/{part}_indices.npy", indices)
     run.save_array("labels/test.npy", store.labels[split.test])
     run.save_array("labels/validation.npy", labels[split.validation])
+    run.write_samples({part: {"sample_ids": [store.sample_ids[i] for i in indices],
+                              "patient_ids": store.patient_ids[indices].tolist()}
+                       for part, indices in split.parts().items()})
 
     results: dict[str, dict] = {}
     try:
@@ -90,7 +99,8 @@ def run_benchmark(config: BenchmarkConfig) -> Path:
             environment = ensure_environment(folder, cache)
             with LocalWorker(folder, environment, run.worker_log(folder.name)) as worker:
                 client = worker.start()
-                metadata = client.metadata()
+                configured = client.configure(configure_request(config, len(store.label_names)))
+                metadata = client.metadata()  # after Configure: threads and numerics as they are used
                 record["workers"][folder.name] = {
                     "pinned_version": pinned_version(folder),
                     "environment": {"key": environment.key, "lock_sha256": environment.lock_sha256},
@@ -104,7 +114,7 @@ def run_benchmark(config: BenchmarkConfig) -> Path:
                     },
                 }
                 run.write_run(record)
-                results[folder.name] = train_and_evaluate(client, config, data, run)
+                results[folder.name] = train_and_evaluate(client, config, data, run, configured)
                 run.write_metrics({"workers": results})
         record["status"] = "completed"
     except BaseException as error:
@@ -116,5 +126,8 @@ def run_benchmark(config: BenchmarkConfig) -> Path:
         record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         run.write_run(record)
         if results:
-            write_report(run.path)
+            try:
+                write_report(run.path)
+            except Exception as error:  # never hide the run's own error behind the report's
+                print(f"could not write the report: {error}", file=sys.stderr)
     return run.path

@@ -45,7 +45,8 @@ def _print_summary(run_dir: Path) -> None:
         return
     for name, result in json.loads(metrics_path.read_text())["workers"].items():
         test = result["test"]
-        print(f"{name}: test macro AUROC {test['macro_auroc']:.4f} on {test['samples']} images, "
+        auroc = "n/a" if test["macro_auroc"] is None else f"{test['macro_auroc']:.4f}"
+        print(f"{name}: test macro AUROC {auroc} on {test['samples']} images, "
               f"{result['efficiency']['seconds_per_epoch_median']:.1f} s/epoch, "
               f"{result['parameters']['trainable']:,} trainable / {result['parameters']['non_trainable']:,} non-trainable parameters")
 
@@ -60,10 +61,13 @@ def _benchmark(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from harness.report import write_report
+    from harness.report import rescore, write_report
 
     if not (args.run_dir / "run.json").is_file():
         raise ValueError(f"{args.run_dir}: not a run directory (no run.json)")
+    rescored = rescore(args.run_dir)
+    if rescored:
+        print(f"rescored from saved test logits: {', '.join(rescored)}")
     print(write_report(args.run_dir))
     return 0
 
@@ -89,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description="A fair benchmark of deep-learning frameworks on chest X-rays.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _benchmark_parser(subparsers)
-    report = subparsers.add_parser("report", help="rebuild report.md of a run from its saved files")
+    report = subparsers.add_parser("report", help="rescore a run's saved logits and rebuild its report.md")
     report.add_argument("run_dir", type=Path)
     workers = subparsers.add_parser("workers", help="worker commands")
     workers_sub = workers.add_subparsers(dest="workers_command", required=True)
@@ -108,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"benchmark": _benchmark, "report": _report, "workers": _workers_list}
     try:
         return handlers[args.command](args)
-    except RuntimeError as error:  # WorkerError, a failed environment set-up
+    except (RuntimeError, OSError) as error:  # WorkerError, environment set-up, files
         print(f"harness: error: {error}", file=sys.stderr)
         return 1
     except ValueError as error:

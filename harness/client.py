@@ -87,50 +87,61 @@ class WorkerClient:
         reply = self._call("SetHyperparameters", worker_pb2.SetHyperparametersRequest(learning_rate=learning_rate))
         return reply.learning_rate
 
+    def _stream(self, rpc: str, batches: Iterable[worker_pb2.Batch], wrap) -> Iterator:
+        """Stream `batches` through a bidirectional RPC; yield each reply after strict checks.
+
+        Replies must come one per batch, in order, each echoing the digest that was sent; anything
+        else aborts with a WorkerError. A failure while building batches (harness side) ends the
+        request stream and is re-raised as itself, not blamed on the worker.
+        """
+        sent: list[tuple[int, str]] = []
+        harness_failure: list[Exception] = []
+
+        def requests():
+            try:
+                for batch in batches:
+                    sent.append((batch.index, batch.digest))
+                    yield wrap(batch)
+            except Exception as error:  # raised in gRPC's sending thread: keep it for the caller
+                harness_failure.append(error)
+
+        answered = 0
+        try:
+            for reply in getattr(self._stub, rpc)(requests()):
+                if answered >= len(sent):
+                    raise WorkerError(self.name, rpc, "PROTOCOL", f"answered batch {reply.index}, which was not sent")
+                index, digest = sent[answered]
+                if reply.index != index:
+                    raise WorkerError(self.name, rpc, "PROTOCOL", f"answered batch {reply.index} where batch {index} was due")
+                if reply.digest != digest:
+                    raise WorkerError(
+                        self.name, rpc, "DIGEST_MISMATCH",
+                        f"batch {index} was sent with digest {digest[:16]}... but the worker computed {reply.digest[:16]}...",
+                    )
+                answered += 1
+                yield reply
+        except grpc.RpcError as error:
+            if harness_failure:
+                raise harness_failure[0]
+            raise self._error(rpc, error) from None
+        if harness_failure:
+            raise harness_failure[0]
+        if answered != len(sent):
+            raise WorkerError(self.name, rpc, "PROTOCOL", f"ended the stream after {answered} of {len(sent)} batches")
+
     def train(self, batches: Iterable[worker_pb2.Batch]) -> Iterator[StepResult]:
         """Stream training batches; yields one result per batch, in order, digest checked."""
-        sent: dict[int, str] = {}
-
-        def requests() -> Iterator[worker_pb2.TrainRequest]:
-            for batch in batches:
-                sent[batch.index] = batch.digest
-                yield worker_pb2.TrainRequest(batch=batch)
-
-        try:
-            for reply in self._stub.Train(requests()):
-                self._check_echo("Train", sent.pop(reply.index, None), reply.index, reply.digest)
-                yield StepResult(reply.index, reply.loss, reply.compute_seconds, reply.digest)
-        except grpc.RpcError as error:
-            raise self._error("Train", error) from None
+        for reply in self._stream("Train", batches, lambda batch: worker_pb2.TrainRequest(batch=batch)):
+            yield StepResult(reply.index, reply.loss, reply.compute_seconds, reply.digest)
 
     def predict(self, batches: Iterable[worker_pb2.Batch]) -> tuple[np.ndarray, float]:
         """Stream prediction batches; returns (logits of all samples in order, worker compute seconds)."""
-        sent: dict[int, str] = {}
         logits: list[np.ndarray] = []
         compute = 0.0
-
-        def requests() -> Iterator[worker_pb2.PredictRequest]:
-            for batch in batches:
-                sent[batch.index] = batch.digest
-                yield worker_pb2.PredictRequest(batch=batch)
-
-        try:
-            for reply in self._stub.Predict(requests()):
-                self._check_echo("Predict", sent.pop(reply.index, None), reply.index, reply.digest)
-                logits.append(decode_tensor(reply.logits, "logits").astype(np.float32))
-                compute += reply.compute_seconds
-        except grpc.RpcError as error:
-            raise self._error("Predict", error) from None
+        for reply in self._stream("Predict", batches, lambda batch: worker_pb2.PredictRequest(batch=batch)):
+            logits.append(decode_tensor(reply.logits, "logits").astype(np.float32))
+            compute += reply.compute_seconds
         return np.concatenate(logits) if logits else np.zeros((0, 0), np.float32), compute
-
-    def _check_echo(self, rpc: str, sent_digest: str | None, index: int, echoed: str) -> None:
-        if sent_digest is None:
-            raise WorkerError(self.name, rpc, "PROTOCOL", f"answered for batch {index}, which was not sent or answered twice")
-        if sent_digest != echoed:
-            raise WorkerError(
-                self.name, rpc, "DIGEST_MISMATCH",
-                f"batch {index} was sent with digest {sent_digest[:16]}... but the worker computed {echoed[:16]}...",
-            )
 
     def get_weights(self) -> bytes:
         """The model's neutral safetensors file, verified against the announced size and SHA-256."""

@@ -1,6 +1,7 @@
 """The Markdown report, built only from what a run saved (run.json, metrics.json, epochs.csv).
 
-`harness report RUN_DIR` rebuilds it without retraining.
+`harness report RUN_DIR` rescores the saved test logits with harness.metrics and rebuilds the
+report, without retraining.
 """
 
 from __future__ import annotations
@@ -8,6 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
+from harness.metrics import evaluate
 from harness.results import RunDirectory
 
 
@@ -138,6 +142,25 @@ def render_report(run_dir: Path) -> str:
         lines += ["## Epochs", ""] + _epochs(epochs)
     lines += ["## Provenance", ""] + _provenance(run, metrics)
     return "\n".join(lines)
+
+
+def rescore(run_dir: Path) -> list[str]:
+    """Recompute each worker's test metrics in metrics.json from its saved logits; returns the workers."""
+    directory = RunDirectory(run_dir)
+    metrics_path = run_dir / "metrics.json"
+    if not metrics_path.exists():
+        return []
+    saved = json.loads(metrics_path.read_text())
+    labels = np.load(run_dir / "labels" / "test.npy")
+    label_names = tuple(directory.read_run()["data"]["label_names"])
+    rescored = []
+    for name, result in saved["workers"].items():
+        logits_path = run_dir / "logits" / name / "test.npy"
+        if logits_path.exists():
+            result["test"] = evaluate(np.load(logits_path), labels, label_names)
+            rescored.append(name)
+    directory.write_metrics(saved)
+    return rescored
 
 
 def write_report(run_dir: Path) -> Path:

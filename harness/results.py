@@ -2,7 +2,7 @@
 
     run.json        config, provenance, dataset and split facts, worker metadata, status
     epochs.csv      one row per worker and epoch, appended and flushed as each epoch ends
-    labels/         labels and sample ids of the evaluated sets
+    labels/         indices, labels, sample and patient ids of each part of the split
     logits/<worker>/validation_epoch_NNN.npy, test.npy
     metrics.json    all metrics, computed by harness.metrics from the saved logits
     report.md       the report, rebuilt from the files above by `harness report`
@@ -62,6 +62,12 @@ class RunDirectory:
 
     def write_metrics(self, data: dict) -> None:
         _write_json_atomically(self.path / "metrics.json", data)
+
+    def write_samples(self, parts: dict) -> None:
+        """labels/samples.json: sample and patient ids of each part, in the order logits are saved."""
+        path = self.path / "labels" / "samples.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_json_atomically(path, parts)
 
     def append_epoch(self, row: dict) -> None:
         """Append one row to epochs.csv and flush it to disk at once."""

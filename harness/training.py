@@ -104,11 +104,11 @@ def train_epoch(client: WorkerClient, config: BenchmarkConfig, data: TrainingDat
     }
 
 
-def train_and_evaluate(client: WorkerClient, config: BenchmarkConfig, data: TrainingData, run: RunDirectory) -> dict:
-    """Configure, train every epoch, evaluate; returns this worker's results (plain values)."""
+def train_and_evaluate(client: WorkerClient, config: BenchmarkConfig, data: TrainingData, run: RunDirectory,
+                       configured: worker_pb2.ConfigureResponse) -> dict:
+    """Train a configured worker every epoch and evaluate it; returns its results (plain values)."""
     name = client.name
     store, split = data.store, data.split
-    configured = client.configure(configure_request(config, len(store.label_names)))
     validation_labels = data.fit_labels[split.validation]
     epochs = []
     for epoch in range(1, config.epochs + 1):

@@ -35,8 +35,11 @@ def test_benchmark_writes_every_result_file(tmp_path):
     report = (run / "report.md").read_text()
     assert "| null |" in report and "## AUROC per label" in report and "Hernia" in report
 
-    # `harness report` rebuilds the same report from the saved files.
+    # `harness report` rescores the saved logits and rebuilds the same report.
     (run / "report.md").unlink()
+    tampered = json.loads((run / "metrics.json").read_text())
+    tampered["workers"]["null"]["test"]["macro_auroc"] = 0.123
+    (run / "metrics.json").write_text(json.dumps(tampered))
     rebuilt = run_harness(["report", str(run)], REPO_ROOT)
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert (run / "report.md").read_text() == report
@@ -82,3 +85,18 @@ def test_workers_list_shows_pinned_versions():
     assert result.returncode == 0, result.stderr
     assert "torch==2.14.1" in result.stdout
     assert "null" in result.stdout and "(not in 'all')" in result.stdout
+
+
+def test_batch_larger_than_the_training_set_is_a_clear_error(tmp_path):
+    result = run_harness(["benchmark", "--workers", "null", "--patients", "10", "--image-size", "32",
+                          "--batch-size", "64", "--out", str(tmp_path)], REPO_ROOT)
+    assert result.returncode == 2
+    assert "--batch-size: 64 is more than the" in result.stderr and "training images" in result.stderr
+
+
+def test_unwritable_results_folder_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = run_harness(["benchmark", "--workers", "null", *SMALL_RUN, "--out", str(blocker / "results")], REPO_ROOT)
+    assert result.returncode == 1
+    assert result.stderr.startswith("harness: error:") and "Traceback" not in result.stderr

@@ -45,3 +45,14 @@ def test_interrupted_build_leaves_no_store(tmp_path):
     assert list(tmp_path.glob("stores/*")) == []
     store = open_or_build(tmp_path, {"dataset": "t"}, tiny_arrays)  # the next run builds it properly
     assert len(store) == 3
+
+
+def test_a_failure_while_writing_leaves_no_store(tmp_path, monkeypatch):
+    # The pixels are on disk when writing the index fails: the half-written folder must vanish.
+    def broken_savez(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", broken_savez)
+    with pytest.raises(OSError, match="disk full"):
+        open_or_build(tmp_path, {"dataset": "t"}, tiny_arrays)
+    assert list(tmp_path.glob("stores/*")) == []

@@ -109,7 +109,7 @@ def test_mixed_precision_on_cpu_is_unimplemented(pytorch_worker):
 def test_small_benchmark_runs_end_to_end(tmp_path):
     out = tmp_path / "results"
     result = run_harness(["benchmark", "--workers", "pytorch", "--epochs", "1", "--patients", "40",
-                          "--image-size", "32", "--batch-size", "8", "--out", str(out)], REPO_ROOT)
+                          "--image-size", "32", "--batch-size", "8", "--threads", "1", "--out", str(out)], REPO_ROOT)
     assert result.returncode == 0, result.stderr
     (run,) = out.iterdir()
     metrics = json.loads((run / "metrics.json").read_text())["workers"]["pytorch"]
@@ -118,4 +118,9 @@ def test_small_benchmark_runs_end_to_end(tmp_path):
     # fp32 safetensors of every parameter and running statistic: 4 bytes each plus a small header.
     assert 4 * sum(FACTS_PARAMETERS["resnet50"]) < metrics["model_size_bytes"]["neutral_safetensors"] < 4 * sum(FACTS_PARAMETERS["resnet50"]) + 100_000
     record = json.loads((run / "run.json").read_text())
-    assert record["workers"]["pytorch"]["reported"]["framework_versions"]["torch"].startswith("2.14.1")
+    reported = record["workers"]["pytorch"]["reported"]
+    assert reported["framework_versions"]["torch"].startswith("2.14.1")
+    # Read back after Configure: what the worker actually ran with (DESIGN invariant 7).
+    assert reported["threads"] == 1
+    assert reported["numerics"]["deterministic_algorithms"] == "true"
+    assert reported["numerics"]["allow_tf32_matmul"] == "false"

@@ -11,7 +11,7 @@ from harness.pixel_store import DatasetArrays, PixelStore, open_or_build
 
 DATASETS = ("phantom",)
 # Bump whenever the phantom generator changes its output, so cached stores are not reused.
-PHANTOM_GENERATOR_VERSION = 1
+PHANTOM_GENERATOR_VERSION = 2
 
 
 def load_dataset(name: str, image_size: int, seed: int, cache: Path, patients: int | None = None) -> PixelStore:

@@ -48,10 +48,16 @@ def environment_key(requirements: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def _run(command: list[str], what: str) -> str:
+    """Run a set-up command; a failure becomes a RuntimeError that says what was being done."""
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{what} failed (exit {result.returncode}): {result.stderr.strip()[-2000:]}")
+    return result.stdout
+
+
 def _freeze(python: Path) -> str:
-    return subprocess.run(
-        [str(python), "-m", "pip", "freeze", "--all"], check=True, capture_output=True, text=True
-    ).stdout
+    return _run([str(python), "-m", "pip", "freeze", "--all"], f"listing the packages of {python}")
 
 
 def _tick(bar: tqdm, done: threading.Event) -> None:
@@ -62,7 +68,7 @@ def _tick(bar: tqdm, done: threading.Event) -> None:
 def _install(target: Path, requirements: Path, worker: str) -> None:
     """Create the venv and pip-install the requirements, showing progress; raises with the log's tail."""
     shutil.rmtree(target, ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "venv", str(target)], check=True)
+    _run([sys.executable, "-m", "venv", str(target)], f"creating a virtual environment in {target}")
     python = target / "bin" / "python"
     log_path = target / "install.log"
     command = [
@@ -75,13 +81,19 @@ def _install(target: Path, requirements: Path, worker: str) -> None:
         ticking = threading.Event()
         # pip is silent for a minute while it unpacks torch: keep the elapsed time moving.
         threading.Thread(target=_tick, args=(bar, ticking), daemon=True).start()
-        for line in process.stdout:
-            log.write(line)
-            if line.startswith(("Collecting", "Installing", "Successfully", "Processing", "Building")):
-                bar.set_postfix_str(line.strip()[:60], refresh=False)
-                bar.update()
-        ticking.set()
-        if process.wait() != 0:
+        try:
+            for line in process.stdout:
+                log.write(line)
+                if line.startswith(("Collecting", "Installing", "Successfully", "Processing", "Building")):
+                    bar.set_postfix_str(line.strip()[:60], refresh=False)
+                    bar.update()
+            process.wait()
+        finally:
+            ticking.set()
+            if process.poll() is None:  # interrupted: pip must not go on writing into the folder
+                process.kill()
+                process.wait()
+        if process.returncode != 0:
             tail = "".join(log_path.read_text().splitlines(keepends=True)[-15:])
             raise RuntimeError(
                 f"creating the environment of worker '{worker}' from {requirements} failed "
