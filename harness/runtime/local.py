@@ -51,16 +51,26 @@ class LocalWorker:
                 command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 start_new_session=True,  # its own process group: Ctrl-C reaches the harness, which stops it
             )
-        self.client = WorkerClient(self.folder.name, self.address, on_failure=self.exit_reason)
+        self.client = WorkerClient(self.folder.name, self.address, on_failure=lambda: self.exit_reason(grace=2.0))
         wait_until_serving(self.client, STARTUP_TIMEOUT_SECONDS, self.exit_reason)
         return self.client
 
-    def exit_reason(self) -> str | None:
-        """None while the process runs; otherwise how it ended and the end of its log."""
-        if self.process is None or self.process.poll() is None:
+    def exit_reason(self, grace: float = 0.0) -> str | None:
+        """None while the process runs; otherwise how it ended and the end of its log.
+
+        `grace` waits that long for a dying process: a call fails as soon as the socket closes,
+        a moment before the process has finished exiting.
+        """
+        if self.process is None:
+            return None
+        try:
+            self.process.wait(timeout=grace) if grace else self.process.poll()
+        except subprocess.TimeoutExpired:
+            pass
+        if self.process.returncode is None:
             return None
         code = self.process.returncode
-        how = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        how = f"was killed by signal {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
         tail = self.log_path.read_text(errors="replace").strip().splitlines()[-5:] if self.log_path.exists() else []
         last = (" Last lines of its log: " + " | ".join(tail)) if tail else ""
         return f"the worker process {how}; log: {self.log_path}.{last}"
