@@ -9,6 +9,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from cxrbench_worker.host import cpu_model
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -23,16 +25,6 @@ def git_state(repo: Path = REPO_ROOT) -> dict:
     return {"commit": commit, "dirty": dirty}
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _memory_bytes() -> int | None:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -45,7 +37,7 @@ def host_facts() -> dict:
     return {
         "platform": platform.platform(),
         "machine": platform.machine(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "memory_bytes": _memory_bytes(),
         "python": platform.python_version(),

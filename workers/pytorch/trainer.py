@@ -19,6 +19,7 @@ import torchvision  # noqa: E402
 from cxrbench_worker.backend import (  # noqa: E402
     Backend, BackendMetadata, ConfiguredModel, ModelSpec, UnsupportedOption,
 )
+from cxrbench_worker.host import cpu_model  # noqa: E402
 from model import build_model, count_parameters  # noqa: E402
 
 _SKIPPED_SUFFIX = "num_batches_tracked"  # BatchNorm counter: not part of the neutral weights
@@ -27,17 +28,6 @@ _LISTED = 5  # how many offending names a validation error quotes per category
 
 def _flag(value: object) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 class PyTorchBackend(Backend):
@@ -64,7 +54,7 @@ class PyTorchBackend(Backend):
             versions["cudnn"] = str(torch.backends.cudnn.version())
             device = f"cuda:{torch.cuda.current_device()} ({torch.cuda.get_device_name()})"
         else:
-            device = f"cpu ({_cpu_name()})"
+            device = f"cpu ({cpu_model()})"
         return BackendMetadata(versions, device, torch.get_num_threads(), self._numerics())
 
     def configure(self, spec: ModelSpec) -> ConfiguredModel:
