@@ -62,6 +62,8 @@ class ModelSpec:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     # Intra-op threads; 0 keeps the framework's default.
     threads: int = 0
+    # Framework-specific switches (e.g. {"jit_compile": "true"}); keys are in Backend.options.
+    options: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,8 @@ class Backend(ABC):
     architectures: tuple[str, ...] = ARCHITECTURES
     #: Precisions this backend can run (subset of PRECISIONS).
     precisions: tuple[str, ...] = ("fp32",)
+    #: Keys of ModelSpec.options this backend understands; the servicer refuses any other.
+    options: tuple[str, ...] = ()
 
     @abstractmethod
     def metadata(self) -> BackendMetadata:

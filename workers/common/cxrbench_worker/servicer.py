@@ -95,7 +95,17 @@ def spec_from_request(request: worker_pb2.ConfigureRequest, backend: Backend) ->
         mean=tuple(request.mean),
         std=tuple(request.std),
         threads=request.threads,
+        options=_options(request, backend),
     )
+
+
+def _options(request: worker_pb2.ConfigureRequest, backend: Backend) -> dict[str, str]:
+    """The framework-specific switches, each one the backend declares; UNIMPLEMENTED otherwise."""
+    for key in sorted(request.options):
+        if key not in backend.options:
+            offered = ", ".join(backend.options) or "none"
+            raise UnsupportedOption(f"options.{key}", f"not offered by this worker (offered: {offered})")
+    return dict(request.options)
 
 
 class WorkerServicer(worker_pb2_grpc.WorkerServicer):

@@ -7,6 +7,7 @@ their environments); plain TOML, no framework import needed to read it.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import tomllib
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ class WorkerFolder:
     requirements: Path | None  # None: runs in the harness's own interpreter (only the null worker)
     framework_package: str | None
     listed: bool  # False keeps it out of `--workers all` (the null worker)
+    # Variables set in the worker process before its backend is imported (e.g. KERAS_BACKEND).
+    environment: dict[str, str]
 
     @classmethod
     def read(cls, path: Path) -> "WorkerFolder":
@@ -45,6 +48,9 @@ class WorkerFolder:
         requirements = data.get("requirements")
         if requirements is not None and not (path / requirements).is_file():
             raise ValueError(f"{toml_path}: field 'requirements' names {requirements!r}, which does not exist")
+        environment = data.get("environment", {})
+        if not isinstance(environment, dict) or not all(isinstance(v, str) for v in environment.values()):
+            raise ValueError(f"{toml_path}: table 'environment' must map names to strings")
         return cls(
             path=path,
             name=data["name"],
@@ -53,11 +59,13 @@ class WorkerFolder:
             requirements=path / requirements if requirements else None,
             framework_package=data.get("framework_package"),
             listed=bool(data.get("listed", True)),
+            environment=dict(environment),
         )
 
     def load_backend(self) -> Backend:
         """Import the backend class from the folder and instantiate it (imports the framework)."""
         module_name, class_name = self.backend.split(":", 1)
+        os.environ.update(self.environment)  # before the import: frameworks read these at import time
         sys.path.insert(0, str(self.path))
         module = importlib.import_module(module_name)
         backend_class = getattr(module, class_name, None)

@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63xrbench/worker/v1/worker.proto\x12\x12\x63xrbench.worker.v1\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"~\n\x05\x42\x61tch\x12\r\n\x05index\x18\x01 \x01(\x04\x12*\n\x06pixels\x18\x02 \x01(\x0b\x32\x1a.cxrbench.worker.v1.Tensor\x12*\n\x06labels\x18\x03 \x01(\x0b\x32\x1a.cxrbench.worker.v1.Tensor\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\"\x14\n\x12GetMetadataRequest\"\xa8\x03\n\x13GetMetadataResponse\x12\x0e\n\x06worker\x18\x01 \x01(\t\x12\x18\n\x10\x63ontract_version\x18\x02 \x01(\t\x12Z\n\x12\x66ramework_versions\x18\x03 \x03(\x0b\x32>.cxrbench.worker.v1.GetMetadataResponse.FrameworkVersionsEntry\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x0f\n\x07threads\x18\x05 \x01(\r\x12\x15\n\rarchitectures\x18\x06 \x03(\t\x12\x12\n\nprecisions\x18\x07 \x03(\t\x12G\n\x08numerics\x18\x08 \x03(\x0b\x32\x35.cxrbench.worker.v1.GetMetadataResponse.NumericsEntry\x12\x0b\n\x03pid\x18\t \x01(\r\x1a\x38\n\x16\x46rameworkVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a/\n\rNumericsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"k\n\rAdamOptimizer\x12\x15\n\rlearning_rate\x18\x01 \x01(\x01\x12\r\n\x05\x62\x65ta1\x18\x02 \x01(\x01\x12\r\n\x05\x62\x65ta2\x18\x03 \x01(\x01\x12\x0f\n\x07\x65psilon\x18\x04 \x01(\x01\x12\x14\n\x0cweight_decay\x18\x05 \x01(\x01\"H\n\x08Numerics\x12\x11\n\tprecision\x18\x01 \x01(\t\x12\x12\n\nallow_tf32\x18\x02 \x01(\x08\x12\x15\n\rdeterministic\x18\x03 \x01(\x08\"\xf0\x01\n\x10\x43onfigureRequest\x12\x14\n\x0c\x61rchitecture\x18\x01 \x01(\t\x12\x12\n\nnum_labels\x18\x02 \x01(\r\x12\x12\n\nimage_size\x18\x03 \x01(\r\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x34\n\toptimizer\x18\x05 \x01(\x0b\x32!.cxrbench.worker.v1.AdamOptimizer\x12.\n\x08numerics\x18\x06 \x01(\x0b\x32\x1c.cxrbench.worker.v1.Numerics\x12\x0c\n\x04mean\x18\x07 \x03(\x02\x12\x0b\n\x03std\x18\x08 \x03(\x02\x12\x0f\n\x07threads\x18\t \x01(\r\"\xcb\x01\n\x11\x43onfigureResponse\x12\x1c\n\x14trainable_parameters\x18\x01 \x01(\x04\x12 \n\x18non_trainable_parameters\x18\x02 \x01(\x04\x12\x45\n\x08numerics\x18\x03 \x03(\x0b\x32\x33.cxrbench.worker.v1.ConfigureResponse.NumericsEntry\x1a/\n\rNumericsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"8\n\x0cTrainRequest\x12(\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x19.cxrbench.worker.v1.Batch\"U\n\rTrainResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x0c\n\x04loss\x18\x03 \x01(\x01\x12\x17\n\x0f\x63ompute_seconds\x18\x04 \x01(\x01\":\n\x0ePredictRequest\x12(\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x19.cxrbench.worker.v1.Batch\"u\n\x0fPredictResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12*\n\x06logits\x18\x03 \x01(\x0b\x32\x1a.cxrbench.worker.v1.Tensor\x12\x17\n\x0f\x63ompute_seconds\x18\x04 \x01(\x01\"2\n\x19SetHyperparametersRequest\x12\x15\n\rlearning_rate\x18\x01 \x01(\x01\"3\n\x1aSetHyperparametersResponse\x12\x15\n\rlearning_rate\x18\x01 \x01(\x01\"(\n\x11GetWeightsRequest\x12\x13\n\x0b\x63hunk_bytes\x18\x01 \x01(\r\"H\n\x12GetWeightsResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"G\n\x11SetWeightsRequest\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\",\n\x12SetWeightsResponse\x12\x16\n\x0etensors_loaded\x18\x01 \x01(\r2\x9f\x05\n\x06Worker\x12^\n\x0bGetMetadata\x12&.cxrbench.worker.v1.GetMetadataRequest\x1a\'.cxrbench.worker.v1.GetMetadataResponse\x12X\n\tConfigure\x12$.cxrbench.worker.v1.ConfigureRequest\x1a%.cxrbench.worker.v1.ConfigureResponse\x12P\n\x05Train\x12 .cxrbench.worker.v1.TrainRequest\x1a!.cxrbench.worker.v1.TrainResponse(\x01\x30\x01\x12V\n\x07Predict\x12\".cxrbench.worker.v1.PredictRequest\x1a#.cxrbench.worker.v1.PredictResponse(\x01\x30\x01\x12s\n\x12SetHyperparameters\x12-.cxrbench.worker.v1.SetHyperparametersRequest\x1a..cxrbench.worker.v1.SetHyperparametersResponse\x12]\n\nGetWeights\x12%.cxrbench.worker.v1.GetWeightsRequest\x1a&.cxrbench.worker.v1.GetWeightsResponse0\x01\x12]\n\nSetWeights\x12%.cxrbench.worker.v1.SetWeightsRequest\x1a&.cxrbench.worker.v1.SetWeightsResponse(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63xrbench/worker/v1/worker.proto\x12\x12\x63xrbench.worker.v1\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"~\n\x05\x42\x61tch\x12\r\n\x05index\x18\x01 \x01(\x04\x12*\n\x06pixels\x18\x02 \x01(\x0b\x32\x1a.cxrbench.worker.v1.Tensor\x12*\n\x06labels\x18\x03 \x01(\x0b\x32\x1a.cxrbench.worker.v1.Tensor\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\"\x14\n\x12GetMetadataRequest\"\xa8\x03\n\x13GetMetadataResponse\x12\x0e\n\x06worker\x18\x01 \x01(\t\x12\x18\n\x10\x63ontract_version\x18\x02 \x01(\t\x12Z\n\x12\x66ramework_versions\x18\x03 \x03(\x0b\x32>.cxrbench.worker.v1.GetMetadataResponse.FrameworkVersionsEntry\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x0f\n\x07threads\x18\x05 \x01(\r\x12\x15\n\rarchitectures\x18\x06 \x03(\t\x12\x12\n\nprecisions\x18\x07 \x03(\t\x12G\n\x08numerics\x18\x08 \x03(\x0b\x32\x35.cxrbench.worker.v1.GetMetadataResponse.NumericsEntry\x12\x0b\n\x03pid\x18\t \x01(\r\x1a\x38\n\x16\x46rameworkVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a/\n\rNumericsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"k\n\rAdamOptimizer\x12\x15\n\rlearning_rate\x18\x01 \x01(\x01\x12\r\n\x05\x62\x65ta1\x18\x02 \x01(\x01\x12\r\n\x05\x62\x65ta2\x18\x03 \x01(\x01\x12\x0f\n\x07\x65psilon\x18\x04 \x01(\x01\x12\x14\n\x0cweight_decay\x18\x05 \x01(\x01\"H\n\x08Numerics\x12\x11\n\tprecision\x18\x01 \x01(\t\x12\x12\n\nallow_tf32\x18\x02 \x01(\x08\x12\x15\n\rdeterministic\x18\x03 \x01(\x08\"\xe4\x02\n\x10\x43onfigureRequest\x12\x14\n\x0c\x61rchitecture\x18\x01 \x01(\t\x12\x12\n\nnum_labels\x18\x02 \x01(\r\x12\x12\n\nimage_size\x18\x03 \x01(\r\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x34\n\toptimizer\x18\x05 \x01(\x0b\x32!.cxrbench.worker.v1.AdamOptimizer\x12.\n\x08numerics\x18\x06 \x01(\x0b\x32\x1c.cxrbench.worker.v1.Numerics\x12\x0c\n\x04mean\x18\x07 \x03(\x02\x12\x0b\n\x03std\x18\x08 \x03(\x02\x12\x0f\n\x07threads\x18\t \x01(\r\x12\x42\n\x07options\x18\n \x03(\x0b\x32\x31.cxrbench.worker.v1.ConfigureRequest.OptionsEntry\x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xcb\x01\n\x11\x43onfigureResponse\x12\x1c\n\x14trainable_parameters\x18\x01 \x01(\x04\x12 \n\x18non_trainable_parameters\x18\x02 \x01(\x04\x12\x45\n\x08numerics\x18\x03 \x03(\x0b\x32\x33.cxrbench.worker.v1.ConfigureResponse.NumericsEntry\x1a/\n\rNumericsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"8\n\x0cTrainRequest\x12(\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x19.cxrbench.worker.v1.Batch\"U\n\rTrainResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x0c\n\x04loss\x18\x03 \x01(\x01\x12\x17\n\x0f\x63ompute_seconds\x18\x04 \x01(\x01\":\n\x0ePredictRequest\x12(\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x19.cxrbench.worker.v1.Batch\"u\n\x0fPredictResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12*\n\x06logits\x18\x03 \x01(\x0b\x32\x1a.cxrbench.worker.v1.Tensor\x12\x17\n\x0f\x63ompute_seconds\x18\x04 \x01(\x01\"2\n\x19SetHyperparametersRequest\x12\x15\n\rlearning_rate\x18\x01 \x01(\x01\"3\n\x1aSetHyperparametersResponse\x12\x15\n\rlearning_rate\x18\x01 \x01(\x01\"(\n\x11GetWeightsRequest\x12\x13\n\x0b\x63hunk_bytes\x18\x01 \x01(\r\"H\n\x12GetWeightsResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"G\n\x11SetWeightsRequest\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\",\n\x12SetWeightsResponse\x12\x16\n\x0etensors_loaded\x18\x01 \x01(\r2\x9f\x05\n\x06Worker\x12^\n\x0bGetMetadata\x12&.cxrbench.worker.v1.GetMetadataRequest\x1a\'.cxrbench.worker.v1.GetMetadataResponse\x12X\n\tConfigure\x12$.cxrbench.worker.v1.ConfigureRequest\x1a%.cxrbench.worker.v1.ConfigureResponse\x12P\n\x05Train\x12 .cxrbench.worker.v1.TrainRequest\x1a!.cxrbench.worker.v1.TrainResponse(\x01\x30\x01\x12V\n\x07Predict\x12\".cxrbench.worker.v1.PredictRequest\x1a#.cxrbench.worker.v1.PredictResponse(\x01\x30\x01\x12s\n\x12SetHyperparameters\x12-.cxrbench.worker.v1.SetHyperparametersRequest\x1a..cxrbench.worker.v1.SetHyperparametersResponse\x12]\n\nGetWeights\x12%.cxrbench.worker.v1.GetWeightsRequest\x1a&.cxrbench.worker.v1.GetWeightsResponse0\x01\x12]\n\nSetWeights\x12%.cxrbench.worker.v1.SetWeightsRequest\x1a&.cxrbench.worker.v1.SetWeightsResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,6 +37,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETMETADATARESPONSE_FRAMEWORKVERSIONSENTRY']._serialized_options = b'8\001'
   _globals['_GETMETADATARESPONSE_NUMERICSENTRY']._loaded_options = None
   _globals['_GETMETADATARESPONSE_NUMERICSENTRY']._serialized_options = b'8\001'
+  _globals['_CONFIGUREREQUEST_OPTIONSENTRY']._loaded_options = None
+  _globals['_CONFIGUREREQUEST_OPTIONSENTRY']._serialized_options = b'8\001'
   _globals['_CONFIGURERESPONSE_NUMERICSENTRY']._loaded_options = None
   _globals['_CONFIGURERESPONSE_NUMERICSENTRY']._serialized_options = b'8\001'
   _globals['_TENSOR']._serialized_start=55
@@ -56,31 +58,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NUMERICS']._serialized_start=795
   _globals['_NUMERICS']._serialized_end=867
   _globals['_CONFIGUREREQUEST']._serialized_start=870
-  _globals['_CONFIGUREREQUEST']._serialized_end=1110
-  _globals['_CONFIGURERESPONSE']._serialized_start=1113
-  _globals['_CONFIGURERESPONSE']._serialized_end=1316
+  _globals['_CONFIGUREREQUEST']._serialized_end=1226
+  _globals['_CONFIGUREREQUEST_OPTIONSENTRY']._serialized_start=1180
+  _globals['_CONFIGUREREQUEST_OPTIONSENTRY']._serialized_end=1226
+  _globals['_CONFIGURERESPONSE']._serialized_start=1229
+  _globals['_CONFIGURERESPONSE']._serialized_end=1432
   _globals['_CONFIGURERESPONSE_NUMERICSENTRY']._serialized_start=637
   _globals['_CONFIGURERESPONSE_NUMERICSENTRY']._serialized_end=684
-  _globals['_TRAINREQUEST']._serialized_start=1318
-  _globals['_TRAINREQUEST']._serialized_end=1374
-  _globals['_TRAINRESPONSE']._serialized_start=1376
-  _globals['_TRAINRESPONSE']._serialized_end=1461
-  _globals['_PREDICTREQUEST']._serialized_start=1463
-  _globals['_PREDICTREQUEST']._serialized_end=1521
-  _globals['_PREDICTRESPONSE']._serialized_start=1523
-  _globals['_PREDICTRESPONSE']._serialized_end=1640
-  _globals['_SETHYPERPARAMETERSREQUEST']._serialized_start=1642
-  _globals['_SETHYPERPARAMETERSREQUEST']._serialized_end=1692
-  _globals['_SETHYPERPARAMETERSRESPONSE']._serialized_start=1694
-  _globals['_SETHYPERPARAMETERSRESPONSE']._serialized_end=1745
-  _globals['_GETWEIGHTSREQUEST']._serialized_start=1747
-  _globals['_GETWEIGHTSREQUEST']._serialized_end=1787
-  _globals['_GETWEIGHTSRESPONSE']._serialized_start=1789
-  _globals['_GETWEIGHTSRESPONSE']._serialized_end=1861
-  _globals['_SETWEIGHTSREQUEST']._serialized_start=1863
-  _globals['_SETWEIGHTSREQUEST']._serialized_end=1934
-  _globals['_SETWEIGHTSRESPONSE']._serialized_start=1936
-  _globals['_SETWEIGHTSRESPONSE']._serialized_end=1980
-  _globals['_WORKER']._serialized_start=1983
-  _globals['_WORKER']._serialized_end=2654
+  _globals['_TRAINREQUEST']._serialized_start=1434
+  _globals['_TRAINREQUEST']._serialized_end=1490
+  _globals['_TRAINRESPONSE']._serialized_start=1492
+  _globals['_TRAINRESPONSE']._serialized_end=1577
+  _globals['_PREDICTREQUEST']._serialized_start=1579
+  _globals['_PREDICTREQUEST']._serialized_end=1637
+  _globals['_PREDICTRESPONSE']._serialized_start=1639
+  _globals['_PREDICTRESPONSE']._serialized_end=1756
+  _globals['_SETHYPERPARAMETERSREQUEST']._serialized_start=1758
+  _globals['_SETHYPERPARAMETERSREQUEST']._serialized_end=1808
+  _globals['_SETHYPERPARAMETERSRESPONSE']._serialized_start=1810
+  _globals['_SETHYPERPARAMETERSRESPONSE']._serialized_end=1861
+  _globals['_GETWEIGHTSREQUEST']._serialized_start=1863
+  _globals['_GETWEIGHTSREQUEST']._serialized_end=1903
+  _globals['_GETWEIGHTSRESPONSE']._serialized_start=1905
+  _globals['_GETWEIGHTSRESPONSE']._serialized_end=1977
+  _globals['_SETWEIGHTSREQUEST']._serialized_start=1979
+  _globals['_SETWEIGHTSREQUEST']._serialized_end=2050
+  _globals['_SETWEIGHTSRESPONSE']._serialized_start=2052
+  _globals['_SETWEIGHTSRESPONSE']._serialized_end=2096
+  _globals['_WORKER']._serialized_start=2099
+  _globals['_WORKER']._serialized_end=2770
 # @@protoc_insertion_point(module_scope)

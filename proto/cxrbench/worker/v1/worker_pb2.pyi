@@ -95,7 +95,14 @@ class Numerics(_message.Message):
     def __init__(self, precision: _Optional[str] = ..., allow_tf32: _Optional[bool] = ..., deterministic: _Optional[bool] = ...) -> None: ...
 
 class ConfigureRequest(_message.Message):
-    __slots__ = ("architecture", "num_labels", "image_size", "seed", "optimizer", "numerics", "mean", "std", "threads")
+    __slots__ = ("architecture", "num_labels", "image_size", "seed", "optimizer", "numerics", "mean", "std", "threads", "options")
+    class OptionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
     NUM_LABELS_FIELD_NUMBER: _ClassVar[int]
     IMAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -105,6 +112,7 @@ class ConfigureRequest(_message.Message):
     MEAN_FIELD_NUMBER: _ClassVar[int]
     STD_FIELD_NUMBER: _ClassVar[int]
     THREADS_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
     architecture: str
     num_labels: int
     image_size: int
@@ -114,7 +122,8 @@ class ConfigureRequest(_message.Message):
     mean: _containers.RepeatedScalarFieldContainer[float]
     std: _containers.RepeatedScalarFieldContainer[float]
     threads: int
-    def __init__(self, architecture: _Optional[str] = ..., num_labels: _Optional[int] = ..., image_size: _Optional[int] = ..., seed: _Optional[int] = ..., optimizer: _Optional[_Union[AdamOptimizer, _Mapping]] = ..., numerics: _Optional[_Union[Numerics, _Mapping]] = ..., mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ..., threads: _Optional[int] = ...) -> None: ...
+    options: _containers.ScalarMap[str, str]
+    def __init__(self, architecture: _Optional[str] = ..., num_labels: _Optional[int] = ..., image_size: _Optional[int] = ..., seed: _Optional[int] = ..., optimizer: _Optional[_Union[AdamOptimizer, _Mapping]] = ..., numerics: _Optional[_Union[Numerics, _Mapping]] = ..., mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ..., threads: _Optional[int] = ..., options: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ConfigureResponse(_message.Message):
     __slots__ = ("trainable_parameters", "non_trainable_parameters", "numerics")
