@@ -20,10 +20,10 @@ from cxrbench_worker.backend import (  # noqa: E402
     Backend, BackendMetadata, ConfiguredModel, ModelSpec, UnsupportedOption,
 )
 from cxrbench_worker.host import cpu_model  # noqa: E402
+from cxrbench_worker.neutral_weights import check_tensors  # noqa: E402
 from model import build_model, count_parameters  # noqa: E402
 
 _SKIPPED_SUFFIX = "num_batches_tracked"  # BatchNorm counter: not part of the neutral weights
-_LISTED = 5  # how many offending names a validation error quotes per category
 
 
 def _flag(value: object) -> str:
@@ -206,21 +206,7 @@ class PyTorchBackend(Backend):
         model = self._require("import_weights")
         state = model.state_dict()
         expected = {name: t for name, t in state.items() if not name.endswith(_SKIPPED_SUFFIX)}
-        missing = sorted(set(expected) - set(tensors))
-        unexpected = sorted(set(tensors) - set(expected))
-        misshapen = [
-            f"{name}: expected {tuple(expected[name].shape)} got {tuple(np.shape(tensors[name]))}"
-            for name in sorted(set(expected) & set(tensors))
-            if tuple(np.shape(tensors[name])) != tuple(expected[name].shape)
-        ]
-        problems = []
-        for label, items in (("missing", missing), ("unexpected", unexpected),
-                             ("wrong shape", misshapen)):
-            if items:
-                more = f" (and {len(items) - _LISTED} more)" if len(items) > _LISTED else ""
-                problems.append(f"{len(items)} {label}: {', '.join(items[:_LISTED])}{more}")
-        if problems:
-            raise ValueError("weights do not match the model: " + "; ".join(problems))
+        check_tensors({name: tuple(t.shape) for name, t in expected.items()}, tensors)
         new_state = {name: t for name, t in state.items() if name.endswith(_SKIPPED_SUFFIX)}
         for name in expected:
             new_state[name] = torch.tensor(np.asarray(tensors[name], dtype=np.float32))

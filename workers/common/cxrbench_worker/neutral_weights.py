@@ -31,3 +31,24 @@ def weights_from_bytes(data: bytes) -> dict[str, np.ndarray]:
 def sha256_hex(data: bytes) -> str:
     """Hex SHA-256 of a byte string."""
     return hashlib.sha256(data).hexdigest()
+
+
+_LISTED = 5  # how many offending names an error quotes per category
+
+
+def check_tensors(expected: dict[str, tuple[int, ...]], tensors: dict[str, np.ndarray]) -> None:
+    """ValueError naming missing, unexpected and misshapen tensors, if any (every backend's import check)."""
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    misshapen = [
+        f"{name}: expected {tuple(expected[name])} got {tuple(np.shape(tensors[name]))}"
+        for name in sorted(set(expected) & set(tensors))
+        if tuple(np.shape(tensors[name])) != tuple(expected[name])
+    ]
+    problems = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshapen)):
+        if items:
+            more = f" (and {len(items) - _LISTED} more)" if len(items) > _LISTED else ""
+            problems.append(f"{len(items)} {label}: {', '.join(items[:_LISTED])}{more}")
+    if problems:
+        raise ValueError("weights do not match the model: " + "; ".join(problems))
