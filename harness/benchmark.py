@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from harness import provenance
+from harness.architectures import architecture
 from harness.config import BenchmarkConfig
 from harness.datasets import load_dataset
+from harness.parity import Probe, compare, cross_load, parity_inputs, probe
 from harness.registry import pinned_version, resolve_workers
 from harness.report import write_report
 from harness.results import RunDirectory
@@ -22,6 +24,7 @@ from harness.runtime.environments import cache_root, ensure_environment
 from harness.runtime.local import LocalWorker
 from harness.splits import patient_wise_split
 from harness.training import TrainingData, configure_request, train_and_evaluate
+from harness.weights.start import starting_weights
 
 
 def shuffled_labels(labels: np.ndarray, indices: np.ndarray, seed: int) -> np.ndarray:
@@ -93,13 +96,28 @@ def run_benchmark(config: BenchmarkConfig) -> Path:
                               "patient_ids": store.patient_ids[indices].tolist()}
                        for part, indices in split.parts().items()})
 
+    num_labels = len(store.label_names)
+    start = starting_weights(config.init, config.architecture, num_labels, config.seed, cache)
+    record["starting_weights"] = {"sha256": start.sha256, "bytes": len(start.data), **start.source,
+                                  "description": start.describe()}
+    inputs = parity_inputs(store.pixels, labels, split.train, config.seed)
+    probes: list[Probe] = []
+    cross: list[dict] = []
     results: dict[str, dict] = {}
     try:
         for folder in workers:
             environment = ensure_environment(folder, cache)
             with LocalWorker(folder, environment, run.worker_log(folder.name)) as worker:
                 client = worker.start()
-                configured = client.configure(configure_request(config, len(store.label_names)))
+                request = configure_request(config, num_labels, folder.name)
+                # Parity first (same start, same batches; earlier workers' weights loaded here), then
+                # a fresh model and optimizer from the same start for the timed run.
+                cross += cross_load(client, probes, inputs)
+                probes.append(probe(client, request, start.data, inputs))
+                parity = compare(probes, architecture(config.architecture, num_labels).counts(), cross)
+                run.write_parity(parity)
+                configured = client.configure(request)
+                client.set_weights(start.data)
                 metadata = client.metadata()  # after Configure: threads and numerics as they are used
                 record["workers"][folder.name] = {
                     "pinned_version": pinned_version(folder),

@@ -1,4 +1,4 @@
-"""The `harness` command line: benchmark, report, workers list."""
+"""The `harness` command line: benchmark, parity, report, workers list."""
 
 from __future__ import annotations
 
@@ -10,32 +10,56 @@ from pathlib import Path
 
 from harness.config import ARCHITECTURES, DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_IMAGE_SIZE, DEFAULT_LEARNING_RATE, PRECISIONS, BenchmarkConfig
 from harness.datasets import DATASETS
+from harness.parity import PARITY_BATCH_SIZE, PARITY_STEPS
 
 
-def _benchmark_parser(subparsers) -> None:
-    parser = subparsers.add_parser("benchmark", help="train and evaluate workers on the same data",
-                                   description="Train every selected worker on identical batches and report.")
-    parser.add_argument("--workers", default="all", help="'all' or a comma-separated list, e.g. pytorch (default: all)")
+def _common_options(parser: argparse.ArgumentParser) -> None:
+    """Options `benchmark` and `parity` share: what is built, from what, on which data."""
+    parser.add_argument("--workers", default="all", help="'all' or a comma-separated list, e.g. pytorch,keras (default: all)")
     parser.add_argument("--dataset", default="phantom", choices=DATASETS, help="dataset (default: phantom)")
     parser.add_argument("--arch", default="resnet50", choices=ARCHITECTURES, help="architecture (default: resnet50)")
-    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"epochs (default: {DEFAULT_EPOCHS})")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help=f"training batch size (default: {DEFAULT_BATCH_SIZE})")
     parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE, help=f"square image side in pixels (default: {DEFAULT_IMAGE_SIZE})")
     parser.add_argument("--lr", type=float, default=DEFAULT_LEARNING_RATE, help=f"Adam learning rate (default: {DEFAULT_LEARNING_RATE})")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the data, split, batch order and initialisation (default: 0)")
-    parser.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: results)")
-    parser.add_argument("--shuffle-labels", action="store_true", help="control: shuffle training labels; expect AUROC ~0.5")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data, split, batch order and initial weights (default: 0)")
+    parser.add_argument("--init", default="random", metavar="random|imagenet=PATH",
+                        help="initial weights: 'random' (torchvision's scheme, drawn by the harness) or "
+                             "'imagenet=PATH' (a torchvision ImageNet checkpoint file you have; never downloaded)")
+    parser.add_argument("--option", action="append", default=[], metavar="WORKER.KEY=VALUE",
+                        help="a framework-specific switch, e.g. tensorflow.jit_compile=true (repeatable)")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="numerics for every worker (default: fp32)")
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads per worker; 0: framework default")
     parser.add_argument("--patients", type=int, default=None, help="phantom: number of patients (default: the phantom's)")
 
 
+def _benchmark_parser(subparsers) -> None:
+    parser = subparsers.add_parser("benchmark", help="train and evaluate workers on the same data",
+                                   description="Train every selected worker on identical batches and report.")
+    _common_options(parser)
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"epochs (default: {DEFAULT_EPOCHS})")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help=f"training batch size (default: {DEFAULT_BATCH_SIZE})")
+    parser.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: results)")
+    parser.add_argument("--shuffle-labels", action="store_true", help="control: shuffle training labels; expect AUROC ~0.5")
+
+
+def _parity_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "parity", help="prove the workers compute the same network (exit 1 when a tolerance is exceeded)",
+        description="Load the same weights into every worker, feed the same batches, compare logits, losses, "
+                    "parameter counts and cross-loaded weights.")
+    _common_options(parser)
+    parser.add_argument("--batch-size", type=int, default=PARITY_BATCH_SIZE, help=f"images per parity batch (default: {PARITY_BATCH_SIZE})")
+    parser.add_argument("--steps", type=int, default=PARITY_STEPS, help=f"training steps compared (default: {PARITY_STEPS})")
+    parser.add_argument("--json", type=Path, default=None, help="also write the summary to this JSON file")
+
+
 def _config_from(args: argparse.Namespace) -> BenchmarkConfig:
+    benchmark_only = {}
+    if args.command == "benchmark":
+        benchmark_only = {"epochs": args.epochs, "out": args.out, "shuffle_labels": args.shuffle_labels}
     return BenchmarkConfig(
-        workers=args.workers, dataset=args.dataset, architecture=args.arch, epochs=args.epochs,
-        batch_size=args.batch_size, image_size=args.image_size, learning_rate=args.lr, seed=args.seed,
-        out=args.out, shuffle_labels=args.shuffle_labels, precision=args.precision, threads=args.threads,
-        patients=args.patients,
+        workers=args.workers, dataset=args.dataset, architecture=args.arch, batch_size=args.batch_size,
+        image_size=args.image_size, learning_rate=args.lr, seed=args.seed, precision=args.precision,
+        threads=args.threads, patients=args.patients, init=args.init, options=tuple(args.option), **benchmark_only,
     )
 
 
@@ -43,6 +67,11 @@ def _print_summary(run_dir: Path) -> None:
     metrics_path = run_dir / "metrics.json"
     if not metrics_path.exists():
         return
+    parity_path = run_dir / "parity.json"
+    if parity_path.exists():
+        parity = json.loads(parity_path.read_text())
+        verdict = "passed" if parity["passed"] else "FAILED (see the report's parity section)"
+        print(f"parity of {', '.join(c['worker'] for c in parity['counts'])}: {verdict}")
     for name, result in json.loads(metrics_path.read_text())["workers"].items():
         test = result["test"]
         auroc = "n/a" if test["macro_auroc"] is None else f"{test['macro_auroc']:.4f}"
@@ -58,6 +87,14 @@ def _benchmark(args: argparse.Namespace) -> int:
     _print_summary(run_dir)
     print(f"report: {run_dir / 'report.md'}")
     return 0
+
+
+def _parity(args: argparse.Namespace) -> int:
+    from harness.parity_run import print_parity, run_parity
+
+    if args.steps < 1:
+        raise ValueError(f"--steps: {args.steps} must be at least 1")
+    return print_parity(run_parity(_config_from(args), args.steps), args.json)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -93,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description="A fair benchmark of deep-learning frameworks on chest X-rays.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _benchmark_parser(subparsers)
+    _parity_parser(subparsers)
     report = subparsers.add_parser("report", help="rescore a run's saved logits and rebuild its report.md")
     report.add_argument("run_dir", type=Path)
     workers = subparsers.add_parser("workers", help="worker commands")
@@ -109,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `harness` command."""
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)  # cleanup (stopping workers) runs as for Ctrl-C
-    handlers = {"benchmark": _benchmark, "report": _report, "workers": _workers_list}
+    handlers = {"benchmark": _benchmark, "parity": _parity, "report": _report, "workers": _workers_list}
     try:
         return handlers[args.command](args)
     except (RuntimeError, OSError) as error:  # WorkerError, environment set-up, files

@@ -41,6 +41,10 @@ class BenchmarkConfig:
     threads: int = 0
     patients: int | None = None
     split_fractions: tuple[float, float, float] = field(default=(0.7, 0.1, 0.2))
+    # "random" (torchvision's scheme, drawn by the harness from the seed) or "imagenet=PATH".
+    init: str = "random"
+    # Framework-specific switches, "WORKER.KEY=VALUE" (e.g. "tensorflow.jit_compile=true").
+    options: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         def check(ok: bool, name: str, message: str) -> None:
@@ -60,9 +64,26 @@ class BenchmarkConfig:
         check(self.threads >= 0, "threads", f"{self.threads} must be >= 0 (0: the framework's default)")
         check(self.patients is None or self.patients >= 10, "patients", f"{self.patients} must be at least 10")
 
+        check(self.init == "random" or (self.init.startswith("imagenet=") and len(self.init) > len("imagenet=")),
+              "init", f"{self.init!r} must be 'random' or 'imagenet=PATH' (a torchvision checkpoint file)")
+        self.worker_options("")  # validates every --option
+
+    def worker_options(self, worker: str) -> dict[str, str]:
+        """The --option switches addressed to `worker`, as KEY -> VALUE."""
+        chosen = {}
+        for option in self.options:
+            target, _, value = option.partition("=")
+            name, _, key = target.partition(".")
+            if not (name and key and "=" in option):
+                raise ValueError(f"--option: {option!r} must look like WORKER.KEY=VALUE, e.g. tensorflow.jit_compile=true")
+            if name == worker:
+                chosen[key] = value
+        return chosen
+
     def to_dict(self) -> dict:
         """Plain JSON-ready values."""
         data = asdict(self)
         data["out"] = str(self.out)
         data["split_fractions"] = list(self.split_fractions)
+        data["options"] = list(self.options)
         return data

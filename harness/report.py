@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.metrics import evaluate
+from harness.parity import parity_lines
 from harness.results import RunDirectory
 
 
@@ -137,6 +138,14 @@ def render_report(run_dir: Path) -> str:
         lines += ["Metrics computed by the harness from logits (precision, recall and F1 at 0.5 on sigmoid "
                   "outputs, averaged over labels). Timing: median over epochs; the first step includes warm-up.", ""]
         lines += ["## AUROC per label", ""] + _per_label(metrics, run["data"]["label_names"])
+    parity = directory.read_parity()
+    if parity:
+        lines += ["## Parity: the same network in every framework", ""]
+        start = run.get("starting_weights", {})
+        if start:
+            lines += [f"Every worker started from the same weights: {start['description']} "
+                      f"(neutral safetensors, sha256 `{start['sha256'][:16]}`).", ""]
+        lines += parity_lines(parity) + [""]
     epochs = directory.read_epochs()
     if epochs:
         lines += ["## Epochs", ""] + _epochs(epochs)

@@ -63,6 +63,14 @@ class RunDirectory:
     def write_metrics(self, data: dict) -> None:
         _write_json_atomically(self.path / "metrics.json", data)
 
+    def write_parity(self, summary: dict) -> None:
+        """parity.json: the parity summary so far (rewritten as each worker is probed)."""
+        _write_json_atomically(self.path / "parity.json", summary)
+
+    def read_parity(self) -> dict | None:
+        path = self.path / "parity.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
     def write_samples(self, parts: dict) -> None:
         """labels/samples.json: sample and patient ids of each part, in the order logits are saved."""
         path = self.path / "labels" / "samples.json"

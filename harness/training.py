@@ -39,8 +39,8 @@ class TrainingData:
     fit_labels: np.ndarray  # labels for training and validation (shuffled in the control run), indexed like the store
 
 
-def configure_request(config: BenchmarkConfig, num_labels: int) -> worker_pb2.ConfigureRequest:
-    """The Configure request for a run; the same for every worker."""
+def configure_request(config: BenchmarkConfig, num_labels: int, worker: str = "") -> worker_pb2.ConfigureRequest:
+    """The Configure request for a run; the same for every worker but for its own --option switches."""
     return worker_pb2.ConfigureRequest(
         architecture=config.architecture,
         num_labels=num_labels,
@@ -53,6 +53,7 @@ def configure_request(config: BenchmarkConfig, num_labels: int) -> worker_pb2.Co
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
         threads=config.threads,
+        options=config.worker_options(worker),
     )
 
 

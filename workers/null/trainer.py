@@ -53,6 +53,7 @@ class NullBackend(Backend):
         return dict(self._weights)
 
     def import_weights(self, tensors: dict[str, np.ndarray]) -> None:
-        if set(tensors) != set(self._weights):
-            raise ValueError(f"weights: expected tensors {sorted(self._weights)}, got {sorted(tensors)}")
+        """Keep whatever arrives (the harness's starting weights, or a test's), to export it again."""
+        if not tensors:
+            raise ValueError("weights: the file holds no tensor")
         self._weights = dict(tensors)

@@ -1,0 +1,176 @@
+"""Parity: evidence, measured by the harness, that every worker computes the same function.
+
+Each worker is probed alike: the same Configure request, the same starting weights, eval-mode logits
+on one fixed batch, then `steps` training steps on the same batches (the first loss comes from the
+starting weights), eval-mode logits again and the trained weights. Then every worker loads the other
+workers' trained weights and must reproduce their logits. The comparison is pure numpy, here, so the
+tolerances are the same for every pair.
+
+Relative differences are scaled by the larger magnitude of the two sides: for logits,
+max|a - b| / max(max|a|, max|b|); for a loss, |a - b| / max(|a|, |b|).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from cxrbench.worker.v1 import worker_pb2
+from cxrbench.worker.v1.tensors import make_batch
+from harness.client import WorkerClient
+
+PARITY_STEPS = 20
+PARITY_BATCH_SIZE = 16
+_TINY = 1e-30
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """The acceptance limits (fp32): what the issue and DESIGN promise users."""
+
+    logits_relative: float = 1e-4
+    first_loss_relative: float = 1e-5
+    losses_relative: float = 1e-2
+    loaded_logits_relative: float = 1e-4
+
+
+@dataclass(frozen=True)
+class ParityInputs:
+    """The batches every worker sees during a probe."""
+
+    eval_pixels: np.ndarray  # (n, H, W) uint8
+    train_batches: tuple[tuple[np.ndarray, np.ndarray], ...]  # (pixels, labels) per step
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What one worker produced on the parity inputs."""
+
+    worker: str
+    trainable: int
+    non_trainable: int
+    initial_logits: np.ndarray
+    losses: tuple[float, ...]
+    trained_logits: np.ndarray
+    trained_weights: bytes
+
+
+def parity_inputs(pixels: np.ndarray, labels: np.ndarray, indices: np.ndarray, seed: int,
+                  steps: int = PARITY_STEPS, batch_size: int = PARITY_BATCH_SIZE) -> ParityInputs:
+    """Fixed batches drawn from `indices` (training images): one for logits, `steps` for training."""
+    if steps < 1 or batch_size < 2:
+        raise ValueError(f"parity needs at least 1 step and 2 images a batch (got {steps} and {batch_size})")
+    rng = np.random.default_rng([seed, 0x9A817])
+    order = np.resize(indices[rng.permutation(len(indices))], (steps + 1) * batch_size)
+    chunks = order.reshape(steps + 1, batch_size)
+    train = tuple((np.ascontiguousarray(pixels[chunk]), np.ascontiguousarray(labels[chunk])) for chunk in chunks[1:])
+    return ParityInputs(np.ascontiguousarray(pixels[chunks[0]]), train)
+
+
+def _logits(client: WorkerClient, pixels: np.ndarray) -> np.ndarray:
+    logits, _ = client.predict(iter([make_batch(0, pixels)]))
+    return logits
+
+
+def probe(client: WorkerClient, request: worker_pb2.ConfigureRequest, start: bytes, inputs: ParityInputs) -> Probe:
+    """Configure, load `start`, predict, train, predict, export. Leaves the worker trained: reconfigure after."""
+    configured = client.configure(request)
+    client.set_weights(start)
+    initial = _logits(client, inputs.eval_pixels)
+    batches = (make_batch(i, pixels, labels) for i, (pixels, labels) in enumerate(inputs.train_batches))
+    losses = tuple(step.loss for step in client.train(batches))
+    trained = _logits(client, inputs.eval_pixels)
+    return Probe(client.name, configured.trainable_parameters, configured.non_trainable_parameters,
+                 initial, losses, trained, client.get_weights())
+
+
+def relative_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """max|a - b| scaled by the larger of the two arrays' largest magnitudes."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        return float("inf")
+    scale = max(np.max(np.abs(a), initial=0.0), np.max(np.abs(b), initial=0.0), _TINY)
+    return float(np.max(np.abs(a - b), initial=0.0) / scale)
+
+
+def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
+    if a.shape != b.shape:
+        return float("inf")
+    return float(np.max(np.abs(a.astype(np.float64) - b), initial=0.0))
+
+
+def cross_load(client: WorkerClient, exporters: list[Probe], inputs: ParityInputs,
+               tolerances: Tolerances = Tolerances()) -> list[dict]:
+    """Load each exporter's trained weights into `client`; its logits must match the exporter's."""
+    rows = []
+    for exporter in exporters:
+        if exporter.worker == client.name:
+            continue
+        client.set_weights(exporter.trained_weights)
+        logits = _logits(client, inputs.eval_pixels)
+        difference = relative_difference(logits, exporter.trained_logits)
+        rows.append({"exporter": exporter.worker, "importer": client.name, "logits_relative": difference,
+                     "ok": difference <= tolerances.loaded_logits_relative})
+    return rows
+
+
+def compare(probes: list[Probe], expected_counts: tuple[int, int], cross_rows: list[dict],
+            tolerances: Tolerances = Tolerances()) -> dict:
+    """The parity summary (plain values): counts per worker, every pair, cross-loads, passed or not."""
+    counts = [{"worker": p.worker, "trainable": p.trainable, "non_trainable": p.non_trainable,
+               "ok": (p.trainable, p.non_trainable) == expected_counts} for p in probes]
+    pairs = []
+    for a, b in itertools.combinations(probes, 2):
+        first = abs(a.losses[0] - b.losses[0]) / max(abs(a.losses[0]), abs(b.losses[0]), _TINY)
+        steps = [abs(x - y) / max(abs(x), abs(y), _TINY) for x, y in zip(a.losses, b.losses)]
+        worst = max(steps) if len(a.losses) == len(b.losses) else float("inf")
+        logits = relative_difference(a.initial_logits, b.initial_logits)
+        pairs.append({
+            "workers": [a.worker, b.worker],
+            "logits_max_abs": _max_abs(a.initial_logits, b.initial_logits),
+            "logits_relative": logits,
+            "first_loss_relative": first,
+            "losses_relative_max": worst,
+            "trained_logits_relative": relative_difference(a.trained_logits, b.trained_logits),
+            "ok": logits <= tolerances.logits_relative and first <= tolerances.first_loss_relative
+            and worst <= tolerances.losses_relative,
+        })
+    return {
+        "steps": len(probes[0].losses) if probes else 0,
+        "expected_counts": {"trainable": expected_counts[0], "non_trainable": expected_counts[1]},
+        "tolerances": asdict(tolerances),
+        "counts": counts,
+        "pairs": pairs,
+        "cross_loads": cross_rows,
+        "losses": {p.worker: list(p.losses) for p in probes},
+        "passed": all(row["ok"] for row in counts + pairs + cross_rows),
+    }
+
+
+def parity_lines(summary: dict) -> list[str]:
+    """The summary as Markdown tables (printed by `harness parity`, embedded in the report)."""
+    tol = summary["tolerances"]
+    lines = [f"Parity: {'PASSED' if summary['passed'] else 'FAILED'} "
+             f"(same starting weights, same batches, {summary['steps']} training steps)", ""]
+    expected = summary["expected_counts"]
+    lines += ["| worker | trainable | non-trainable | equals the reference |", "|---|---:|---:|---|"]
+    for count in summary["counts"]:
+        verdict = "yes" if count["ok"] else f"NO (expected {expected['trainable']:,} / {expected['non_trainable']:,})"
+        lines.append(f"| {count['worker']} | {count['trainable']:,} | {count['non_trainable']:,} | {verdict} |")
+    if not summary["pairs"]:
+        return lines + ["", "Only one worker: no pair to compare."]
+    lines += ["", f"| pair | eval logits max abs | eval logits rel (<= {tol['logits_relative']:g}) | "
+              f"first loss rel (<= {tol['first_loss_relative']:g}) | {summary['steps']}-step losses rel "
+              f"(<= {tol['losses_relative']:g}) | logits after training rel | ok |", "|---|---:|---:|---:|---:|---:|---|"]
+    for pair in summary["pairs"]:
+        lines.append(f"| {' vs '.join(pair['workers'])} | {pair['logits_max_abs']:.3g} | {pair['logits_relative']:.2e} | "
+                     f"{pair['first_loss_relative']:.2e} | {pair['losses_relative_max']:.2e} | "
+                     f"{pair['trained_logits_relative']:.2e} | {'yes' if pair['ok'] else 'NO'} |")
+    if summary["cross_loads"]:
+        lines += ["", f"| weights exported by | loaded into | logits rel (<= {tol['loaded_logits_relative']:g}) | ok |",
+                  "|---|---|---:|---|"]
+        lines += [f"| {row['exporter']} | {row['importer']} | {row['logits_relative']:.2e} | {'yes' if row['ok'] else 'NO'} |"
+                  for row in summary["cross_loads"]]
+    return lines

@@ -1,0 +1,62 @@
+"""`harness parity`: probe every selected worker on the same inputs and print the parity tables.
+
+All workers run at once here (unlike `benchmark`, nothing is timed), so each can load every other
+worker's trained weights. Exit status 0 when every tolerance holds, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import ExitStack
+from pathlib import Path
+
+from tqdm import tqdm
+
+from harness.architectures import architecture
+from harness.config import BenchmarkConfig
+from harness.datasets import load_dataset
+from harness.parity import PARITY_STEPS, cross_load, compare, parity_inputs, parity_lines, probe
+from harness.registry import resolve_workers
+from harness.runtime.environments import cache_root, ensure_environment
+from harness.runtime.local import LocalWorker
+from harness.splits import patient_wise_split
+from harness.training import configure_request
+from harness.weights.start import starting_weights
+
+
+def run_parity(config: BenchmarkConfig, steps: int = PARITY_STEPS, logs: Path | None = None) -> dict:
+    """Probe the workers of `config` (its batch size is the parity batch size); returns the summary."""
+    workers = resolve_workers(config.workers)
+    cache = cache_root()
+    store = load_dataset(config.dataset, config.image_size, config.seed, cache, config.patients)
+    split = patient_wise_split(store.patient_ids, config.split_fractions, config.seed)
+    inputs = parity_inputs(store.pixels, store.labels, split.train, config.seed, steps, config.batch_size)
+    num_labels = len(store.label_names)
+    start = starting_weights(config.init, config.architecture, num_labels, config.seed, cache)
+    logs = logs or cache / "parity-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        clients = {}
+        for folder in workers:
+            environment = ensure_environment(folder, cache)
+            worker = stack.enter_context(LocalWorker(folder, environment, logs / f"{folder.name}.log"))
+            clients[folder.name] = worker.start()
+        probes = []
+        for name, client in tqdm(clients.items(), desc="parity probes", unit="worker", leave=False):
+            probes.append(probe(client, configure_request(config, num_labels, name), start.data, inputs))
+        cross = [row for client in clients.values() for row in cross_load(client, probes, inputs)]
+    summary = compare(probes, architecture(config.architecture, num_labels).counts(), cross)
+    summary["starting_weights"] = {"sha256": start.sha256, "source": start.describe()}
+    summary["architecture"] = config.architecture
+    return summary
+
+
+def print_parity(summary: dict, json_path: Path | None) -> int:
+    """Print the tables (and save the summary as JSON); the exit status the command returns."""
+    print(f"{summary['architecture']}: starting weights {summary['starting_weights']['source']} "
+          f"(sha256 {summary['starting_weights']['sha256'][:16]}...)")
+    print("\n".join(parity_lines(summary)))
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(summary, indent=2) + "\n")
+    return 0 if summary["passed"] else 1

@@ -1,0 +1,187 @@
+"""The conformance suite: every listed worker must pass every test here, through the real gRPC path.
+
+A new framework is added by adding one worker folder; this file then runs against it unchanged.
+Forward parity is checked against the PyTorch worker, whose torchvision models define the
+canonical networks. Environments are created on first use (about a minute each, then cached).
+"""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import pytest
+
+from cxrbench.worker.v1 import worker_pb2
+from cxrbench.worker.v1.tensors import make_batch
+from cxrbench_worker.neutral_weights import weights_from_bytes, weights_to_bytes
+from harness.architectures import ARCHITECTURE_NAMES, architecture
+from harness.client import WorkerError
+from harness.config import BenchmarkConfig
+from harness.parity import Tolerances, relative_difference
+from harness.registry import discover_workers
+from harness.runtime.environments import ensure_environment
+from harness.runtime.local import LocalWorker
+from harness.training import configure_request
+from harness.weights.start import starting_weights
+
+pytestmark = pytest.mark.framework
+
+WORKERS = [name for name, folder in discover_workers().items() if folder.listed]
+SIZE = 32
+LABELS = 14
+TOLERANCES = Tolerances()
+
+
+def start_worker(name: str, logs) -> LocalWorker:
+    folder = discover_workers()[name]
+    return LocalWorker(folder, ensure_environment(folder), logs / f"{name}.log")
+
+
+@pytest.fixture(scope="session", params=WORKERS)
+def worker(request, tmp_path_factory):
+    """One running worker per listed worker folder, shared by every test of this file."""
+    process = start_worker(request.param, tmp_path_factory.mktemp(f"conformance-{request.param}"))
+    try:
+        yield process.start()
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="session")
+def start(tmp_path_factory):
+    """The harness-made starting weights of each architecture (seed 0)."""
+    cache = tmp_path_factory.mktemp("weights")
+    return {arch: starting_weights("random", arch, LABELS, 0, cache).data for arch in ARCHITECTURE_NAMES}
+
+
+def request_for(name: str, arch: str = "resnet50", **options: str) -> worker_pb2.ConfigureRequest:
+    config = BenchmarkConfig(workers=name, architecture=arch, image_size=SIZE, seed=0, threads=2,
+                             options=tuple(f"{name}.{k}={v}" for k, v in options.items()))
+    return configure_request(config, LABELS, name)
+
+
+def images(seed: int, n: int) -> np.ndarray:
+    """Smooth images (blurred noise), more like radiographs than white noise."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.random((n, SIZE // 4, SIZE // 4))
+    return (np.kron(coarse, np.ones((4, 4))) * 255).astype(np.uint8)
+
+
+def labels(seed: int, n: int) -> np.ndarray:
+    return (np.random.default_rng(seed + 1000).random((n, LABELS)) < 0.3).astype(np.uint8)
+
+
+def logits_of(client, pixels: np.ndarray) -> np.ndarray:
+    logits, _ = client.predict(iter([make_batch(0, pixels)]))
+    return logits
+
+
+def train(client, steps: int, n: int = 4) -> list[float]:
+    batches = (make_batch(i, images(i, n), labels(i, n)) for i in range(steps))
+    return [step.loss for step in client.train(batches)]
+
+
+@pytest.fixture(scope="session")
+def reference(start, tmp_path_factory):
+    """The PyTorch worker's eval logits and first training loss from the starting weights, per architecture."""
+    process = start_worker("pytorch", tmp_path_factory.mktemp("conformance-reference"))
+    try:
+        client = process.start()
+        found = {}
+        for arch in ARCHITECTURE_NAMES:
+            client.configure(request_for("pytorch", arch))
+            client.set_weights(start[arch])
+            found[arch] = (logits_of(client, images(99, 6)), train(client, 1)[0])
+        return found
+    finally:
+        process.stop()
+
+
+def test_metadata_and_health(worker):
+    assert worker.is_serving()
+    meta = worker.metadata()
+    assert meta.worker == worker.name
+    assert meta.contract_version
+    assert meta.framework_versions and all(meta.framework_versions.values())
+    assert meta.device and meta.threads >= 1 and meta.pid > 0
+    assert set(ARCHITECTURE_NAMES) <= set(meta.architectures)
+    assert "fp32" in meta.precisions
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURE_NAMES)
+def test_configure_reports_the_canonical_parameter_counts(worker, arch):
+    reply = worker.configure(request_for(worker.name, arch))
+    assert (reply.trainable_parameters, reply.non_trainable_parameters) == architecture(arch, LABELS).counts()
+    assert reply.numerics["precision"] == "fp32"
+
+
+def test_training_echoes_every_digest_and_returns_finite_losses(worker, start):
+    worker.configure(request_for(worker.name))
+    worker.set_weights(start["resnet50"])
+    losses = train(worker, 3)  # the client raises on a missing, reordered or wrong digest
+    assert len(losses) == 3 and all(np.isfinite(losses))
+
+
+@pytest.mark.parametrize("rpc", ["train", "predict"])
+def test_malformed_batch_is_invalid_argument_and_the_worker_keeps_serving(worker, rpc):
+    worker.configure(request_for(worker.name))
+    bad = make_batch(0, images(0, 4), labels(0, 4) if rpc == "train" else None)
+    bad.digest = "0" * 64
+    with pytest.raises(WorkerError) as error:
+        list(worker.train(iter([bad]))) if rpc == "train" else worker.predict(iter([bad]))
+    assert error.value.code == "INVALID_ARGUMENT" and "batch.digest" in error.value.details
+    assert worker.is_serving()
+    assert logits_of(worker, images(1, 2)).shape == (2, LABELS)
+
+
+def test_predict_returns_one_float32_row_of_logits_per_image(worker):
+    worker.configure(request_for(worker.name))
+    for n in (1, 5):
+        logits = logits_of(worker, images(n, n))
+        assert logits.shape == (n, LABELS) and logits.dtype == np.float32 and np.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURE_NAMES)
+def test_exported_weights_load_back_and_give_identical_logits(worker, start, arch):
+    worker.configure(request_for(worker.name, arch))
+    worker.set_weights(start[arch])
+    train(worker, 2)  # moves weights and BatchNorm statistics away from the start
+    exported = worker.get_weights()
+    expected = logits_of(worker, images(7, 4))
+    tensors = weights_from_bytes(exported)
+    assert {name: t.shape for name, t in tensors.items()} == architecture(arch, LABELS).shapes()
+    worker.configure(request_for(worker.name, arch))  # a fresh model
+    assert worker.set_weights(exported) == len(tensors)
+    np.testing.assert_array_equal(logits_of(worker, images(7, 4)), expected)
+
+
+def test_weights_with_a_missing_tensor_are_refused_by_name(worker, start):
+    worker.configure(request_for(worker.name))
+    tensors = weights_from_bytes(start["resnet50"])
+    del tensors["layer2.0.bn2.running_var"]
+    with pytest.raises(WorkerError) as error:
+        worker.set_weights(weights_to_bytes(tensors))
+    assert error.value.code == "INVALID_ARGUMENT" and "layer2.0.bn2.running_var" in error.value.details
+    assert worker.is_serving()
+
+
+def test_an_unknown_option_is_unimplemented_and_named(worker):
+    with pytest.raises(WorkerError) as error:
+        worker.configure(request_for(worker.name, no_such_switch="true"))
+    assert error.value.code == grpc.StatusCode.UNIMPLEMENTED.name and "options.no_such_switch" in error.value.details
+
+
+def test_the_learning_rate_can_be_changed(worker):
+    worker.configure(request_for(worker.name))
+    assert worker.set_learning_rate(1e-4) == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURE_NAMES)
+def test_forward_and_first_loss_agree_with_pytorch(worker, start, reference, arch):
+    worker.configure(request_for(worker.name, arch))
+    worker.set_weights(start[arch])
+    expected_logits, expected_loss = reference[arch]
+    logits = logits_of(worker, images(99, 6))
+    assert relative_difference(logits, expected_logits) <= TOLERANCES.logits_relative
+    loss = train(worker, 1)[0]
+    assert abs(loss - expected_loss) / abs(expected_loss) <= TOLERANCES.first_loss_relative
