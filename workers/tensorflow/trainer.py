@@ -1,0 +1,199 @@
+"""TensorFlow implementation of the worker contract (`cxrbench_worker.backend.Backend`), no Keras."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import random
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+# The public API can switch op determinism on but neither off nor read it back.
+from tensorflow.python.framework import config as tf_config
+
+from adam import TorchAdam
+from cxrbench_worker.backend import (
+    Backend, BackendMetadata, ConfiguredModel, ModelSpec, UnsupportedOption,
+)
+from cxrbench_worker.host import cpu_model
+from model import Network, build_model, count_parameters, export_neutral, import_neutral
+
+_BOOLEAN_OPTIONS = ("true", "false")
+
+
+class TensorFlowBackend(Backend):
+    """tf.nn models trained with TF's Adam kernel under tf.function, fp32, XLA on request."""
+
+    architectures = ("resnet50", "densenet121")
+    precisions = ("fp32",)
+    options = ("jit_compile",)
+
+    def __init__(self) -> None:
+        # Nothing here may start TF's runtime: thread counts can only be set before that.
+        self._spec: ModelSpec | None = None
+        self._model: Network | None = None
+        self._adam: TorchAdam | None = None
+        self._train = None
+        self._predict = None
+        self._jit_compile = False
+        self._threads_note = ""
+
+    def metadata(self) -> BackendMetadata:
+        """Versions, device, threads and the numerics flags as TF currently has them."""
+        versions = {"tensorflow": tf.__version__, "numpy": np.__version__,
+                    "python": platform.python_version()}
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            build = tf.sysconfig.get_build_info()
+            versions["cuda"] = str(build.get("cuda_version", "unknown"))
+            versions["cudnn"] = str(build.get("cudnn_version", "unknown"))
+            details = tf.config.experimental.get_device_details(gpus[0])
+            device = f"gpu:0 ({details.get('device_name', 'unknown')})"
+        else:
+            device = f"cpu ({cpu_model()})"
+        return BackendMetadata(versions, device, self._threads(), self._numerics())
+
+    def configure(self, spec: ModelSpec) -> ConfiguredModel:
+        """Seed, set numerics and threads, build the model and Adam; replaces any previous model."""
+        # Validate before touching global state, so a refused request leaves the worker as it was.
+        if spec.architecture not in self.architectures:
+            known = ", ".join(self.architectures)
+            message = f"unknown architecture {spec.architecture!r} (known: {known})"
+            raise UnsupportedOption("architecture", message)
+        precision = spec.numerics.precision
+        if precision not in self.precisions:
+            message = (f"precision {precision!r} is not implemented by this worker (allowed: fp32):"
+                       " float16 with dynamic loss scaling is not written for its tf.nn models yet")
+            raise UnsupportedOption("numerics.precision", message)
+        options = dict(getattr(spec, "options", {}) or {})
+        for key, value in sorted(options.items()):
+            if key not in self.options:
+                offered = ", ".join(self.options)
+                raise UnsupportedOption(f"options.{key}",
+                                        f"not offered by this worker (offered: {offered})")
+            if value not in _BOOLEAN_OPTIONS:
+                raise UnsupportedOption(f"options.{key}",
+                                        f"must be 'true' or 'false', got {value!r}")
+        if spec.num_labels < 1:
+            raise ValueError(f"num_labels must be at least 1, got {spec.num_labels}")
+
+        self._set_threads(spec.threads)
+        tf.config.experimental.enable_tensor_float_32_execution(spec.numerics.allow_tf32)
+        if spec.numerics.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        else:
+            tf_config.disable_op_determinism()
+        tf.random.set_seed(spec.seed)
+        np.random.seed(spec.seed % 2**32)
+        random.seed(spec.seed)
+
+        # XLA is opt-in: on 2 CPU cores it trained ResNet-50 at ~5 img/s against ~60 without it.
+        self._jit_compile = options.get("jit_compile") == "true"
+        model = build_model(spec.architecture, spec.num_labels, spec.seed, spec.mean, spec.std,
+                            for_xla=self._jit_compile)
+        self._adam = TorchAdam(model.trainable, spec.optimizer)
+        self._model, self._spec = model, spec
+        self._train, self._predict = self._compile(model, self._adam, spec)
+        trainable, non_trainable = count_parameters(model)
+        return ConfiguredModel(trainable, non_trainable, self._numerics())
+
+    def _compile(self, model: Network, adam: TorchAdam,
+                 spec: ModelSpec) -> tuple[Callable, Callable]:
+        """The training step and prediction as tf.functions; a None batch dimension means a short
+        last batch does not retrace."""
+        size = spec.image_size
+        pixels_spec = tf.TensorSpec([None, size, size], tf.uint8)
+        labels_spec = tf.TensorSpec([None, spec.num_labels], tf.uint8)
+
+        @tf.function(input_signature=[pixels_spec, labels_spec], jit_compile=self._jit_compile)
+        def train(pixels: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+            with tf.GradientTape() as tape:
+                logits = model(pixels, training=True)
+                loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
+                    labels=tf.cast(labels, tf.float32), logits=logits))
+            adam.apply(tape.gradient(loss, adam.variables_to_train))
+            return loss  # of the batch before the update, as torch reports it
+
+        @tf.function(input_signature=[pixels_spec], jit_compile=self._jit_compile)
+        def predict(pixels: tf.Tensor) -> tf.Tensor:
+            return model(pixels, training=False)
+
+        return train, predict
+
+    def _set_threads(self, threads: int) -> None:
+        if threads <= 0 or tf.config.threading.get_intra_op_parallelism_threads() == threads:
+            return
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            # One op at a time, each on `threads` cores: the same work split as torch's.
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+            self._threads_note = ""
+        except RuntimeError:
+            # TF fixes its thread pools when its runtime starts (the first Configure did that).
+            self._threads_note = (f"requested {threads} threads, kept {self._threads()}: TF's "
+                                  "runtime was already initialised; start a new worker")
+
+    @staticmethod
+    def _threads() -> int:
+        configured = tf.config.threading.get_intra_op_parallelism_threads()
+        # 0 is TF's default: one thread per core this process may run on.
+        return configured or len(os.sched_getaffinity(0))
+
+    def _numerics(self) -> dict[str, str]:
+        numerics = {
+            "precision": "fp32",
+            "allow_tf32": str(tf.config.experimental.tensor_float_32_execution_enabled()).lower(),
+            "deterministic_ops": str(tf_config.is_op_determinism_enabled()).lower(),
+            "jit_compile": str(self._jit_compile).lower(),
+            "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
+        }
+        if self._threads_note:
+            numerics["threads_note"] = self._threads_note
+        return numerics
+
+    def _require(self, method: str) -> Network:
+        if self._model is None:
+            raise RuntimeError(f"Configure must be called before {method}")
+        return self._model
+
+    def _pixels(self, pixels: np.ndarray) -> np.ndarray:
+        size = self._spec.image_size
+        if pixels.ndim != 3 or pixels.dtype != np.uint8 or pixels.shape[1:] != (size, size):
+            raise ValueError(f"pixels must be uint8 (N, {size}, {size}), "
+                             f"got {pixels.dtype} {pixels.shape}")
+        return pixels
+
+    def train_step(self, pixels: np.ndarray, labels: np.ndarray) -> float:
+        """One Adam step in train mode; returns the mean BCE-with-logits loss once it is done."""
+        self._require("train_step")
+        pixels = self._pixels(pixels)
+        expected = (pixels.shape[0], self._spec.num_labels)
+        if labels.shape != expected or labels.dtype != np.uint8:
+            raise ValueError(f"labels must be uint8 {expected}, got {labels.dtype} {labels.shape}")
+        # .numpy() waits for the step, so the caller's timing is honest.
+        return float(self._train(pixels, labels).numpy())
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        """Eval-mode logits, float32 (N, num_labels)."""
+        self._require("predict")
+        return self._predict(self._pixels(pixels)).numpy().astype(np.float32, copy=False)
+
+    def set_learning_rate(self, learning_rate: float) -> None:
+        """Set Adam's learning rate for the following steps (a variable: no retracing)."""
+        self._require("set_learning_rate")
+        if not (math.isfinite(learning_rate) and learning_rate > 0):
+            raise ValueError(f"learning_rate must be finite and > 0, got {learning_rate}")
+        self._adam.learning_rate.assign(float(learning_rate))
+
+    def export_weights(self) -> dict[str, np.ndarray]:
+        """Parameters and BatchNorm running stats, torchvision names and layouts, float32 copies."""
+        return export_neutral(self._require("export_weights"))
+
+    def import_weights(self, tensors: dict[str, np.ndarray]) -> None:
+        """Load neutral weights; ValueError naming missing, unexpected or misshapen tensors.
+
+        Adam's state is left untouched, as in the PyTorch worker.
+        """
+        import_neutral(self._require("import_weights"), tensors)
