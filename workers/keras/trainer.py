@@ -1,0 +1,177 @@
+"""Keras 3 implementation of the worker contract (`cxrbench_worker.backend.Backend`).
+
+Trained through Keras's own API (compile + train_on_batch), so what is measured is Keras as its
+users run it, on the backend named by KERAS_BACKEND (TensorFlow unless worker.toml says otherwise).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+
+# Keras picks its backend once, at import; worker.toml's [environment] sets it too.
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import runtime  # noqa: E402
+from cxrbench_worker.backend import (  # noqa: E402
+    Backend, BackendMetadata, ConfiguredModel, ModelSpec, UnsupportedOption,
+)
+from cxrbench_worker.host import cpu_model  # noqa: E402
+from model import NeutralModel, build_model, count_parameters  # noqa: E402
+
+_POLICIES = {"fp32": "float32", "mixed": "mixed_float16"}
+
+
+def _jit_compile(options: dict[str, str]) -> bool:
+    """Validate `spec.options`; returns whether XLA compilation was asked for."""
+    for key in options:
+        if key not in KerasBackend.options:
+            offered = ", ".join(KerasBackend.options)
+            raise UnsupportedOption(f"options.{key}",
+                                    f"not offered by this worker (offered: {offered})")
+    value = options.get("jit_compile", "false").lower()
+    if value not in ("true", "false"):
+        raise ValueError(f"options.jit_compile: {value!r} must be 'true' or 'false'")
+    return value == "true"
+
+
+class KerasBackend(Backend):
+    """torchvision's networks rebuilt in Keras, trained with keras.optimizers.Adam, fp32 by default."""
+
+    architectures = ("resnet50", "densenet121")
+    precisions = ("fp32", "mixed")
+    #: "jit_compile": "true" compiles the train and predict steps with XLA (default "false").
+    options = ("jit_compile",)
+
+    def __init__(self) -> None:
+        self._spec: ModelSpec | None = None
+        self._net: NeutralModel | None = None
+        self._jit_compile = False
+
+    def metadata(self) -> BackendMetadata:
+        """Versions, device, threads and the numerics flags as the backend has them now."""
+        backend_versions, gpu = runtime.versions_and_device()
+        versions = {"keras": keras.__version__, "keras_backend": keras.backend.backend(),
+                    **backend_versions, "numpy": np.__version__,
+                    "python": platform.python_version()}
+        device = gpu or f"cpu ({cpu_model()})"
+        return BackendMetadata(versions, device, runtime.thread_count(), self._numerics())
+
+    def configure(self, spec: ModelSpec) -> ConfiguredModel:
+        """Seed, set numerics and threads, build the model and compile it; replaces any previous one."""
+        # Validate before touching global state, so a refused request leaves the worker as it was.
+        if spec.architecture not in self.architectures:
+            known = ", ".join(self.architectures)
+            raise UnsupportedOption("architecture",
+                                    f"unknown architecture {spec.architecture!r} (known: {known})")
+        precision = spec.numerics.precision
+        if precision not in self.precisions:
+            allowed = ", ".join(self.precisions)
+            raise UnsupportedOption("numerics.precision",
+                                    f"unknown precision {precision!r} (allowed: {allowed})")
+        if precision == "mixed" and not runtime.gpu_visible():
+            raise UnsupportedOption("numerics.precision",
+                                    "mixed precision needs a GPU; this worker sees none "
+                                    f"({keras.backend.backend()} backend)")
+        if spec.optimizer.weight_decay != 0:
+            # PyTorch's Adam weight_decay is L2 added to the gradient; Keras's is decoupled (AdamW).
+            # An L2 loss term would be faithful for the update but would change the loss Keras
+            # reports, so rather than train something else under the same name, it is refused.
+            raise UnsupportedOption("optimizer.weight_decay",
+                                    "PyTorch's coupled L2 weight decay has no Keras Adam "
+                                    "equivalent (Keras's is decoupled, AdamW); use 0")
+        jit_compile = _jit_compile(getattr(spec, "options", {}) or {})
+        if jit_compile and spec.numerics.deterministic and runtime.on_tensorflow():
+            # Keras silently compiles without XLA when TF's op determinism is on: refuse instead.
+            raise UnsupportedOption("options.jit_compile",
+                                    "Keras turns XLA off while TensorFlow's op determinism is on; "
+                                    "ask for numerics.deterministic = false to use it")
+        try:
+            runtime.set_threads(spec.threads)
+        except RuntimeError as error:
+            raise UnsupportedOption("threads", str(error)) from None
+
+        # clear_session drops the previous model's graph state; then seed and policy for the new one.
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(spec.seed)
+        runtime.set_numerics(spec.numerics.allow_tf32, spec.numerics.deterministic)
+        keras.config.set_dtype_policy(_POLICIES[precision])
+        net = build_model(spec.architecture, spec.num_labels, spec.image_size, spec.mean, spec.std)
+        adam = spec.optimizer
+        # Keras's Adam adds epsilon to sqrt(v) and folds the bias corrections into the step size;
+        # torch adds it to sqrt(v_hat). Keras's step equals torch's with eps / sqrt(1 - beta2^t),
+        # which differs only where sqrt(v_hat) is near eps (about 1e-8): a tiny, documented gap.
+        optimizer = keras.optimizers.Adam(learning_rate=adam.learning_rate, beta_1=adam.beta1,
+                                          beta_2=adam.beta2, epsilon=adam.epsilon)
+        if precision == "mixed":
+            # Keras would wrap it anyway (initial scale 2^15); 2^16 matches torch's GradScaler.
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=2.0**16,
+                                                            dynamic_growth_steps=2000)
+        # jit_compile defaults to "auto", which may turn XLA on: it is always set explicitly.
+        net.model.compile(optimizer=optimizer,
+                          loss=keras.losses.BinaryCrossentropy(from_logits=True),
+                          jit_compile=jit_compile)
+        # Read back: Keras may decline XLA for a model (model_supports_jit), so report what it does.
+        self._net, self._spec, self._jit_compile = net, spec, bool(net.model.jit_compile)
+        trainable, non_trainable = count_parameters(net.model)
+        return ConfiguredModel(trainable, non_trainable, self._numerics())
+
+    def _numerics(self) -> dict[str, str]:
+        precision = self._spec.numerics.precision if self._spec is not None else "fp32"
+        return {"precision": precision, **runtime.numerics_flags(),
+                "jit_compile": str(self._jit_compile).lower()}
+
+    def _require(self, method: str) -> NeutralModel:
+        if self._net is None:
+            raise RuntimeError(f"Configure must be called before {method}")
+        return self._net
+
+    def _pixels(self, pixels: np.ndarray) -> np.ndarray:
+        size = self._spec.image_size
+        if pixels.ndim != 3 or pixels.dtype != np.uint8 or pixels.shape[1:] != (size, size):
+            raise ValueError(f"pixels must be uint8 (N, {size}, {size}), "
+                             f"got {pixels.dtype} {pixels.shape}")
+        return pixels
+
+    def train_step(self, pixels: np.ndarray, labels: np.ndarray) -> float:
+        """One Adam step in training mode; returns this batch's mean BCE-with-logits loss.
+
+        Keras computes the loss in the forward pass, before the update (as torch does), and
+        train_on_batch resets its loss tracker first, so the value is this batch's alone. The
+        result is fetched to the host, so the step has finished when this returns.
+        """
+        net = self._require("train_step")
+        x = self._pixels(pixels)
+        expected = (x.shape[0], self._spec.num_labels)
+        if labels.shape != expected:
+            raise ValueError(f"labels must have shape {expected}, got {labels.shape}")
+        loss = net.model.train_on_batch(x, labels.astype(np.float32))
+        return float(loss)
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        """Eval-mode logits (BatchNorm on moving statistics), float32 (N, num_labels)."""
+        net = self._require("predict")
+        logits = net.model.predict_on_batch(self._pixels(pixels))
+        return np.asarray(logits, dtype=np.float32)
+
+    def set_learning_rate(self, learning_rate: float) -> None:
+        """Assign the optimizer's learning-rate variable: no rebuild, no retrace."""
+        net = self._require("set_learning_rate")
+        if not (math.isfinite(learning_rate) and learning_rate > 0):
+            raise ValueError(f"learning_rate must be finite and > 0, got {learning_rate}")
+        net.model.optimizer.learning_rate.assign(float(learning_rate))
+
+    def export_weights(self) -> dict[str, np.ndarray]:
+        """Parameters and BatchNorm moving stats, torchvision names and layouts, float32 copies."""
+        return self._require("export_weights").export_weights()
+
+    def import_weights(self, tensors: dict[str, np.ndarray]) -> None:
+        """Load neutral weights; ValueError naming missing, unexpected or misshapen tensors.
+
+        Adam's state is left untouched, as in the PyTorch worker.
+        """
+        self._require("import_weights").import_weights(tensors)
