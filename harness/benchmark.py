@@ -16,7 +16,7 @@ from harness import provenance
 from harness.architectures import architecture
 from harness.config import BenchmarkConfig
 from harness.datasets import load_dataset
-from harness.parity import Probe, compare, cross_load, parity_inputs, probe
+from harness.parity import Probe, compare, cross_load, nudged, parity_inputs, probe
 from harness.registry import pinned_version, resolve_workers
 from harness.report import write_report
 from harness.results import RunDirectory
@@ -101,6 +101,7 @@ def run_benchmark(config: BenchmarkConfig) -> Path:
     record["starting_weights"] = {"sha256": start.sha256, "bytes": len(start.data), **start.source,
                                   "description": start.describe()}
     inputs = parity_inputs(store.pixels, labels, split.train, config.seed)
+    nudged_start = nudged(start.data, config.seed)
     probes: list[Probe] = []
     cross: list[dict] = []
     results: dict[str, dict] = {}
@@ -113,7 +114,7 @@ def run_benchmark(config: BenchmarkConfig) -> Path:
                 # Parity first (same start, same batches; earlier workers' weights loaded here), then
                 # a fresh model and optimizer from the same start for the timed run.
                 cross += cross_load(client, probes, inputs)
-                probes.append(probe(client, request, start.data, inputs))
+                probes.append(probe(client, request, start.data, inputs, nudged_start))
                 parity = compare(probes, architecture(config.architecture, num_labels).counts(), cross)
                 run.write_parity(parity)
                 configured = client.configure(request)

@@ -8,6 +8,16 @@ tolerances are the same for every pair.
 
 Relative differences are scaled by the larger magnitude of the two sides: for logits,
 max|a - b| / max(max|a|, max|b|); for a loss, |a - b| / max(|a|, |b|).
+
+Training from a random start is chaotic in fp32: Adam's first steps move every weight by about the
+learning rate whatever the size of its gradient, so gradients that differ in their last bits (a
+different summation order, a different thread count) flip signs and the trajectories part. PyTorch
+against itself on 1 and on 2 threads differs by over 10% within 20 steps at lr 1e-3. So each worker
+is also trained a second time from the starting weights nudged by one unit in the last place: how far
+that run drifts from the worker's own is its rounding-noise envelope, and two workers may drift apart
+by max(1e-2, NOISE_FACTOR x the larger envelope so far) at each step. A real difference (Adam's bias
+correction, a loss definition, a BatchNorm in training) shows in the first steps, where the envelope
+is still tiny.
 """
 
 from __future__ import annotations
@@ -19,10 +29,12 @@ import numpy as np
 
 from cxrbench.worker.v1 import worker_pb2
 from cxrbench.worker.v1.tensors import make_batch
+from cxrbench_worker.neutral_weights import weights_from_bytes, weights_to_bytes
 from harness.client import WorkerClient
 
 PARITY_STEPS = 20
 PARITY_BATCH_SIZE = 16
+NOISE_FACTOR = 3.0
 _TINY = 1e-30
 
 
@@ -55,6 +67,8 @@ class Probe:
     losses: tuple[float, ...]
     trained_logits: np.ndarray
     trained_weights: bytes
+    # The same steps from the starting weights nudged by one ulp: the worker's own rounding noise.
+    nudged_losses: tuple[float, ...] = ()
 
 
 def parity_inputs(pixels: np.ndarray, labels: np.ndarray, indices: np.ndarray, seed: int,
@@ -74,16 +88,56 @@ def _logits(client: WorkerClient, pixels: np.ndarray) -> np.ndarray:
     return logits
 
 
-def probe(client: WorkerClient, request: worker_pb2.ConfigureRequest, start: bytes, inputs: ParityInputs) -> Probe:
-    """Configure, load `start`, predict, train, predict, export. Leaves the worker trained: reconfigure after."""
+def nudged(start: bytes, seed: int) -> bytes:
+    """The starting weights with every value moved by one unit in the last place, up or down at random."""
+    rng = np.random.default_rng([seed, 0x0ED6E])
+    tensors = weights_from_bytes(start)
+    moved = {}
+    for name in sorted(tensors):
+        values = tensors[name]
+        up = rng.random(values.shape) < 0.5
+        moved[name] = np.where(up, np.nextafter(values, np.float32(np.inf)), np.nextafter(values, np.float32(-np.inf)))
+    return weights_to_bytes(moved)
+
+
+def _train(client: WorkerClient, inputs: ParityInputs) -> tuple[float, ...]:
+    batches = (make_batch(i, pixels, labels) for i, (pixels, labels) in enumerate(inputs.train_batches))
+    return tuple(step.loss for step in client.train(batches))
+
+
+def probe(client: WorkerClient, request: worker_pb2.ConfigureRequest, start: bytes, inputs: ParityInputs,
+          nudged_start: bytes | None = None) -> Probe:
+    """Configure, load `start`, predict, train, predict, export; then, given `nudged_start`, train
+    again from it. Leaves the worker trained: reconfigure after."""
     configured = client.configure(request)
     client.set_weights(start)
     initial = _logits(client, inputs.eval_pixels)
-    batches = (make_batch(i, pixels, labels) for i, (pixels, labels) in enumerate(inputs.train_batches))
-    losses = tuple(step.loss for step in client.train(batches))
+    losses = _train(client, inputs)
     trained = _logits(client, inputs.eval_pixels)
+    weights = client.get_weights()
+    noise: tuple[float, ...] = ()
+    if nudged_start is not None:
+        client.configure(request)
+        client.set_weights(nudged_start)
+        noise = _train(client, inputs)
     return Probe(client.name, configured.trainable_parameters, configured.non_trainable_parameters,
-                 initial, losses, trained, client.get_weights())
+                 initial, losses, trained, weights, noise)
+
+
+def _relative(x: float, y: float) -> float:
+    return abs(x - y) / max(abs(x), abs(y), _TINY)
+
+
+def loss_allowance(a: Probe, b: Probe, tolerance: float) -> list[float]:
+    """Per step, how far the two workers' losses may drift apart: the tolerance, or NOISE_FACTOR
+    times the larger of their own rounding-noise drifts so far (0 without nudged runs)."""
+    envelope, allowed = 0.0, []
+    for step in range(len(a.losses)):
+        for own in (a, b):
+            if len(own.nudged_losses) > step:
+                envelope = max(envelope, _relative(own.losses[step], own.nudged_losses[step]))
+        allowed.append(max(tolerance, NOISE_FACTOR * envelope))
+    return allowed
 
 
 def relative_difference(a: np.ndarray, b: np.ndarray) -> float:
@@ -123,9 +177,12 @@ def compare(probes: list[Probe], expected_counts: tuple[int, int], cross_rows: l
                "ok": (p.trainable, p.non_trainable) == expected_counts} for p in probes]
     pairs = []
     for a, b in itertools.combinations(probes, 2):
-        first = abs(a.losses[0] - b.losses[0]) / max(abs(a.losses[0]), abs(b.losses[0]), _TINY)
-        steps = [abs(x - y) / max(abs(x), abs(y), _TINY) for x, y in zip(a.losses, b.losses)]
-        worst = max(steps) if len(a.losses) == len(b.losses) else float("inf")
+        first = _relative(a.losses[0], b.losses[0])
+        steps = [_relative(x, y) for x, y in zip(a.losses, b.losses)]
+        allowed = loss_allowance(a, b, tolerances.losses_relative)
+        same_length = len(a.losses) == len(b.losses)
+        worst = max(steps) if same_length else float("inf")
+        losses_ok = same_length and all(d <= limit for d, limit in zip(steps, allowed))
         logits = relative_difference(a.initial_logits, b.initial_logits)
         pairs.append({
             "workers": [a.worker, b.worker],
@@ -133,9 +190,11 @@ def compare(probes: list[Probe], expected_counts: tuple[int, int], cross_rows: l
             "logits_relative": logits,
             "first_loss_relative": first,
             "losses_relative_max": worst,
+            "losses_allowed_max": max(allowed) if allowed else tolerances.losses_relative,
+            "losses_relative": steps,
+            "losses_allowed": allowed,
             "trained_logits_relative": relative_difference(a.trained_logits, b.trained_logits),
-            "ok": logits <= tolerances.logits_relative and first <= tolerances.first_loss_relative
-            and worst <= tolerances.losses_relative,
+            "ok": logits <= tolerances.logits_relative and first <= tolerances.first_loss_relative and losses_ok,
         })
     return {
         "steps": len(probes[0].losses) if probes else 0,
@@ -145,29 +204,43 @@ def compare(probes: list[Probe], expected_counts: tuple[int, int], cross_rows: l
         "pairs": pairs,
         "cross_loads": cross_rows,
         "losses": {p.worker: list(p.losses) for p in probes},
+        "nudged_losses": {p.worker: list(p.nudged_losses) for p in probes},
+        "own_noise_max": {p.worker: max((_relative(x, y) for x, y in zip(p.losses, p.nudged_losses)), default=None)
+                          for p in probes},
+        "noise_factor": NOISE_FACTOR,
         "passed": all(row["ok"] for row in counts + pairs + cross_rows),
     }
 
 
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2e}"
+
+
 def parity_lines(summary: dict) -> list[str]:
     """The summary as Markdown tables (printed by `harness parity`, embedded in the report)."""
-    tol = summary["tolerances"]
+    tol, steps = summary["tolerances"], summary["steps"]
     lines = [f"Parity: {'PASSED' if summary['passed'] else 'FAILED'} "
-             f"(same starting weights, same batches, {summary['steps']} training steps)", ""]
+             f"(same starting weights, same batches, {steps} training steps)", ""]
     expected = summary["expected_counts"]
-    lines += ["| worker | trainable | non-trainable | equals the reference |", "|---|---:|---:|---|"]
+    lines += [f"| worker | trainable | non-trainable | equals the reference | own rounding noise over {steps} steps |",
+              "|---|---:|---:|---|---:|"]
     for count in summary["counts"]:
         verdict = "yes" if count["ok"] else f"NO (expected {expected['trainable']:,} / {expected['non_trainable']:,})"
-        lines.append(f"| {count['worker']} | {count['trainable']:,} | {count['non_trainable']:,} | {verdict} |")
+        noise = _number(summary["own_noise_max"].get(count["worker"]))
+        lines.append(f"| {count['worker']} | {count['trainable']:,} | {count['non_trainable']:,} | {verdict} | {noise} |")
     if not summary["pairs"]:
         return lines + ["", "Only one worker: no pair to compare."]
     lines += ["", f"| pair | eval logits max abs | eval logits rel (<= {tol['logits_relative']:g}) | "
-              f"first loss rel (<= {tol['first_loss_relative']:g}) | {summary['steps']}-step losses rel "
-              f"(<= {tol['losses_relative']:g}) | logits after training rel | ok |", "|---|---:|---:|---:|---:|---:|---|"]
+              f"first loss rel (<= {tol['first_loss_relative']:g}) | {steps}-step losses rel, max | allowed, max | "
+              "logits after training rel | ok |", "|---|---:|---:|---:|---:|---:|---:|---|"]
     for pair in summary["pairs"]:
         lines.append(f"| {' vs '.join(pair['workers'])} | {pair['logits_max_abs']:.3g} | {pair['logits_relative']:.2e} | "
                      f"{pair['first_loss_relative']:.2e} | {pair['losses_relative_max']:.2e} | "
-                     f"{pair['trained_logits_relative']:.2e} | {'yes' if pair['ok'] else 'NO'} |")
+                     f"{pair['losses_allowed_max']:.2e} | {pair['trained_logits_relative']:.2e} | "
+                     f"{'yes' if pair['ok'] else 'NO'} |")
+    lines += ["", f"Losses may drift apart by max({tol['losses_relative']:g}, {summary['noise_factor']:g} x the larger "
+              "own rounding noise so far) at each step: own noise is how far a worker's run drifts from the same run "
+              "started one unit in the last place away (fp32 training from a random start is chaotic)."]
     if summary["cross_loads"]:
         lines += ["", f"| weights exported by | loaded into | logits rel (<= {tol['loaded_logits_relative']:g}) | ok |",
                   "|---|---|---:|---|"]

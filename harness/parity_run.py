@@ -15,7 +15,7 @@ from tqdm import tqdm
 from harness.architectures import architecture
 from harness.config import BenchmarkConfig
 from harness.datasets import load_dataset
-from harness.parity import PARITY_STEPS, cross_load, compare, parity_inputs, parity_lines, probe
+from harness.parity import PARITY_STEPS, compare, cross_load, nudged, parity_inputs, parity_lines, probe
 from harness.registry import resolve_workers
 from harness.runtime.environments import cache_root, ensure_environment
 from harness.runtime.local import LocalWorker
@@ -33,6 +33,7 @@ def run_parity(config: BenchmarkConfig, steps: int = PARITY_STEPS, logs: Path | 
     inputs = parity_inputs(store.pixels, store.labels, split.train, config.seed, steps, config.batch_size)
     num_labels = len(store.label_names)
     start = starting_weights(config.init, config.architecture, num_labels, config.seed, cache)
+    nudged_start = nudged(start.data, config.seed)
     logs = logs or cache / "parity-logs"
     logs.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
@@ -43,7 +44,7 @@ def run_parity(config: BenchmarkConfig, steps: int = PARITY_STEPS, logs: Path | 
             clients[folder.name] = worker.start()
         probes = []
         for name, client in tqdm(clients.items(), desc="parity probes", unit="worker", leave=False):
-            probes.append(probe(client, configure_request(config, num_labels, name), start.data, inputs))
+            probes.append(probe(client, configure_request(config, num_labels, name), start.data, inputs, nudged_start))
         cross = [row for client in clients.values() for row in cross_load(client, probes, inputs)]
     summary = compare(probes, architecture(config.architecture, num_labels).counts(), cross)
     summary["starting_weights"] = {"sha256": start.sha256, "source": start.describe()}

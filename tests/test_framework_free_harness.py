@@ -70,3 +70,13 @@ def test_no_worker_computes_a_metric():
         if found:
             offenders.append(f"{path.relative_to(REPO_ROOT)}: {sorted(found)}")
     assert offenders == []
+
+
+def test_the_tensorflow_worker_uses_no_keras():
+    # The TensorFlow worker is TensorFlow without Keras: no `import keras`, no tf.keras attribute.
+    offenders = []
+    for path in sorted((REPO_ROOT / "workers" / "tensorflow").rglob("*.py")):
+        source = path.read_text()
+        if "keras" in imported_top_level_modules(path) or "tf.keras" in source or "tensorflow.keras" in source:
+            offenders.append(str(path.relative_to(REPO_ROOT)))
+    assert offenders == []
