@@ -91,3 +91,18 @@ def test_parity_command_passes_for_all_workers(tmp_path):
     assert len(summary["pairs"]) == len(workers) * (len(workers) - 1) // 2
     assert len(summary["cross_loads"]) == len(workers) * (len(workers) - 1)
     assert "Parity: PASSED" in result.stdout
+
+
+def test_own_noise_widens_the_allowance_but_an_early_bug_still_fails():
+    # Each worker's nudged run drifts 5% by step 10 (chaos), so later steps may differ by 15%...
+    base = [0.7 - 0.01 * step for step in range(20)]
+    noisy = tuple(x * (1 + (0.05 if step >= 10 else 1e-6)) for step, x in enumerate(base))
+    a = Probe("a", *COUNTS, np.ones((2, 14)), tuple(base), np.ones((2, 14)), b"", noisy)
+    late = tuple(x * (1.12 if step >= 10 else 1.0) for step, x in enumerate(base))
+    b = Probe("b", *COUNTS, np.ones((2, 14)), late, np.ones((2, 14)), b"", noisy)
+    assert compare([a, b], COUNTS, [])["passed"]
+    # ...but a 3% difference at step 2, where the own noise is 1e-6, is a real difference.
+    early = tuple(x * (1.03 if step == 2 else 1.0) for step, x in enumerate(base))
+    c = Probe("c", *COUNTS, np.ones((2, 14)), early, np.ones((2, 14)), b"", tuple(x * (1 + 1e-6) for x in early))
+    summary = compare([a, c], COUNTS, [])
+    assert not summary["passed"] and summary["pairs"][0]["losses_allowed"][2] == pytest.approx(0.01)
