@@ -83,7 +83,10 @@ def test_parity_command_fails_with_exit_1_when_workers_disagree(tmp_path):
 
 @pytest.mark.framework
 def test_parity_command_passes_for_all_workers(tmp_path):
-    result = run_harness(["parity", "--workers", "all", *SMALL, "--json", str(tmp_path / "p.json")], REPO_ROOT)
+    # Parity's own image size and batch (64 px, 16 images): at 32 px and 4 images fp32 is itself
+    # 3e-5 away from the float64 loss, beyond the first-loss tolerance.
+    small = ["--patients", "40", "--steps", "3", "--threads", "1"]
+    result = run_harness(["parity", "--workers", "all", *small, "--json", str(tmp_path / "p.json")], REPO_ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads((tmp_path / "p.json").read_text())
     workers = [count["worker"] for count in summary["counts"]]
