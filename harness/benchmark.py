@@ -67,6 +67,7 @@ def run_benchmark(config: BenchmarkConfig) -> Path:
     report has been written from whatever had completed.
     """
     workers = resolve_workers(config.workers)
+    config.check_option_targets([folder.name for folder in workers])
     cache = cache_root()
     store = load_dataset(config.dataset, config.image_size, config.seed, cache, config.patients)
     split = patient_wise_split(store.patient_ids, config.split_fractions, config.seed)

@@ -63,7 +63,6 @@ class BenchmarkConfig:
         check(self.seed >= 0, "seed", f"{self.seed} must be >= 0")
         check(self.threads >= 0, "threads", f"{self.threads} must be >= 0 (0: the framework's default)")
         check(self.patients is None or self.patients >= 10, "patients", f"{self.patients} must be at least 10")
-
         check(self.init == "random" or (self.init.startswith("imagenet=") and len(self.init) > len("imagenet=")),
               "init", f"{self.init!r} must be 'random' or 'imagenet=PATH' (a torchvision checkpoint file)")
         self.worker_options("")  # validates every --option
@@ -79,6 +78,13 @@ class BenchmarkConfig:
             if name == worker:
                 chosen[key] = value
         return chosen
+
+    def check_option_targets(self, workers: list[str]) -> None:
+        """ValueError when an --option names a worker that is not in the run (a typo would go unseen)."""
+        for option in self.options:
+            name = option.partition(".")[0]
+            if name not in workers:
+                raise ValueError(f"--option: {option!r} is for worker '{name}', which is not in this run ({', '.join(workers)})")
 
     def to_dict(self) -> dict:
         """Plain JSON-ready values."""

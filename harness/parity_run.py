@@ -27,6 +27,7 @@ from harness.weights.start import starting_weights
 def run_parity(config: BenchmarkConfig, steps: int = PARITY_STEPS, logs: Path | None = None) -> dict:
     """Probe the workers of `config` (its batch size is the parity batch size); returns the summary."""
     workers = resolve_workers(config.workers)
+    config.check_option_targets([folder.name for folder in workers])
     cache = cache_root()
     store = load_dataset(config.dataset, config.image_size, config.seed, cache, config.patients)
     split = patient_wise_split(store.patient_ids, config.split_fractions, config.seed)

@@ -100,3 +100,12 @@ def test_unwritable_results_folder_is_a_clear_error(tmp_path):
     result = run_harness(["benchmark", "--workers", "null", *SMALL_RUN, "--out", str(blocker / "results")], REPO_ROOT)
     assert result.returncode == 1
     assert result.stderr.startswith("harness: error:") and "Traceback" not in result.stderr
+
+
+def test_an_option_for_a_worker_not_in_the_run_is_a_clear_error(tmp_path):
+    result = run_harness(["benchmark", "--workers", "null", "--option", "tensorflw.jit_compile=true",
+                          "--out", str(tmp_path)], REPO_ROOT)
+    assert result.returncode == 2
+    assert "--option: 'tensorflw.jit_compile=true' is for worker 'tensorflw', which is not in this run (null)" in result.stderr
+    malformed = run_harness(["parity", "--workers", "null", "--option", "jit_compile"], REPO_ROOT)
+    assert malformed.returncode == 2 and "must look like WORKER.KEY=VALUE" in malformed.stderr
