@@ -112,10 +112,11 @@ def run_benchmark(config: BenchmarkConfig) -> Path:
             with LocalWorker(folder, environment, run.worker_log(folder.name)) as worker:
                 client = worker.start()
                 request = configure_request(config, num_labels, folder.name)
-                # Parity first (same start, same batches; earlier workers' weights loaded here), then
-                # a fresh model and optimizer from the same start for the timed run.
+                # Parity first (same start, same batches; then earlier workers' trained weights are
+                # loaded here), then a fresh model and optimizer from the same start for the timed run.
+                probed = probe(client, request, start.data, inputs, nudged_start)
                 cross += cross_load(client, probes, inputs)
-                probes.append(probe(client, request, start.data, inputs, nudged_start))
+                probes.append(probed)
                 parity = compare(probes, architecture(config.architecture, num_labels).counts(), cross)
                 run.write_parity(parity)
                 configured = client.configure(request)

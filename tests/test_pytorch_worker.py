@@ -77,7 +77,8 @@ def test_mixed_precision_on_cpu_is_unimplemented(pytorch_worker):
 
 def test_small_benchmark_runs_end_to_end(tmp_path):
     out = tmp_path / "results"
-    result = run_harness(["benchmark", "--workers", "pytorch", "--epochs", "1", "--patients", "40",
+    # The null worker second: the benchmark probes it after PyTorch and loads PyTorch's weights into it.
+    result = run_harness(["benchmark", "--workers", "pytorch,null", "--epochs", "1", "--patients", "40",
                           "--image-size", "32", "--batch-size", "8", "--threads", "1", "--out", str(out)], REPO_ROOT)
     assert result.returncode == 0, result.stderr
     (run,) = out.iterdir()
@@ -96,5 +97,8 @@ def test_small_benchmark_runs_end_to_end(tmp_path):
     # The run started from the harness's weights and carries its parity probe (one worker: counts only).
     assert record["starting_weights"]["scheme"] == "torchvision-init" and record["starting_weights"]["tensors"] == 267
     parity = json.loads((run / "parity.json").read_text())
-    assert parity["passed"] and parity["counts"][0]["worker"] == "pytorch" and len(parity["losses"]["pytorch"]) == 20
+    assert parity["counts"][0] == {"worker": "pytorch", "trainable": 23_536_718, "non_trainable": 53_120, "ok": True}
+    assert len(parity["losses"]["pytorch"]) == len(parity["nudged_losses"]["pytorch"]) == 20
+    assert [(row["exporter"], row["importer"]) for row in parity["cross_loads"]] == [("pytorch", "null")]
+    assert not parity["passed"]  # the null worker computes nothing, so it cannot agree
     assert "## Parity: the same network in every framework" in (run / "report.md").read_text()
