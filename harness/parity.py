@@ -40,7 +40,8 @@ _TINY = 1e-30
 
 @dataclass(frozen=True)
 class Tolerances:
-    """The acceptance limits (fp32): what the issue and DESIGN promise users."""
+    """The fp32 acceptance limits. `losses_relative` is the floor of the per-step allowance, which
+    each worker's own rounding noise may widen (see the module's docstring)."""
 
     logits_relative: float = 1e-4
     first_loss_relative: float = 1e-5

@@ -68,14 +68,10 @@ class TensorFlowBackend(Backend):
                        " float16 with dynamic loss scaling is not written for its tf.nn models yet")
             raise UnsupportedOption("numerics.precision", message)
         options = dict(getattr(spec, "options", {}) or {})
+        # The servicer has refused unknown keys already; a known key with a bad value is invalid.
         for key, value in sorted(options.items()):
-            if key not in self.options:
-                offered = ", ".join(self.options)
-                raise UnsupportedOption(f"options.{key}",
-                                        f"not offered by this worker (offered: {offered})")
             if value not in _BOOLEAN_OPTIONS:
-                raise UnsupportedOption(f"options.{key}",
-                                        f"must be 'true' or 'false', got {value!r}")
+                raise ValueError(f"options.{key}: must be 'true' or 'false', got {value!r}")
         if spec.num_labels < 1:
             raise ValueError(f"num_labels must be at least 1, got {spec.num_labels}")
 
