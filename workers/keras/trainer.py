@@ -59,15 +59,8 @@ class KerasBackend(Backend):
     def configure(self, spec: ModelSpec) -> ConfiguredModel:
         """Seed, set numerics and threads, build the model and compile it; replaces any previous one."""
         # Validate before touching global state, so a refused request leaves the worker as it was.
-        if spec.architecture not in self.architectures:
-            known = ", ".join(self.architectures)
-            raise UnsupportedOption("architecture",
-                                    f"unknown architecture {spec.architecture!r} (known: {known})")
+        self.check_spec(spec)
         precision = spec.numerics.precision
-        if precision not in self.precisions:
-            allowed = ", ".join(self.precisions)
-            raise UnsupportedOption("numerics.precision",
-                                    f"unknown precision {precision!r} (allowed: {allowed})")
         if precision == "mixed" and not runtime.gpu_visible():
             raise UnsupportedOption("numerics.precision",
                                     "mixed precision needs a GPU; this worker sees none "
@@ -121,16 +114,10 @@ class KerasBackend(Backend):
                 "jit_compile": str(self._jit_compile).lower()}
 
     def _require(self, method: str) -> NeutralModel:
-        if self._net is None:
-            raise RuntimeError(f"Configure must be called before {method}")
-        return self._net
+        return self.require_model(self._net, method)
 
     def _pixels(self, pixels: np.ndarray) -> np.ndarray:
-        size = self._spec.image_size
-        if pixels.ndim != 3 or pixels.dtype != np.uint8 or pixels.shape[1:] != (size, size):
-            raise ValueError(f"pixels must be uint8 (N, {size}, {size}), "
-                             f"got {pixels.dtype} {pixels.shape}")
-        return pixels
+        return self.check_pixels(pixels, self._spec.image_size)
 
     def train_step(self, pixels: np.ndarray, labels: np.ndarray) -> float:
         """One Adam step in training mode; returns this batch's mean BCE-with-logits loss.

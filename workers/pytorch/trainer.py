@@ -60,15 +60,8 @@ class PyTorchBackend(Backend):
     def configure(self, spec: ModelSpec) -> ConfiguredModel:
         """Seed, set numerics and threads, build the model and Adam; replaces any previous model."""
         # Validate before touching global state, so a refused request leaves the worker as it was.
-        if spec.architecture not in self.architectures:
-            known = ", ".join(self.architectures)
-            message = f"unknown architecture {spec.architecture!r} (known: {known})"
-            raise UnsupportedOption("architecture", message)
+        self.check_spec(spec)
         precision = spec.numerics.precision
-        if precision not in self.precisions:
-            allowed = ", ".join(self.precisions)
-            message = f"unknown precision {precision!r} (allowed: {allowed})"
-            raise UnsupportedOption("numerics.precision", message)
         if precision == "mixed" and self.device.type != "cuda":
             message = f"mixed precision needs a CUDA device; this worker runs on {self.device.type}"
             raise UnsupportedOption("numerics.precision", message)
@@ -123,15 +116,11 @@ class PyTorchBackend(Backend):
         }
 
     def _require(self, method: str) -> torch.nn.Module:
-        if self._model is None:
-            raise RuntimeError(f"Configure must be called before {method}")
-        return self._model
+        return self.require_model(self._model, method)
 
     def _images(self, pixels: np.ndarray) -> torch.Tensor:
         """uint8 (N,H,W) -> normalised float32 (N,3,H,W) on the device; uint8 crosses the bus."""
-        if pixels.ndim != 3 or pixels.dtype != np.uint8:
-            raise ValueError(f"pixels must be uint8 (N, H, W), got {pixels.dtype} {pixels.shape}")
-        x = self._to_device(pixels).to(torch.float32).div_(255.0)
+        x = self._to_device(self.check_pixels(pixels, self._spec.image_size)).to(torch.float32).div_(255.0)
         x = x.unsqueeze(1).expand(-1, 3, -1, -1)
         return (x - self._mean) / self._std
 

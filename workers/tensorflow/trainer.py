@@ -15,7 +15,7 @@ from tensorflow.python.framework import config as tf_config
 
 from adam import TorchAdam
 from cxrbench_worker.backend import (
-    Backend, BackendMetadata, ConfiguredModel, ModelSpec, UnsupportedOption,
+    Backend, BackendMetadata, ConfiguredModel, ModelSpec,
 )
 from cxrbench_worker.host import cpu_model
 from model import Network, build_model, count_parameters, export_neutral, import_neutral
@@ -58,15 +58,8 @@ class TensorFlowBackend(Backend):
     def configure(self, spec: ModelSpec) -> ConfiguredModel:
         """Seed, set numerics and threads, build the model and Adam; replaces any previous model."""
         # Validate before touching global state, so a refused request leaves the worker as it was.
-        if spec.architecture not in self.architectures:
-            known = ", ".join(self.architectures)
-            message = f"unknown architecture {spec.architecture!r} (known: {known})"
-            raise UnsupportedOption("architecture", message)
-        precision = spec.numerics.precision
-        if precision not in self.precisions:
-            message = (f"precision {precision!r} is not implemented by this worker (allowed: fp32):"
-                       " float16 with dynamic loss scaling is not written for its tf.nn models yet")
-            raise UnsupportedOption("numerics.precision", message)
+        # fp32 only: float16 with dynamic loss scaling is not written for the tf.nn models yet.
+        self.check_spec(spec)
         options = dict(getattr(spec, "options", {}) or {})
         # The servicer has refused unknown keys already; a known key with a bad value is invalid.
         for key, value in sorted(options.items()):
@@ -150,16 +143,10 @@ class TensorFlowBackend(Backend):
         return numerics
 
     def _require(self, method: str) -> Network:
-        if self._model is None:
-            raise RuntimeError(f"Configure must be called before {method}")
-        return self._model
+        return self.require_model(self._model, method)
 
     def _pixels(self, pixels: np.ndarray) -> np.ndarray:
-        size = self._spec.image_size
-        if pixels.ndim != 3 or pixels.dtype != np.uint8 or pixels.shape[1:] != (size, size):
-            raise ValueError(f"pixels must be uint8 (N, {size}, {size}), "
-                             f"got {pixels.dtype} {pixels.shape}")
-        return pixels
+        return self.check_pixels(pixels, self._spec.image_size)
 
     def train_step(self, pixels: np.ndarray, labels: np.ndarray) -> float:
         """One Adam step in train mode; returns the mean BCE-with-logits loss once it is done."""

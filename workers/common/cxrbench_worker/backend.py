@@ -104,6 +104,34 @@ class Backend(ABC):
     #: Keys of ModelSpec.options this backend understands; the servicer refuses any other.
     options: tuple[str, ...] = ()
 
+    def check_spec(self, spec: ModelSpec) -> None:
+        """UnsupportedOption unless this backend offers the spec's architecture and precision.
+
+        The servicer already refuses these over gRPC; backends call this first in `configure` so a
+        backend used directly refuses them the same way, before touching any global state.
+        """
+        if spec.architecture not in self.architectures:
+            known = ", ".join(self.architectures)
+            raise UnsupportedOption("architecture", f"unknown architecture {spec.architecture!r} (known: {known})")
+        if spec.numerics.precision not in self.precisions:
+            allowed = ", ".join(self.precisions)
+            raise UnsupportedOption("numerics.precision",
+                                    f"precision {spec.numerics.precision!r} is not offered (allowed: {allowed})")
+
+    @staticmethod
+    def check_pixels(pixels: np.ndarray, image_size: int) -> np.ndarray:
+        """`pixels` if they are uint8 (N, image_size, image_size); ValueError saying what they are otherwise."""
+        if pixels.ndim != 3 or pixels.dtype != np.uint8 or pixels.shape[1:] != (image_size, image_size):
+            raise ValueError(f"pixels must be uint8 (N, {image_size}, {image_size}), got {pixels.dtype} {pixels.shape}")
+        return pixels
+
+    @staticmethod
+    def require_model(model, method: str):
+        """`model` once Configure has built it; RuntimeError (FAILED_PRECONDITION) before that."""
+        if model is None:
+            raise RuntimeError(f"Configure must be called before {method}")
+        return model
+
     @abstractmethod
     def metadata(self) -> BackendMetadata:
         """Framework versions, device, thread count and numerics flags of this process."""
