@@ -34,6 +34,7 @@ class DatasetArrays:
     label_names: tuple[str, ...]
     boxes: np.ndarray  # int32 (M, 6): sample, label, x, y, w, h
     notes: dict  # facts the report should state (e.g. prevalence floors)
+    split_codes: np.ndarray | None = None  # uint8 (N,): the dataset's own split, see harness.splits.PRESET_PARTS
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class PixelStore:
     boxes: np.ndarray
     notes: dict
     content_sha256: str  # digest of pixels, labels and patient ids: the run's data digest
+    split_codes: np.ndarray  # uint8 (N,): the dataset's own split (0 where it has none)
 
     @property
     def image_size(self) -> int:
@@ -71,33 +73,43 @@ def content_digest(arrays: DatasetArrays) -> str:
     return digest.hexdigest()
 
 
-def _write(folder: Path, arrays: DatasetArrays, source: dict) -> None:
-    folder.mkdir(parents=True)
-    pixels = np.ascontiguousarray(arrays.pixels, dtype=np.uint8)
-    pixels.tofile(folder / PIXELS_FILE)
+def write_index(folder: Path, index: DatasetArrays, source: dict, shape: tuple[int, ...], content_sha256: str) -> None:
+    """Write the index and meta of a store whose pixels file is already in `folder`."""
+    split_codes = index.split_codes if index.split_codes is not None else np.zeros(shape[0], np.uint8)
     np.savez(
         folder / INDEX_FILE,
-        labels=arrays.labels.astype(np.uint8),
-        patient_ids=arrays.patient_ids.astype(np.int64),
-        boxes=arrays.boxes.astype(np.int32),
+        labels=index.labels.astype(np.uint8),
+        patient_ids=index.patient_ids.astype(np.int64),
+        boxes=index.boxes.astype(np.int32),
+        split_codes=split_codes.astype(np.uint8),
     )
     meta = {
         "source": source,
-        "shape": list(pixels.shape),
-        "sample_ids": list(arrays.sample_ids),
-        "label_names": list(arrays.label_names),
-        "notes": arrays.notes,
-        "content_sha256": content_digest(arrays),
+        "shape": list(shape),
+        "sample_ids": list(index.sample_ids),
+        "label_names": list(index.label_names),
+        "notes": index.notes,
+        "content_sha256": content_sha256,
     }
     (folder / META_FILE).write_text(json.dumps(meta))
 
 
-def _open(folder: Path) -> PixelStore:
+def _write(folder: Path, arrays: DatasetArrays, source: dict) -> None:
+    folder.mkdir(parents=True)
+    pixels = np.ascontiguousarray(arrays.pixels, dtype=np.uint8)
+    pixels.tofile(folder / PIXELS_FILE)
+    write_index(folder, arrays, source, pixels.shape, content_digest(arrays))
+
+
+def open_store(folder: Path) -> PixelStore:
+    """Open a finished store folder (pixels memory-mapped read-only)."""
     meta = json.loads((folder / META_FILE).read_text())
     shape = tuple(meta["shape"])
     pixels = np.memmap(folder / PIXELS_FILE, dtype=np.uint8, mode="r", shape=shape)
     with np.load(folder / INDEX_FILE) as index:
         labels, patient_ids, boxes = index["labels"], index["patient_ids"], index["boxes"]
+        # Stores written before datasets carried their own split have no codes: all 0 (none).
+        split_codes = index["split_codes"] if "split_codes" in index.files else np.zeros(shape[0], np.uint8)
     return PixelStore(
         path=folder,
         pixels=pixels,
@@ -108,6 +120,7 @@ def _open(folder: Path) -> PixelStore:
         boxes=boxes,
         notes=meta["notes"],
         content_sha256=meta["content_sha256"],
+        split_codes=split_codes,
     )
 
 
@@ -126,4 +139,4 @@ def open_or_build(cache_root: Path, source: dict, build: Callable[[], DatasetArr
                     raise
         finally:
             shutil.rmtree(partial, ignore_errors=True)
-    return _open(final)
+    return open_store(final)

@@ -39,3 +39,9 @@ def patient_wise_split(
             raise ValueError(f"{name}: no patient left for this part ({len(patients)} patients in all)")
     parts = [np.flatnonzero(np.isin(patient_ids, group)) for group in groups]
     return Split(*parts)
+
+
+# A dataset's own split, stored per sample in the pixel store (PixelStore.split_codes): MedMNIST
+# ships train / validation / test; NIH ships test and train+validation (its official lists).
+PRESET_PARTS = ("none", "train", "validation", "test", "train_val")
+PRESET_NONE, PRESET_TRAIN, PRESET_VALIDATION, PRESET_TEST, PRESET_TRAIN_VAL = range(len(PRESET_PARTS))

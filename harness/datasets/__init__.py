@@ -1,4 +1,8 @@
-"""Datasets: each turns its source into one pixel store (uint8 pixels + labels + patient ids)."""
+"""Datasets: each turns its source into one pixel store (uint8 pixels + labels + patient ids).
+
+A dataset is named on the command line as `phantom` (built in), `nih:PATH` (an NIH ChestX-ray14
+tree) or `chestmnist:PATH` (a MedMNIST .npz file, or a folder of them).
+"""
 
 from __future__ import annotations
 
@@ -9,18 +13,42 @@ from tqdm import tqdm
 
 from harness.pixel_store import DatasetArrays, PixelStore, open_or_build
 
-DATASETS = ("phantom",)
+DATASETS = ("phantom", "nih", "chestmnist")
+DATASET_FORMS = "phantom, nih:PATH (an NIH ChestX-ray14 folder) or chestmnist:PATH (a MedMNIST .npz file or folder)"
 # Bump whenever the phantom generator changes its output, so cached stores are not reused.
 PHANTOM_GENERATOR_VERSION = 2
 
 
-def load_dataset(name: str, image_size: int, seed: int, cache: Path, patients: int | None = None) -> PixelStore:
-    """Open (building and caching on first use) the pixel store of a dataset."""
-    if name != "phantom":
-        raise ValueError(
-            f"--dataset: '{name}' is not available yet (known: {', '.join(DATASETS)}); "
-            "NIH ChestX-ray14 and ChestMNIST readers are planned"
-        )
+def parse_dataset(spec: str) -> tuple[str, Path | None]:
+    """Split a dataset spec into its kind and path; ValueError naming --dataset when it is malformed."""
+    kind, separator, path = spec.partition(":")
+    if kind not in DATASETS:
+        raise ValueError(f"--dataset: unknown {spec!r} (known: {DATASET_FORMS})")
+    if kind == "phantom":
+        if separator:
+            raise ValueError(f"--dataset: 'phantom' takes no path (got {spec!r})")
+        return kind, None
+    if not path:
+        raise ValueError(f"--dataset: {kind} needs the path to the data, e.g. {kind}:/data/{kind}")
+    return kind, Path(path).expanduser()
+
+
+def load_dataset(name: str, image_size: int, seed: int, cache: Path, patients: int | None = None,
+                 skip_bad: bool = False) -> PixelStore:
+    """Open (preparing and caching on first use) the pixel store of a dataset spec."""
+    kind, path = parse_dataset(name)
+    if kind == "nih":
+        from harness.datasets.nih import prepare_nih
+
+        return prepare_nih(path, image_size, cache, skip_bad=skip_bad).store
+    if kind == "chestmnist":
+        from harness.datasets.chestmnist import load_chestmnist
+
+        return load_chestmnist(path, image_size, cache)
+    return _phantom(image_size, seed, cache, patients)
+
+
+def _phantom(image_size: int, seed: int, cache: Path, patients: int | None) -> PixelStore:
     from harness.datasets.phantom import LABELS, PhantomConfig, generate_phantom
 
     config = PhantomConfig(seed=seed, image_size=image_size, **({"patients": patients} if patients else {}))
