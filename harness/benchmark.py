@@ -22,7 +22,8 @@ from harness.report import write_report
 from harness.results import RunDirectory
 from harness.runtime.environments import cache_root, ensure_environment
 from harness.runtime.local import LocalWorker
-from harness.splits import patient_wise_split
+from harness.split_plan import SplitPlan, plan_splits
+from harness.cross_validation import combine_folds
 from harness.training import TrainingData, configure_request, train_and_evaluate
 from harness.weights.start import starting_weights
 
@@ -39,8 +40,18 @@ def shuffled_labels(labels: np.ndarray, indices: np.ndarray, seed: int) -> np.nd
     return permuted
 
 
-def _data_facts(data: TrainingData) -> dict:
-    store, split = data.store, data.split
+def _split_facts(store, split) -> dict:
+    facts = {}
+    for part, indices in split.parts().items():
+        facts[part] = {
+            "images": int(len(indices)),
+            "patients": int(len(np.unique(store.patient_ids[indices]))),
+            "positives": dict(zip(store.label_names, map(int, store.labels[indices].sum(axis=0)))),
+        }
+    return facts
+
+
+def _data_facts(store, plan: SplitPlan, config: BenchmarkConfig) -> dict:
     facts = {
         "store": str(store.path),
         "content_sha256": store.content_sha256,
@@ -49,15 +60,45 @@ def _data_facts(data: TrainingData) -> dict:
         "image_size": store.image_size,
         "label_names": list(store.label_names),
         "notes": store.notes,
-        "split": {},
+        "split": _split_facts(store, plan.splits[0]),
+        "test_source": plan.test_source,
+        "validation_source": plan.validation_source,
+        "augmentation": config.augmentation.describe(),
     }
-    for part, indices in split.parts().items():
-        facts["split"][part] = {
-            "images": int(len(indices)),
-            "patients": int(len(np.unique(store.patient_ids[indices]))),
-            "positives": dict(zip(store.label_names, map(int, store.labels[indices].sum(axis=0)))),
-        }
+    if plan.cross_validated:
+        facts["folds"] = [_split_facts(store, split) for split in plan.splits]
+        facts["fold_balance"] = plan.balance
     return facts
+
+
+def check_same_batches(results: dict[str, list[dict]]) -> None:
+    """RuntimeError unless every worker echoed the same batch digests, epoch by epoch, fold by fold.
+
+    The harness built each worker's batches anew (augmentation included); equal digests prove the
+    workers trained on the same bytes.
+    """
+    names = list(results)
+    reference = [fold["batch_order_sha256"] for fold in results[names[0]]]
+    for name in names[1:]:
+        digests = [fold["batch_order_sha256"] for fold in results[name]]
+        for fold, (theirs, ours) in enumerate(zip(digests, reference), start=1):
+            for epoch, (a, b) in enumerate(zip(theirs, ours), start=1):
+                if a != b:
+                    raise RuntimeError(f"{name} received other batches than {names[0]} in fold {fold}, epoch {epoch} "
+                                       f"(order digest {a[:12]} vs {b[:12]}): the comparison is void")
+
+
+def _save_split(run: RunDirectory, store, labels: np.ndarray, plan: SplitPlan) -> None:
+    """Indices, labels, sample and patient ids of every part (of every fold), for rescoring and audits."""
+    for number, split in enumerate(plan.splits, start=1):
+        folder = f"labels/fold{number}" if plan.cross_validated else "labels"
+        for part, indices in split.parts().items():
+            run.save_array(f"{folder}/{part}_indices.npy", indices)
+        run.save_array(f"{folder}/validation.npy", labels[split.validation])
+    run.save_array("labels/test.npy", store.labels[plan.splits[0].test])  # the same test set in every fold
+    run.write_samples({part: {"sample_ids": [store.sample_ids[i] for i in indices],
+                              "patient_ids": store.patient_ids[indices].tolist()}
+                       for part, indices in plan.splits[0].parts().items()})
 
 
 def run_benchmark(config: BenchmarkConfig) -> Path:
@@ -69,43 +110,39 @@ def run_benchmark(config: BenchmarkConfig) -> Path:
     workers = resolve_workers(config.workers)
     config.check_option_targets([folder.name for folder in workers])
     cache = cache_root()
-    store = load_dataset(config.dataset, config.image_size, config.seed, cache, config.patients)
-    split = patient_wise_split(store.patient_ids, config.split_fractions, config.seed)
-    if len(split.train) < config.batch_size:
-        raise ValueError(f"--batch-size: {config.batch_size} is more than the {len(split.train)} training images")
+    store = load_dataset(config.dataset, config.image_size, config.seed, cache, config.patients, config.skip_bad)
+    plan = plan_splits(store, config.split_fractions, config.seed, config.folds)
+    smallest = min(len(split.train) for split in plan.splits)
+    if smallest < config.batch_size:
+        raise ValueError(f"--batch-size: {config.batch_size} is more than the {smallest} training images")
     labels = store.labels
     if config.shuffle_labels:
+        split = plan.splits[0]
         labels = shuffled_labels(labels, np.concatenate([split.train, split.validation]), config.seed)
-    data = TrainingData(store=store, split=split, fit_labels=labels)
 
-    suffix = "-shuffled-labels" if config.shuffle_labels else ""
-    run = RunDirectory.create(config.out, f"{config.dataset}-{config.architecture}-seed{config.seed}{suffix}")
+    suffix = ("-shuffled-labels" if config.shuffle_labels else "") + (f"-{config.folds}folds" if plan.cross_validated else "")
+    run = RunDirectory.create(config.out, f"{config.dataset_kind}-{config.architecture}-seed{config.seed}{suffix}")
     record = {
         "status": "running",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": config.to_dict(),
         "provenance": provenance.collect(),
-        "data": _data_facts(data),
+        "data": _data_facts(store, plan, config),
         "workers": {},
     }
     run.write_run(record)
-    for part, indices in split.parts().items():
-        run.save_array(f"labels/{part}_indices.npy", indices)
-    run.save_array("labels/test.npy", store.labels[split.test])
-    run.save_array("labels/validation.npy", labels[split.validation])
-    run.write_samples({part: {"sample_ids": [store.sample_ids[i] for i in indices],
-                              "patient_ids": store.patient_ids[indices].tolist()}
-                       for part, indices in split.parts().items()})
+    _save_split(run, store, labels, plan)
 
     num_labels = len(store.label_names)
     start = starting_weights(config.init, config.architecture, num_labels, config.seed, cache)
     record["starting_weights"] = {"sha256": start.sha256, "bytes": len(start.data), **start.source,
                                   "description": start.describe()}
-    inputs = parity_inputs(store.pixels, labels, split.train, config.seed)
+    inputs = parity_inputs(store.pixels, labels, plan.splits[0].train, config.seed)
     nudged_start = nudged(start.data, config.seed)
     probes: list[Probe] = []
     cross: list[dict] = []
     results: dict[str, dict] = {}
+    fold_results: dict[str, list[dict]] = {}
     try:
         for folder in workers:
             environment = ensure_environment(folder, cache)
@@ -120,7 +157,6 @@ def run_benchmark(config: BenchmarkConfig) -> Path:
                 parity = compare(probes, architecture(config.architecture, num_labels).counts(), cross)
                 run.write_parity(parity)
                 configured = client.configure(request)
-                client.set_weights(start.data)
                 metadata = client.metadata()  # after Configure: threads and numerics as they are used
                 record["workers"][folder.name] = {
                     "pinned_version": pinned_version(folder),
@@ -135,8 +171,17 @@ def run_benchmark(config: BenchmarkConfig) -> Path:
                     },
                 }
                 run.write_run(record)
-                results[folder.name] = train_and_evaluate(client, config, data, run, configured)
-                run.write_metrics({"workers": results})
+                fold_results[folder.name] = []
+                for number, split in enumerate(plan.splits, start=1):
+                    if number > 1:
+                        configured = client.configure(request)  # a fresh model and optimizer per fold
+                    client.set_weights(start.data)
+                    data = TrainingData(store=store, split=split, fit_labels=labels)
+                    fold = number if plan.cross_validated else None
+                    fold_results[folder.name].append(train_and_evaluate(client, config, data, run, configured, fold))
+                    results[folder.name] = combine_folds(fold_results[folder.name])
+                    run.write_metrics({"workers": results})
+            check_same_batches(fold_results)
         record["status"] = "completed"
     except BaseException as error:
         record["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"

@@ -1,4 +1,4 @@
-"""The `harness` command line: benchmark, parity, report, workers list."""
+"""The `harness` command line: benchmark, parity, data prepare, report, workers list."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ import sys
 from pathlib import Path
 
 from harness.config import ARCHITECTURES, DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_IMAGE_SIZE, DEFAULT_LEARNING_RATE, PRECISIONS, BenchmarkConfig
-from harness.datasets import DATASETS
+from harness.datasets import DATASET_FORMS
 from harness.parity import PARITY_BATCH_SIZE, PARITY_STEPS
 
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
     """Options `benchmark` and `parity` share: what is built, from what, on which data."""
     parser.add_argument("--workers", default="all", help="'all' or a comma-separated list, e.g. pytorch,keras (default: all)")
-    parser.add_argument("--dataset", default="phantom", choices=DATASETS, help="dataset (default: phantom)")
+    parser.add_argument("--dataset", default="phantom", metavar="phantom|nih:PATH|chestmnist:PATH",
+                        help=f"dataset: {DATASET_FORMS} (default: phantom)")
     parser.add_argument("--arch", default="resnet50", choices=ARCHITECTURES, help="architecture (default: resnet50)")
     parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE, help=f"square image side in pixels (default: {DEFAULT_IMAGE_SIZE})")
     parser.add_argument("--lr", type=float, default=DEFAULT_LEARNING_RATE, help=f"Adam learning rate (default: {DEFAULT_LEARNING_RATE})")
@@ -29,6 +30,8 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="numerics for every worker (default: fp32)")
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads per worker; 0: framework default")
     parser.add_argument("--patients", type=int, default=None, help="phantom: number of patients (default: the phantom's)")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="nih: skip bad rows and images (all listed in the report) instead of stopping at the first")
 
 
 def _benchmark_parser(subparsers) -> None:
@@ -39,6 +42,12 @@ def _benchmark_parser(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help=f"training batch size (default: {DEFAULT_BATCH_SIZE})")
     parser.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: results)")
     parser.add_argument("--shuffle-labels", action="store_true", help="control: shuffle training labels; expect AUROC ~0.5")
+    parser.add_argument("--folds", type=int, default=1,
+                        help="K > 1: K-fold cross-validation grouped by patient, reported per fold and as mean +- std "
+                             "(default: 1, one train / validation split)")
+    parser.add_argument("--augment", default="flip,rotate=20", metavar="SPEC",
+                        help="training augmentation done by the harness: 'flip', 'rotate=DEG', both comma-separated, "
+                             "or 'none' (default: flip,rotate=20)")
 
 
 def _parity_parser(subparsers) -> None:
@@ -55,11 +64,12 @@ def _parity_parser(subparsers) -> None:
 def _config_from(args: argparse.Namespace) -> BenchmarkConfig:
     benchmark_only = {}
     if args.command == "benchmark":
-        benchmark_only = {"epochs": args.epochs, "out": args.out, "shuffle_labels": args.shuffle_labels}
+        benchmark_only = {"epochs": args.epochs, "out": args.out, "shuffle_labels": args.shuffle_labels,
+                          "folds": args.folds, "augment": args.augment}
     return BenchmarkConfig(
         workers=args.workers, dataset=args.dataset, architecture=args.arch, batch_size=args.batch_size,
         image_size=args.image_size, learning_rate=args.lr, seed=args.seed, precision=args.precision,
-        threads=args.threads, patients=args.patients, init=args.init, options=tuple(args.option), **benchmark_only,
+        threads=args.threads, patients=args.patients, init=args.init, skip_bad=args.skip_bad, options=tuple(args.option), **benchmark_only,
     )
 
 
@@ -109,6 +119,45 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_prepare(args: argparse.Namespace) -> int:
+    from harness.runtime.environments import cache_root
+
+    if not 32 <= args.image_size <= 1024:
+        raise ValueError(f"--image-size: {args.image_size} must be within 32..1024")
+    if args.dataset == "chestmnist":
+        from harness.datasets.chestmnist import load_chestmnist
+
+        store = load_chestmnist(args.root, args.image_size, cache_root())
+    else:
+        from harness.datasets.nih import prepare_nih
+
+        if args.processes is not None and args.processes < 1:
+            raise ValueError(f"--processes: {args.processes} must be at least 1")
+        prepared = prepare_nih(args.root, args.image_size, cache_root(), skip_bad=args.skip_bad, processes=args.processes)
+        store = prepared.store
+        if prepared.reused:
+            print("already prepared; nothing decoded")
+    from harness.datasets.summary import summary_lines
+
+    print("\n".join(summary_lines(store)))
+    return 0
+
+
+def _data_parser(subparsers) -> None:
+    data = subparsers.add_parser("data", help="dataset commands")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    prepare = data_sub.add_parser(
+        "prepare", help="decode and resize a dataset into the pixel store (parallel, resumable)",
+        description="Decode every image once into the cached pixel store that benchmarks read. An interrupted "
+                    "prepare resumes where it stopped; a store is used only once complete.")
+    prepare.add_argument("dataset", choices=("nih", "chestmnist"))
+    prepare.add_argument("--root", type=Path, required=True,
+                         help="nih: the folder with Data_Entry_2017.csv and the images; chestmnist: the .npz file or its folder")
+    prepare.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE, help=f"square side in pixels (default: {DEFAULT_IMAGE_SIZE})")
+    prepare.add_argument("--skip-bad", action="store_true", help="skip bad rows and images, and list them, instead of stopping at the first")
+    prepare.add_argument("--processes", type=int, default=None, help="decoding processes (default: one per core)")
+
+
 def _workers_list(args: argparse.Namespace) -> int:
     from harness.registry import discover_workers, pinned_version
     from harness.runtime.environments import COMPLETE_MARKER, cache_root, environment_key
@@ -131,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     _benchmark_parser(subparsers)
     _parity_parser(subparsers)
+    _data_parser(subparsers)
     report = subparsers.add_parser("report", help="rescore a run's saved logits and rebuild its report.md")
     report.add_argument("run_dir", type=Path)
     workers = subparsers.add_parser("workers", help="worker commands")
@@ -147,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `harness` command."""
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)  # cleanup (stopping workers) runs as for Ctrl-C
-    handlers = {"benchmark": _benchmark, "parity": _parity, "report": _report, "workers": _workers_list}
+    handlers = {"benchmark": _benchmark, "parity": _parity, "report": _report, "workers": _workers_list, "data": _data_prepare}
     try:
         return handlers[args.command](args)
     except (RuntimeError, OSError) as error:  # WorkerError, environment set-up, files

@@ -6,7 +6,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness.datasets import DATASETS
+from harness.augmentation import Augmentation
+from harness.datasets import parse_dataset
 
 ARCHITECTURES = ("resnet50", "densenet121")
 PRECISIONS = ("fp32", "mixed")
@@ -25,7 +26,7 @@ class BenchmarkConfig:
     """Everything that decides what a benchmark run does."""
 
     workers: str = "all"
-    dataset: str = "phantom"
+    dataset: str = "phantom"  # phantom, nih:PATH or chestmnist:PATH
     architecture: str = "resnet50"
     epochs: int = DEFAULT_EPOCHS
     batch_size: int = DEFAULT_BATCH_SIZE
@@ -45,13 +46,20 @@ class BenchmarkConfig:
     init: str = "random"
     # Framework-specific switches, "WORKER.KEY=VALUE" (e.g. "tensorflow.jit_compile=true").
     options: tuple[str, ...] = ()
+    # 1: one train / validation / test split; K > 1: K patient-wise cross-validation folds.
+    folds: int = 1
+    # Done by the harness, the same bytes for every worker: "flip,rotate=20" (the reference study's) or "none".
+    augment: str = "flip,rotate=20"
+    skip_bad: bool = False  # nih: skip (and list) bad rows and files instead of stopping at the first
 
     def __post_init__(self) -> None:
         def check(ok: bool, name: str, message: str) -> None:
             if not ok:
                 raise ValueError(f"--{name.replace('_', '-')}: {message}")
 
-        check(self.dataset in DATASETS, "dataset", f"unknown {self.dataset!r} (known: {', '.join(DATASETS)})")
+        parse_dataset(self.dataset)  # ValueError naming --dataset
+        Augmentation.parse(self.augment)  # ValueError naming --augment
+        check(1 <= self.folds <= 20, "folds", f"{self.folds} must be within 1..20 (1: no cross-validation)")
         check(self.architecture in ARCHITECTURES, "arch", f"unknown {self.architecture!r} (known: {', '.join(ARCHITECTURES)})")
         check(self.precision in PRECISIONS, "precision", f"unknown {self.precision!r} (known: {', '.join(PRECISIONS)})")
         check(self.runtime in RUNTIMES, "runtime", f"unknown {self.runtime!r} (known: {', '.join(RUNTIMES)})")
@@ -66,6 +74,15 @@ class BenchmarkConfig:
         check(self.init == "random" or (self.init.startswith("imagenet=") and len(self.init) > len("imagenet=")),
               "init", f"{self.init!r} must be 'random' or 'imagenet=PATH' (a torchvision checkpoint file)")
         self.worker_options("")  # validates every --option
+
+    @property
+    def dataset_kind(self) -> str:
+        """phantom, nih or chestmnist."""
+        return parse_dataset(self.dataset)[0]
+
+    @property
+    def augmentation(self) -> Augmentation:
+        return Augmentation.parse(self.augment)
 
     def worker_options(self, worker: str) -> dict[str, str]:
         """The --option switches addressed to `worker`, as KEY -> VALUE."""

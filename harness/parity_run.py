@@ -19,7 +19,7 @@ from harness.parity import PARITY_STEPS, compare, cross_load, nudged, parity_inp
 from harness.registry import resolve_workers
 from harness.runtime.environments import cache_root, ensure_environment
 from harness.runtime.local import LocalWorker
-from harness.splits import patient_wise_split
+from harness.split_plan import plan_splits
 from harness.training import configure_request
 from harness.weights.start import starting_weights
 
@@ -29,8 +29,8 @@ def run_parity(config: BenchmarkConfig, steps: int = PARITY_STEPS, logs: Path | 
     workers = resolve_workers(config.workers)
     config.check_option_targets([folder.name for folder in workers])
     cache = cache_root()
-    store = load_dataset(config.dataset, config.image_size, config.seed, cache, config.patients)
-    split = patient_wise_split(store.patient_ids, config.split_fractions, config.seed)
+    store = load_dataset(config.dataset, config.image_size, config.seed, cache, config.patients, config.skip_bad)
+    split = plan_splits(store, config.split_fractions, config.seed).splits[0]
     inputs = parity_inputs(store.pixels, store.labels, split.train, config.seed, steps, config.batch_size)
     num_labels = len(store.label_names)
     start = starting_weights(config.init, config.architecture, num_labels, config.seed, cache)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.cross_validation import combine_folds
 from harness.metrics import evaluate
 from harness.parity import parity_lines
 from harness.results import RunDirectory
@@ -34,6 +35,14 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + [""]
 
 
+def _with_std(result: dict, key: str, bold: bool = False) -> str:
+    """A test metric; with cross-validation, its mean +- std across folds."""
+    value = _number(result["test"][key])
+    value = f"**{value}**" if bold else value
+    std = result.get("test_std", {}).get(key)
+    return value if std is None else f"{value} ± {_number(std)}"
+
+
 def _summary(run: dict, metrics: dict) -> list[str]:
     rows = []
     for name, result in metrics.items():
@@ -42,8 +51,8 @@ def _summary(run: dict, metrics: dict) -> list[str]:
         framework = ", ".join(f"{k} {v}" for k, v in sorted(versions.items()) if k not in ("python", "numpy")) or "n/a"
         test, efficiency, parameters = result["test"], result["efficiency"], result["parameters"]
         rows.append([
-            name, framework, f"**{_number(test['macro_auroc'])}**", _number(test["precision"]), _number(test["recall"]),
-            _number(test["f1"]), _number(efficiency["seconds_per_epoch_median"], 1),
+            name, framework, _with_std(result, "macro_auroc", bold=True), _with_std(result, "precision"),
+            _with_std(result, "recall"), _with_std(result, "f1"), _number(efficiency["seconds_per_epoch_median"], 1),
             _number(efficiency["train_images_per_second_median"], 1), _number(efficiency["compute_images_per_second_median"], 1),
             _number(efficiency["prediction_images_per_second"], 1), _number(efficiency["first_step_seconds"], 2),
             _integer(parameters["trainable"]), _integer(parameters["non_trainable"]),
@@ -58,21 +67,59 @@ def _per_label(metrics: dict, label_names: list[str]) -> list[str]:
     names = list(metrics)
     first = metrics[names[0]]["test"]
     rows = []
+    def cell(name: str, label: str) -> str:
+        std = metrics[name].get("test_std", {}).get("auroc", {}).get(label)
+        value = _number(metrics[name]["test"]["auroc"][label])
+        return value if std is None else f"{value} ± {_number(std)}"
+
     for label in label_names:
-        rows.append([label, str(first["positives"][label])] + [_number(metrics[n]["test"]["auroc"][label]) for n in names])
-    rows.append(["**macro mean**", str(first["samples"]) + " images"] + [f"**{_number(metrics[n]['test']['macro_auroc'])}**" for n in names])
+        rows.append([label, str(first["positives"][label])] + [cell(n, label) for n in names])
+    rows.append(["**macro mean**", str(first["samples"]) + " images"] + [_with_std(metrics[n], "macro_auroc", bold=True) for n in names])
     return _table(["label", "test positives"] + names, rows)
+
+
+def _folds(metrics: dict) -> list[str]:
+    """Every fold's test metrics, so the spread behind each mean +- std is visible."""
+    rows = []
+    for name, result in metrics.items():
+        for fold in result.get("folds", []):
+            test = fold["test"]
+            rows.append([name, str(fold["fold"]), _number(test["macro_auroc"]), _number(test["precision"]),
+                         _number(test["recall"]), _number(test["f1"]), _number(fold["efficiency"]["seconds_per_epoch_median"], 1)])
+    return _table(["worker", "fold", "macro AUROC", "precision", "recall", "F1", "s/epoch"], rows) if rows else []
 
 
 def _data(run: dict) -> list[str]:
     data = run["data"]
     split = data["split"]
+    notes = data.get("notes", {})
     lines = [
-        f"- Dataset `{run['config']['dataset']}`: {data['images']:,} images of {data['patients']:,} patients at "
-        f"{data['image_size']}x{data['image_size']}, data digest `{data['content_sha256'][:16]}`.",
-        "- Patient-wise split: " + ", ".join(
-            f"{part} {facts['images']:,} images / {facts['patients']:,} patients" for part, facts in split.items()) + ".",
+        f"- Dataset `{run['config']['dataset']}` ({notes.get('kind', 'unknown')}): {data['images']:,} images of "
+        f"{data['patients']:,} patients at {data['image_size']}x{data['image_size']}, data digest `{data['content_sha256'][:16]}`.",
     ]
+    if "test_source" in data:
+        lines.append(f"- Held-out test set: {data['test_source']}; validation: {data['validation_source']}. "
+                     "The test set is never used for training or model selection.")
+    folds = data.get("folds")
+    if folds:
+        lines.append(f"- {len(folds)}-fold cross-validation grouped by patient, stratified by label: " + "; ".join(
+            f"fold {k} trains on {f['train']['images']:,} and validates on {f['validation']['images']:,} images"
+            for k, f in enumerate(folds, start=1)) + f"; test {split['test']['images']:,} images in every fold.")
+    else:
+        lines.append("- Patient-wise split: " + ", ".join(
+            f"{part} {facts['images']:,} images / {facts['patients']:,} patients" for part, facts in split.items()) + ".")
+    if "augmentation" in data:
+        lines.append(f"- Training augmentation, done once by the harness (the same bytes for every worker): {data['augmentation']}.")
+    if notes.get("no_patient_ids"):
+        lines.append(f"- **{notes['no_patient_ids']}.**")
+    if notes.get("resized"):
+        lines.append(f"- Images {notes['resized']}.")
+    for key, verb in (("skipped", "Skipped"), ("converted", "Converted")):
+        items = notes.get(key) or []
+        if items:
+            shown = "; ".join(f"`{item['where']}`: {item.get('reason') or item.get('note')}" for item in items[:10])
+            more = f"; and {len(items) - 10:,} more (all in the store's meta.json)" if len(items) > 10 else ""
+            lines.append(f"- {verb} {len(items):,} input(s): {shown}{more}.")
     lifted = {name: p for name, p in data.get("notes", {}).get("prevalence", {}).items() if p["used"] > p["reference"] + 1e-9}
     if lifted:
         lines.append(
@@ -86,10 +133,10 @@ def _data(run: dict) -> list[str]:
 
 
 def _epochs(rows: list[dict]) -> list[str]:
-    table = [[r["worker"], r["epoch"], _number(r["train_loss"], 4), _number(r["validation_loss"], 4),
+    table = [[r["worker"], r.get("fold") or "-", r["epoch"], _number(r["train_loss"], 4), _number(r["validation_loss"], 4),
               _number(r["validation_macro_auroc"]), _number(r["seconds"], 1), _number(r["train_images_per_second"], 1)]
              for r in rows]
-    return _table(["worker", "epoch", "train loss", "validation loss", "validation AUROC", "seconds", "img/s"], table)
+    return _table(["worker", "fold", "epoch", "train loss", "validation loss", "validation AUROC", "seconds", "img/s"], table)
 
 
 def _provenance(run: dict, metrics: dict) -> list[str]:
@@ -113,6 +160,11 @@ def _provenance(run: dict, metrics: dict) -> list[str]:
         orders = metrics.get(name, {}).get("batch_order_sha256", [])
         if orders:
             lines.append(f"  Batch order digests per epoch: " + ", ".join(f"`{d[:12]}`" for d in orders) + ".")
+    digests = {tuple(result.get("batch_order_sha256", [])) for result in metrics.values()}
+    if len(metrics) > 1 and len(digests) == 1:
+        lines.append("- Every worker received byte-identical training batches (augmented pixels and labels) in the "
+                     "same order: its echoed batch digests are equal, epoch by epoch" + (", fold by fold" if any(
+                         "folds" in r for r in metrics.values()) else "") + ".")
     return lines + [""]
 
 
@@ -138,6 +190,10 @@ def render_report(run_dir: Path) -> str:
         lines += ["Metrics computed by the harness from logits (precision, recall and F1 at 0.5 on sigmoid "
                   "outputs, averaged over labels). Timing: median over epochs; the first step includes warm-up.", ""]
         lines += ["## AUROC per label", ""] + _per_label(metrics, run["data"]["label_names"])
+        per_fold = _folds(metrics)
+        if per_fold:
+            lines += ["## Cross-validation folds", "", "Test metrics of each fold (the means and standard deviations "
+                      "above are taken across these).", ""] + per_fold
     parity = directory.read_parity()
     if parity:
         lines += ["## Parity: the same network in every framework", ""]
@@ -164,6 +220,12 @@ def rescore(run_dir: Path) -> list[str]:
     label_names = tuple(directory.read_run()["data"]["label_names"])
     rescored = []
     for name, result in saved["workers"].items():
+        if "folds" in result:
+            for fold in result["folds"]:
+                fold["test"] = evaluate(np.load(run_dir / "logits" / name / f"fold{fold['fold']}" / "test.npy"), labels, label_names)
+            saved["workers"][name] = combine_folds(result["folds"])
+            rescored.append(name)
+            continue
         logits_path = run_dir / "logits" / name / "test.npy"
         if logits_path.exists():
             result["test"] = evaluate(np.load(logits_path), labels, label_names)

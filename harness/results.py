@@ -3,7 +3,7 @@
     run.json        config, provenance, dataset and split facts, worker metadata, status
     epochs.csv      one row per worker and epoch, appended and flushed as each epoch ends
     labels/         indices, labels, sample and patient ids of each part of the split
-    logits/<worker>/validation_epoch_NNN.npy, test.npy
+    logits/<worker>/validation_epoch_NNN.npy, test.npy   (logits/<worker>/fold<k>/... when cross-validating)
     metrics.json    all metrics, computed by harness.metrics from the saved logits
     report.md       the report, rebuilt from the files above by `harness report`
     workers/<worker>.log   the worker process's output
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 EPOCH_COLUMNS = (
-    "worker", "epoch", "train_loss", "validation_loss", "validation_macro_auroc", "learning_rate",
+    "worker", "fold", "epoch", "train_loss", "validation_loss", "validation_macro_auroc", "learning_rate",
     "seconds", "train_images_per_second", "compute_images_per_second", "first_step_seconds", "batch_order_sha256",
 )
 

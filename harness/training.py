@@ -13,6 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cxrbench.worker.v1 import worker_pb2
+from harness.augmentation import AugmentedPixels
 from harness.batches import (
     epoch_order,
     evaluation_chunks,
@@ -70,15 +71,17 @@ def predict_set(client: WorkerClient, store: PixelStore, indices: np.ndarray, ba
                     "compute_seconds": compute}
 
 
-def train_epoch(client: WorkerClient, config: BenchmarkConfig, data: TrainingData, epoch: int) -> dict:
+def train_epoch(client: WorkerClient, config: BenchmarkConfig, data: TrainingData, epoch: int, fold_text: str = "") -> dict:
     """Stream one epoch of training batches; returns losses, digests and timing."""
     order = epoch_order(data.split.train, config.seed, epoch)
     chunks = training_chunks(order, config.batch_size)
-    batches = Prefetch(training_batches(data.store.pixels, data.fit_labels, chunks))
+    # Augmented in the prefetch thread, from (seed, epoch, sample) alone: the same bytes for every worker.
+    pixels = AugmentedPixels(data.store.pixels, config.augmentation, config.seed, epoch)
+    batches = Prefetch(training_batches(pixels, data.fit_labels, chunks))
     losses, digests, compute = [], [], 0.0
     first_step = None
     start = time.perf_counter()
-    bar = tqdm(total=len(chunks) * config.batch_size, desc=f"{client.name} epoch {epoch}/{config.epochs}",
+    bar = tqdm(total=len(chunks) * config.batch_size, desc=f"{client.name}{fold_text} epoch {epoch}/{config.epochs}",
                unit="img", leave=False, dynamic_ncols=True)
     try:
         for step in client.train(batches):
@@ -106,18 +109,24 @@ def train_epoch(client: WorkerClient, config: BenchmarkConfig, data: TrainingDat
 
 
 def train_and_evaluate(client: WorkerClient, config: BenchmarkConfig, data: TrainingData, run: RunDirectory,
-                       configured: worker_pb2.ConfigureResponse) -> dict:
-    """Train a configured worker every epoch and evaluate it; returns its results (plain values)."""
+                       configured: worker_pb2.ConfigureResponse, fold: int | None = None) -> dict:
+    """Train a configured worker every epoch and evaluate it; returns its results (plain values).
+
+    `fold` (1-based) names the cross-validation fold; its logits go to logits/<worker>/fold<k>/.
+    """
     name = client.name
+    logits_dir = f"logits/{name}" if fold is None else f"logits/{name}/fold{fold}"
+    fold_text = "" if fold is None else f" fold {fold}"
     store, split = data.store, data.split
     validation_labels = data.fit_labels[split.validation]
     epochs = []
     for epoch in range(1, config.epochs + 1):
-        trained = train_epoch(client, config, data, epoch)
+        trained = train_epoch(client, config, data, epoch, fold_text)
         logits, _ = predict_set(client, store, split.validation, config.eval_batch_size)
-        run.save_array(f"logits/{name}/validation_epoch_{epoch:03d}.npy", logits)
+        run.save_array(f"{logits_dir}/validation_epoch_{epoch:03d}.npy", logits)
         row = {
             "worker": name,
+            "fold": fold or "",
             "epoch": epoch,
             "learning_rate": config.learning_rate,
             "validation_loss": bce_with_logits(logits, validation_labels),
@@ -127,15 +136,16 @@ def train_and_evaluate(client: WorkerClient, config: BenchmarkConfig, data: Trai
         run.append_epoch(row)
         epochs.append(row)
         tqdm.write(
-            f"{name} epoch {epoch}/{config.epochs}: loss {row['train_loss']:.4f}, validation loss "
+            f"{name}{fold_text} epoch {epoch}/{config.epochs}: loss {row['train_loss']:.4f}, validation loss "
             f"{row['validation_loss']:.4f}, validation AUROC {row['validation_macro_auroc']:.3f}, "
             f"{row['seconds']:.0f} s ({row['train_images_per_second']:.0f} img/s)"
         )
     test_logits, prediction = predict_set(client, store, split.test, config.eval_batch_size)
-    run.save_array(f"logits/{name}/test.npy", test_logits)
+    run.save_array(f"{logits_dir}/test.npy", test_logits)
     weights = client.get_weights()
     steady = [row["seconds"] for row in epochs[1:]] or [epochs[0]["seconds"]]
     return {
+        **({"fold": fold} if fold else {}),
         "test": evaluate(test_logits, store.labels[split.test], store.label_names),
         "parameters": {
             "trainable": configured.trainable_parameters,
