@@ -1,56 +1,33 @@
 """Split-speed benchmark: patient-wise stratified K-fold at the full ChestX-ray14 size.
 
 Builds 112,120 rows of 30,805 patients whose images-per-patient follow the real histogram and whose
-14 labels follow the real per-image prevalences (reference/chestxray14_stats.json), with findings
-that persist within a patient as they do in the real data. Times `patient_wise_folds(folds=5)`
+14 labels follow the real per-image prevalences (reference/chestxray14_stats.json, as carried by
+the phantom and make_nih_tree.py), with findings that persist within a patient as they do in the
+real data. Times `patient_wise_folds(folds=5)`
 (median of 3 repeats) and the full pipeline: hold out 20% of patients as test with a seeded
 permutation, fold the rest, build every fold's split. Target: under 5 s on a slow 2-core machine.
 Exits 1 when the target is missed.
 
-    .venv/bin/python benchmarks/split_speed.py [--folds 5] [--repeats 3]
+    .venv/bin/python -m benchmarks.split_speed [--folds 5] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
+from benchmarks.make_nih_tree import IMAGES_PER_PATIENT
+from benchmarks.nih_tree import counts_from_histogram
 from harness.datasets.phantom import LABELS
-from harness.datasets.phantom_labels import REFERENCE_IMAGES, REFERENCE_IMAGES_PER_PATIENT, reference_prevalence
+from harness.datasets.phantom_labels import REFERENCE_IMAGES, reference_prevalence
 from harness.folds import fold_balance, fold_split, patient_wise_folds
 
-STATS = Path(__file__).resolve().parents[1] / "shared" / "reference" / "chestxray14_stats.json"
+REFERENCE_PATIENTS = 30805
 TARGET_SECONDS = 5.0  # on a slow 2-core machine
-
-
-def _images_per_patient() -> np.ndarray:
-    """Images of each of the 30,805 patients: the reference histogram, 112,120 images in all.
-
-    Read from shared/reference/chestxray14_stats.json when it sits beside the repository; otherwise
-    the embedded 1..10 histogram with the 2,225 longer patients on an exponential tail of the
-    same total.
-    """
-    for path in (STATS, Path("/work/shared/reference/chestxray14_stats.json")):
-        if path.exists():
-            histogram = json.loads(path.read_text())["images_per_patient_histogram"]
-            return np.repeat([int(k) for k in histogram], list(histogram.values()))
-    short = np.repeat(np.arange(1, 11), REFERENCE_IMAGES_PER_PATIENT[:-1] + (320,))
-    tail_patients = REFERENCE_IMAGES_PER_PATIENT[-1] - 320
-    tail_images = REFERENCE_IMAGES - int(short.sum())
-    # Quantiles of an exponential tail above 10 images (mean ~22.7), then +-1 on the longest
-    # patients to land exactly on the reference total.
-    excess_mean = tail_images / tail_patients - 11
-    quantiles = (np.arange(tail_patients) + 0.5) / tail_patients
-    tail = 11 + np.round(-excess_mean * np.log1p(-quantiles)).astype(np.int64)
-    missing = tail_images - int(tail.sum())
-    tail[len(tail) - abs(missing):] += np.sign(missing)
-    return np.concatenate([short, tail])
 
 
 def synthetic_index(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -60,7 +37,7 @@ def synthetic_index(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     with probability 0.6, so findings cluster by patient as in the real data.
     """
     rng = np.random.default_rng(seed)
-    sizes = rng.permutation(_images_per_patient())
+    sizes = counts_from_histogram(IMAGES_PER_PATIENT, REFERENCE_PATIENTS, REFERENCE_IMAGES, seed)
     patient_ids = np.repeat(np.arange(len(sizes)), sizes)
     prevalence = reference_prevalence()
     per_image = 0.6

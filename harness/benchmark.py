@@ -15,15 +15,17 @@ import numpy as np
 from harness import provenance
 from harness.architectures import architecture
 from harness.config import BenchmarkConfig
+from harness.cross_validation import combine_folds
 from harness.datasets import load_dataset
 from harness.parity import Probe, compare, cross_load, nudged, parity_inputs, probe
+from harness.pixel_store import PixelStore
 from harness.registry import pinned_version, resolve_workers
 from harness.report import write_report
 from harness.results import RunDirectory
 from harness.runtime.environments import cache_root, ensure_environment
 from harness.runtime.local import LocalWorker
 from harness.split_plan import SplitPlan, plan_splits
-from harness.cross_validation import combine_folds
+from harness.splits import Split
 from harness.training import TrainingData, configure_request, train_and_evaluate
 from harness.weights.start import starting_weights
 
@@ -40,7 +42,7 @@ def shuffled_labels(labels: np.ndarray, indices: np.ndarray, seed: int) -> np.nd
     return permuted
 
 
-def _split_facts(store, split) -> dict:
+def _split_facts(store: PixelStore, split: Split) -> dict:
     facts = {}
     for part, indices in split.parts().items():
         facts[part] = {
@@ -51,7 +53,7 @@ def _split_facts(store, split) -> dict:
     return facts
 
 
-def _data_facts(store, plan: SplitPlan, config: BenchmarkConfig) -> dict:
+def _data_facts(store: PixelStore, plan: SplitPlan, config: BenchmarkConfig) -> dict:
     facts = {
         "store": str(store.path),
         "content_sha256": store.content_sha256,
@@ -88,7 +90,7 @@ def check_same_batches(results: dict[str, list[dict]]) -> None:
                                        f"(order digest {a[:12]} vs {b[:12]}): the comparison is void")
 
 
-def _save_split(run: RunDirectory, store, labels: np.ndarray, plan: SplitPlan) -> None:
+def _save_split(run: RunDirectory, store: PixelStore, labels: np.ndarray, plan: SplitPlan) -> None:
     """Indices, labels, sample and patient ids of every part (of every fold), for rescoring and audits."""
     for number, split in enumerate(plan.splits, start=1):
         folder = f"labels/fold{number}" if plan.cross_validated else "labels"

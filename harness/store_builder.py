@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +27,25 @@ _READ_BLOCK = 16 << 20
 
 @dataclass
 class Progress:
-    """What the journal records: source rows consumed, which were kept, and why others were not."""
+    """What the journal records: source rows consumed, and which were skipped and why.
+
+    Every done row that was not skipped is in the pixels file, in order. The journal is rewritten
+    after every chunk, so it stays small: it lists only the (few) skipped and converted rows.
+    """
 
     next_row: int = 0  # source rows [0, next_row) are done (kept or skipped)
-    kept: list[int] = field(default_factory=list)  # source rows whose pixels are in the file, in order
     skipped: list[dict] = field(default_factory=list)  # {"row", "where", "reason"}
     converted: list[dict] = field(default_factory=list)  # {"row", "where", "note"}
+
+    @property
+    def kept(self) -> list[int]:
+        """Source rows whose pixels are in the file, in order."""
+        skipped = {item["row"] for item in self.skipped}
+        return [row for row in range(self.next_row) if row not in skipped]
+
+    @property
+    def kept_count(self) -> int:
+        return self.next_row - len(self.skipped)
 
 
 def finished_store(cache_root: Path, source: dict) -> PixelStore | None:
@@ -71,7 +84,7 @@ class StoreBuilder:
                                "wait for it to finish (or stop it) and run again") from None
         self.progress = self._resume()
         self._pixels = open(self.partial / PIXELS_FILE, "r+b")
-        self._pixels.truncate(len(self.progress.kept) * self._image_bytes)
+        self._pixels.truncate(self.progress.kept_count * self._image_bytes)
         self._pixels.seek(0, os.SEEK_END)
         return self
 
@@ -92,7 +105,7 @@ class StoreBuilder:
             saved = json.loads(journal.read_text())
             if saved["source"] == self.source and saved["image_size"] == self.image_size:
                 progress = Progress(**saved["progress"])
-                if (self.partial / PIXELS_FILE).stat().st_size >= len(progress.kept) * self._image_bytes:
+                if (self.partial / PIXELS_FILE).stat().st_size >= progress.kept_count * self._image_bytes:
                     return progress
         except (OSError, ValueError, KeyError, TypeError):
             pass  # no journal, or one that cannot be trusted: start over
@@ -101,26 +114,28 @@ class StoreBuilder:
         (self.partial / PIXELS_FILE).touch()
         return Progress()
 
-    def append(self, rows: range, pixels: np.ndarray, kept: list[int], skipped: list[dict], converted: list[dict]) -> None:
-        """Record that source `rows` are done: `pixels` (one image per row in `kept`, in order) are appended."""
+    def append(self, rows: range, pixels: np.ndarray, skipped: list[dict], converted: list[dict]) -> None:
+        """Record that source `rows` are done: `pixels` holds the image of every row not in `skipped`, in order."""
         if rows.start != self.progress.next_row:
             raise ValueError(f"chunk starts at source row {rows.start}, expected {self.progress.next_row}")
-        if pixels.shape != (len(kept), self.image_size, self.image_size) or pixels.dtype != np.uint8:
-            raise ValueError(f"chunk pixels {pixels.shape} {pixels.dtype} do not match {len(kept)} kept images")
+        kept = len(rows) - len(skipped)
+        if pixels.shape != (kept, self.image_size, self.image_size) or pixels.dtype != np.uint8:
+            raise ValueError(f"chunk pixels {pixels.shape} {pixels.dtype} do not match {kept} kept images")
+        if any(not rows.start <= item["row"] < rows.stop for item in skipped):
+            raise ValueError(f"a skipped row lies outside the chunk {rows.start}..{rows.stop - 1}")
         self._pixels.write(np.ascontiguousarray(pixels).data)
         self._pixels.flush()  # in the OS's hands before the journal says so: survives a killed process
         self.progress.next_row = rows.stop
-        self.progress.kept += kept
         self.progress.skipped += skipped
         self.progress.converted += converted
         temporary = self.partial / f"{JOURNAL_FILE}.tmp"
         temporary.write_text(json.dumps({"source": self.source, "image_size": self.image_size,
-                                         "progress": self.progress.__dict__}))
+                                         "progress": asdict(self.progress)}))
         os.replace(temporary, self.partial / JOURNAL_FILE)
 
     def finish(self, index: DatasetArrays) -> PixelStore:
         """Write the index of the kept rows (`index` without pixels), then publish the store atomically."""
-        count = len(self.progress.kept)
+        count = self.progress.kept_count
         if len(index.sample_ids) != count or len(index.labels) != count:
             raise ValueError(f"index has {len(index.sample_ids)} samples, the pixels file {count}")
         self._pixels.flush()

@@ -54,7 +54,7 @@ def test_benchmark_all_workers_on_an_nih_tree_with_two_folds(tmp_path):
     assert record["data"]["images"] == len(rows) - 1
     assert record["data"]["test_source"] == "the dataset's own test split"
     test_names = set((root / "test_list.txt").read_text().split())
-    samples = json.loads((run / "samples.json").read_text())
+    samples = json.loads((run / "labels" / "samples.json").read_text())
     assert set(samples["test"]["sample_ids"]) == test_names - {rows[10].image_index}
     patient_of = dict(zip(fold1_indices(run), listed_patient_ids(samples)))
     for k in (1, 2):  # no patient on two sides of a fold, nor in a fold and the test set

@@ -43,8 +43,16 @@ def test_every_image_is_decoded_in_csv_order_with_its_labels_patient_and_officia
     expected = [PRESET_TEST if row.image_index in test_names else PRESET_TRAIN_VAL for row in rows]
     assert list(store.split_codes) == expected
     plan = plan_splits(store, (0.7, 0.1, 0.2), seed=0, folds=3)
-    for split in plan.splits:  # the official test set, whole, in every fold
+    for split in plan.splits:  # the official test set, whole, in every fold; no patient on two sides
         assert {store.sample_ids[i] for i in split.test} == test_names
+        train, validation, test = (set(store.patient_ids[part]) for part in (split.train, split.validation, split.test))
+        assert train.isdisjoint(validation) and test.isdisjoint(train | validation)
+    validated = np.concatenate([split.validation for split in plan.splits])
+    assert len(validated) == len(set(validated)) == len(store) - len(test_names)  # each image validates once
+    again = plan_splits(store, (0.7, 0.1, 0.2), seed=0, folds=3)
+    other = plan_splits(store, (0.7, 0.1, 0.2), seed=1, folds=3)
+    assert all(np.array_equal(a.validation, b.validation) for a, b in zip(plan.splits, again.splits))
+    assert not all(np.array_equal(a.validation, b.validation) for a, b in zip(plan.splits, other.splits))
 
 
 def test_flat_layout_without_official_lists_is_split_by_patient(tmp_path):

@@ -25,7 +25,7 @@ def index_for(count: int, notes: dict | None = None) -> DatasetArrays:
 
 def test_store_appears_only_when_finished(tmp_path):
     with StoreBuilder(tmp_path, SOURCE, 8) as builder:
-        builder.append(range(0, 2), chunk(1), [0, 1], [], [])
+        builder.append(range(0, 2), chunk(1), [], [])
         assert finished_store(tmp_path, SOURCE) is None  # half-written: not usable
         store = builder.finish(index_for(2))
     assert finished_store(tmp_path, SOURCE).content_sha256 == store.content_sha256
@@ -35,14 +35,14 @@ def test_store_appears_only_when_finished(tmp_path):
 def test_interrupted_build_resumes_after_the_last_recorded_chunk(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         with StoreBuilder(tmp_path, SOURCE, 8) as builder:
-            builder.append(range(0, 2), chunk(1), [0, 1], [], [])
-            builder.append(range(2, 4), chunk(2, 1), [3], [{"row": 2, "where": "b.png", "reason": "truncated"}], [])
+            builder.append(range(0, 2), chunk(1), [], [])
+            builder.append(range(2, 4), chunk(2, 1), [{"row": 2, "where": "b.png", "reason": "truncated"}], [])
             builder._pixels.write(b"\x07" * 100)  # a chunk half-written when the process died
             raise KeyboardInterrupt
     with StoreBuilder(tmp_path, SOURCE, 8) as builder:
         assert builder.progress.next_row == 4 and builder.progress.kept == [0, 1, 3]
         assert builder.progress.skipped == [{"row": 2, "where": "b.png", "reason": "truncated"}]
-        builder.append(range(4, 6), chunk(3), [4, 5], [], [])
+        builder.append(range(4, 6), chunk(3), [], [])
         store = builder.finish(index_for(5))
     assert [int(store.pixels[i, 0, 0]) for i in range(5)] == [1, 1, 2, 3, 3]  # the torn bytes are gone
     assert store.pixels.shape == (5, 8, 8)
@@ -51,7 +51,7 @@ def test_interrupted_build_resumes_after_the_last_recorded_chunk(tmp_path):
 def test_streamed_digest_equals_the_in_memory_digest(tmp_path):
     pixels = np.random.default_rng(0).integers(0, 256, (4, 8, 8), dtype=np.uint8)
     with StoreBuilder(tmp_path, SOURCE, 8) as builder:
-        builder.append(range(0, 4), pixels, [0, 1, 2, 3], [], [])
+        builder.append(range(0, 4), pixels, [], [])
         store = builder.finish(index_for(4))
     index = index_for(4)
     in_memory = DatasetArrays(pixels=pixels, labels=index.labels, patient_ids=index.patient_ids, sample_ids=index.sample_ids,
@@ -63,7 +63,7 @@ def test_streamed_digest_equals_the_in_memory_digest(tmp_path):
 def test_a_journal_of_another_source_is_not_resumed(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         with StoreBuilder(tmp_path, SOURCE, 8) as builder:
-            builder.append(range(0, 2), chunk(1), [0, 1], [], [])
+            builder.append(range(0, 2), chunk(1), [], [])
             raise KeyboardInterrupt
     journal = next(tmp_path.glob("stores/*.partial")) / JOURNAL_FILE
     journal.write_text(journal.read_text().replace('"version": 1', '"version": 2'))  # stale or foreign journal
@@ -71,10 +71,18 @@ def test_a_journal_of_another_source_is_not_resumed(tmp_path):
         assert builder.progress.next_row == 0 and builder.progress.kept == []
 
 
+def test_a_chunk_whose_pixels_do_not_match_its_rows_is_refused(tmp_path):
+    with StoreBuilder(tmp_path, SOURCE, 8) as builder:
+        with pytest.raises(ValueError, match="do not match 1 kept images"):
+            builder.append(range(0, 2), chunk(1), [{"row": 0, "where": "a", "reason": "bad"}], [])
+        with pytest.raises(ValueError, match="outside the chunk 0..1"):
+            builder.append(range(0, 2), chunk(1, 1), [{"row": 5, "where": "a", "reason": "bad"}], [])
+
+
 def test_chunks_must_arrive_in_source_order(tmp_path):
     with StoreBuilder(tmp_path, SOURCE, 8) as builder:
         with pytest.raises(ValueError, match="chunk starts at source row 2, expected 0"):
-            builder.append(range(2, 4), chunk(1), [2, 3], [], [])
+            builder.append(range(2, 4), chunk(1), [], [])
 
 
 def test_two_builds_of_one_source_cannot_run_at_once(tmp_path):

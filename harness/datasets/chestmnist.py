@@ -115,8 +115,7 @@ def load_chestmnist(path: Path, image_size: int, cache: Path) -> PixelStore:
                     if start + n + row <= builder.progress.next_row:
                         continue  # done before an interruption
                     images = np.frombuffer(raw, np.uint8).reshape(n, native, native)
-                    builder.append(range(row + start, row + start + n), _resize(images, image_size),
-                                   list(range(row + start, row + start + n)), [], [])
+                    builder.append(range(row + start, row + start + n), _resize(images, image_size), [], [])
                     bar.update(n)
             row += count
         notes = {"kind": "ChestMNIST (MedMNIST)", "file": npz.name, "native_size": native, "no_patient_ids": NO_PATIENT_IDS}

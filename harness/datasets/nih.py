@@ -51,10 +51,10 @@ def _ignore_interrupts() -> None:
 def decode_chunk(start: int, paths: list[str], wheres: list[str], size: int) -> tuple:
     """Decode `paths` (source rows start, start+1, ...) in a decoder process.
 
-    Returns (start, pixels of the good images, their rows, bad rows as (row, where, reason),
+    Returns (start, pixels of the good images in row order, bad rows as (row, where, reason),
     conversions as (row, where, note)).
     """
-    images, kept, bad, converted = [], [], [], []
+    images, bad, converted = [], [], []
     for offset, (path, where) in enumerate(zip(paths, wheres)):
         try:
             pixels, note = decode_grayscale(Path(path), size)
@@ -65,11 +65,10 @@ def decode_chunk(start: int, paths: list[str], wheres: list[str], size: int) -> 
             bad.append((start + offset, where, f"cannot be read: {error.strerror or error}"))
             continue
         images.append(pixels)
-        kept.append(start + offset)
         if note:
             converted.append((start + offset, where, note))
     stacked = np.stack(images) if images else np.zeros((0, size, size), np.uint8)
-    return start, stacked, kept, bad, converted
+    return start, stacked, bad, converted
 
 
 def nih_source(index: NihIndex, image_size: int) -> dict:
@@ -111,13 +110,13 @@ def _decode_all(builder: StoreBuilder, index: NihIndex, image_size: int, skip_ba
 
 
 def _take(builder: StoreBuilder, result: tuple, index: NihIndex, skip_bad: bool, bar: tqdm) -> None:
-    start, pixels, kept, bad, converted = result
+    start, pixels, bad, converted = result
     if bad and not skip_bad:
         row, where, reason = bad[0]
         # Chunks before this one are kept: after fixing the file, the prepare resumes here.
         raise DatasetError(f"{where}: {reason} ({SKIP_BAD_HINT})")
     stop = min(start + CHUNK_IMAGES, len(index))
-    builder.append(range(start, stop), pixels, kept,
+    builder.append(range(start, stop), pixels,
                    [{"row": r, "where": w, "reason": why} for r, w, why in bad],
                    [{"row": r, "where": w, "note": note} for r, w, note in converted])
     bar.update(stop - start)
@@ -162,7 +161,7 @@ def prepare_nih(root: Path, image_size: int, cache: Path, skip_bad: bool = False
     processes = max(1, processes or os.cpu_count() or 1)
     with StoreBuilder(cache, source, image_size) as builder:
         _decode_all(builder, index, image_size, skip_bad, processes)
-        if not builder.progress.kept:
+        if not builder.progress.kept_count:
             raise DatasetError(f"{root}: every image was bad; nothing to prepare")
         store = builder.finish(_store_index(index, builder))
     return PreparedNih(store, index, reused=False)
