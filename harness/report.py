@@ -110,6 +110,10 @@ def _data(run: dict) -> list[str]:
             f"{part} {facts['images']:,} images / {facts['patients']:,} patients" for part, facts in split.items()) + ".")
     if "augmentation" in data:
         lines.append(f"- Training augmentation, done once by the harness (the same bytes for every worker): {data['augmentation']}.")
+    if notes.get("csv_file"):
+        lists = "the official train_val_list.txt / test_list.txt" if notes.get("official_lists") else "no official lists"
+        lines.append(f"- Read from `{notes['csv_file']}` ({notes.get('csv_revision')} labels), images in "
+                     f"{' and '.join(f'`{layout}/`' for layout in notes.get('image_layouts', []))}, {lists}.")
     if notes.get("no_patient_ids"):
         lines.append(f"- **{notes['no_patient_ids']}.**")
     if notes.get("resized"):

@@ -13,6 +13,7 @@ from conftest import run_harness
 from test_chestmnist import write_chestmnist
 
 pytestmark = pytest.mark.framework
+# The default cache: worker environments are shared with the other tests (each store is a few KB).
 FAST = ["--workers", "all", "--folds", "2", "--epochs", "1", "--image-size", "32", "--batch-size", "8"]
 
 
@@ -46,7 +47,7 @@ def test_benchmark_all_workers_on_an_nih_tree_with_two_folds(tmp_path):
     bad.write_bytes(bad.read_bytes()[:100])  # truncated: skipped and listed with --skip-bad
     out = tmp_path / "results"
     result = run_harness(["benchmark", *FAST, "--dataset", f"nih:{root}", "--skip-bad", "--out", str(out)],
-                         tmp_path, {"CXRBENCH_CACHE": str(tmp_path / "cache")}, timeout=1200)
+                         tmp_path, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "parity of keras, pytorch, tensorflow: passed" in result.stdout
     run, record, metrics = finished_run(out)
@@ -63,6 +64,8 @@ def test_benchmark_all_workers_on_an_nih_tree_with_two_folds(tmp_path):
         assert parts["train"].isdisjoint(parts["validation"]) and parts["test"].isdisjoint(parts["train"] | parts["validation"])
     report = (run / "report.md").read_text()
     assert f"Skipped 1 input(s): `images_001/images/{rows[10].image_index}`" in report
+    assert ("Read from `Data_Entry_2017.csv` (2017 labels), images in `images_NNN/images/`, "
+            "the official train_val_list.txt / test_list.txt.") in report
 
 
 def fold1_indices(run: Path) -> list[int]:
@@ -79,7 +82,7 @@ def test_benchmark_all_workers_on_chestmnist_files_with_two_folds(tmp_path):
     write_chestmnist(tmp_path / "chestmnist.npz", size=28)
     out = tmp_path / "results"
     result = run_harness(["benchmark", *FAST, "--dataset", f"chestmnist:{tmp_path / 'chestmnist.npz'}", "--out", str(out)],
-                         tmp_path, {"CXRBENCH_CACHE": str(tmp_path / "cache")}, timeout=1200)
+                         tmp_path, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     run, record, metrics = finished_run(out)
     assert_two_folds_on_identical_batches(run, record, metrics)

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from harness.datasets.bad_input import BadInput, DatasetError
 from harness.datasets.image_decode import BadImage, decode_grayscale
-from harness.datasets.nih_index import NIH_LABELS, NihIndex, index_fingerprint, read_nih_index
+from harness.datasets.nih_index import NIH_LABELS, SKIP_BAD_HINT, NihIndex, index_fingerprint, read_nih_index
 from harness.pixel_store import DatasetArrays, PixelStore
 from harness.splits import PRESET_NONE, PRESET_TEST, PRESET_TRAIN_VAL
 from harness.store_builder import StoreBuilder, finished_store
@@ -28,7 +28,6 @@ from harness.store_builder import StoreBuilder, finished_store
 # Bump when decoding or resizing changes its output, so stores prepared before are not reused.
 DECODER_VERSION = 1
 CHUNK_IMAGES = 64  # images per task: big enough to amortise the hand-over, small enough to resume finely
-SKIP_BAD_HINT = "use --skip-bad to skip bad rows and files and list them"
 
 
 @dataclass(frozen=True)
@@ -114,7 +113,7 @@ def _take(builder: StoreBuilder, result: tuple, index: NihIndex, skip_bad: bool,
     if bad and not skip_bad:
         row, where, reason = bad[0]
         # Chunks before this one are kept: after fixing the file, the prepare resumes here.
-        raise DatasetError(f"{where}: {reason} ({SKIP_BAD_HINT})")
+        raise DatasetError(f"{where}: {reason} {SKIP_BAD_HINT}")
     stop = min(start + CHUNK_IMAGES, len(index))
     builder.append(range(start, stop), pixels,
                    [{"row": r, "where": w, "reason": why} for r, w, why in bad],
