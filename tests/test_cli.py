@@ -109,3 +109,33 @@ def test_an_option_for_a_worker_not_in_the_run_is_a_clear_error(tmp_path):
     assert "--option: 'tensorflw.jit_compile=true' is for worker 'tensorflw', which is not in this run (null)" in result.stderr
     malformed = run_harness(["parity", "--workers", "null", "--option", "jit_compile"], REPO_ROOT)
     assert malformed.returncode == 2 and "must look like WORKER.KEY=VALUE" in malformed.stderr
+
+
+def test_folds_are_logged_saved_and_rescored_per_fold(tmp_path):
+    out = tmp_path / "results"
+    result = run_harness(["benchmark", "--workers", "null", "--folds", "2", "--epochs", "1", "--out", str(out), *SMALL_RUN], REPO_ROOT)
+    assert result.returncode == 0, result.stderr
+    (run,) = out.iterdir()
+    rows = list(csv.DictReader((run / "epochs.csv").open()))
+    assert [(r["worker"], r["fold"], r["epoch"]) for r in rows] == [("null", "1", "1"), ("null", "2", "1")]
+    assert (run / "logits" / "null" / "fold2" / "test.npy").exists()
+    saved = json.loads((run / "metrics.json").read_text())["workers"]["null"]
+    assert [fold["fold"] for fold in saved["folds"]] == [1, 2] and saved["test_std"]["macro_auroc"] == 0.0
+
+    tampered = json.loads((run / "metrics.json").read_text())
+    tampered["workers"]["null"]["folds"][1]["test"]["macro_auroc"] = 0.99
+    (run / "metrics.json").write_text(json.dumps(tampered))
+    rebuilt = run_harness(["report", str(run)], REPO_ROOT)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    rescored = json.loads((run / "metrics.json").read_text())["workers"]["null"]
+    assert rescored["folds"][1]["test"]["macro_auroc"] == 0.5 and rescored["test"]["macro_auroc"] == 0.5
+    assert "| null | 2 | 0.500 |" in (run / "report.md").read_text()
+
+
+def test_malformed_dataset_and_augment_values_name_the_option(tmp_path):
+    for args, message in ((["--dataset", "nih"], "--dataset: nih needs the path to the data"),
+                          (["--dataset", "imagenet:/x"], "--dataset: unknown 'imagenet:/x'"),
+                          (["--augment", "flip,zoom"], "--augment: unknown item 'zoom'"),
+                          (["--folds", "0"], "--folds: 0 must be within 1..20")):
+        result = run_harness(["benchmark", "--workers", "null", *args], tmp_path)
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)

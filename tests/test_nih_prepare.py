@@ -108,6 +108,8 @@ def test_data_prepare_command_prints_the_summary_then_reuses_the_store(tmp_path)
     assert "skipped: 0" in first.stdout
     second = run_harness(["data", "prepare", "nih", "--root", str(root), "--image-size", "32"], tmp_path, env)
     assert "already prepared; nothing decoded" in second.stdout
+    missing = run_harness(["data", "prepare", "nih", "--root", str(tmp_path / "nowhere")], tmp_path, env)
+    assert missing.returncode == 2 and f"{tmp_path / 'nowhere'}: no such folder" in missing.stderr
 
 
 def test_an_interrupted_prepare_resumes_to_the_same_store_as_an_uninterrupted_one(tmp_path):
