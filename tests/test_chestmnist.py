@@ -8,6 +8,7 @@ import pytest
 from harness.datasets import load_dataset
 from harness.datasets.bad_input import DatasetError
 from harness.datasets.chestmnist import resolve_file
+from harness.datasets.summary import summary_lines
 from harness.split_plan import plan_splits
 from harness.splits import PRESET_TEST, PRESET_TRAIN, PRESET_VALIDATION
 
@@ -55,6 +56,8 @@ def test_28_pixel_file_is_resized_and_the_report_says_so(tmp_path):
     write_chestmnist(tmp_path / "chestmnist.npz")
     store = load_dataset(f"chestmnist:{tmp_path / 'chestmnist.npz'}", 32, seed=0, cache=tmp_path / "cache")
     assert store.image_size == 32 and store.notes["resized"] == "resized from 28x28 to 32x32"
+    summary = "\n".join(summary_lines(store))
+    assert "68 images of 68 patients at 32x32" in summary and "ChestMNIST carries no patient ids" in summary
 
 
 def test_folder_resolves_to_the_nearest_size_above(tmp_path):

@@ -12,6 +12,9 @@ def summary_lines(store: PixelStore) -> list[str]:
     notes = store.notes
     lines = [f"{len(store):,} images of {len(np.unique(store.patient_ids)):,} patients at "
              f"{store.image_size}x{store.image_size} in {store.path}"]
+    for key in ("no_patient_ids", "resized"):
+        if notes.get(key):
+            lines.append(notes[key])
     counts = store.labels.sum(axis=0)
     lines.append("positives per label: " + ", ".join(f"{name} {int(count):,}" for name, count in zip(store.label_names, counts)))
     lines.append(f"images with no finding: {int((store.labels.sum(axis=1) == 0).sum()):,}")
