@@ -17,12 +17,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from harness.datasets.nih_index import NIH_LABELS
 from harness.datasets.phantom_labels import latent_correlation, latent_thresholds, sample_labels
 
-LABELS: tuple[str, ...] = (
-    "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
-    "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia",
-)  # fmt: skip
+LABELS = NIH_LABELS  # spelled and ordered as in the CSV
 CSV_VARIANTS = ("2017", "trailing_comma", "patient_sex", "v2020")
 LAYOUTS = ("split", "flat")
 # As the NIH tarballs unpack: images_001 holds 4,999 images, the others 10,000 (the last 7,121).

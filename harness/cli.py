@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from harness.config import ARCHITECTURES, DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_IMAGE_SIZE, DEFAULT_LEARNING_RATE, PRECISIONS, BenchmarkConfig
+from harness.config import ARCHITECTURES, DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_IMAGE_SIZE, DEFAULT_LEARNING_RATE, PRECISIONS, BenchmarkConfig, require_image_size
 from harness.datasets import DATASET_FORMS
 from harness.parity import PARITY_BATCH_SIZE, PARITY_STEPS
 
@@ -122,8 +122,7 @@ def _report(args: argparse.Namespace) -> int:
 def _data_prepare(args: argparse.Namespace) -> int:
     from harness.runtime.environments import cache_root
 
-    if not 32 <= args.image_size <= 1024:
-        raise ValueError(f"--image-size: {args.image_size} must be within 32..1024")
+    require_image_size(args.image_size)
     if args.dataset == "chestmnist":
         from harness.datasets.chestmnist import load_chestmnist
 

@@ -21,6 +21,12 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def require_image_size(size: int) -> None:
+    """ValueError naming --image-size unless ResNet-50 and DenseNet-121 can take `size` (and it is sane)."""
+    if not 32 <= size <= 1024:
+        raise ValueError(f"--image-size: {size} must be within 32..1024")
+
+
 @dataclass(frozen=True)
 class BenchmarkConfig:
     """Everything that decides what a benchmark run does."""
@@ -66,7 +72,7 @@ class BenchmarkConfig:
         check(self.epochs >= 1, "epochs", f"{self.epochs} must be at least 1")
         check(self.batch_size >= 2, "batch_size", f"{self.batch_size} must be at least 2 (BatchNorm needs 2 images)")
         check(self.eval_batch_size >= 1, "eval_batch_size", f"{self.eval_batch_size} must be at least 1")
-        check(32 <= self.image_size <= 1024, "image_size", f"{self.image_size} must be within 32..1024")
+        require_image_size(self.image_size)
         check(math.isfinite(self.learning_rate) and self.learning_rate > 0, "lr", f"{self.learning_rate} must be > 0")
         check(self.seed >= 0, "seed", f"{self.seed} must be >= 0")
         check(self.threads >= 0, "threads", f"{self.threads} must be >= 0 (0: the framework's default)")

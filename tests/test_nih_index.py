@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import make_nih_tree
 from benchmarks.nih_tree import (
-    CSV_VARIANTS, NihRow, counts_from_histogram, csv_name, write_csv, write_images, write_official_lists, write_tree,
+    CSV_VARIANTS, NihRow, csv_name, write_csv, write_images, write_official_lists, write_tree,
 )  # fmt: skip
 from harness.datasets.bad_input import BadInput, DatasetError
 from harness.datasets.nih_index import NIH_LABELS, SKIP_BAD_HINT, index_fingerprint, read_nih_index
@@ -386,29 +385,3 @@ def test_fingerprint_without_official_lists_has_none_for_them(tmp_path):
     fingerprint = index_fingerprint(read_nih_index(make_tree(tmp_path)))
     assert fingerprint["train_val_list_sha256"] is None and fingerprint["test_list_sha256"] is None
 
-
-# --- the full-size generator, run small --------------------------------------------------------
-
-
-def test_counts_from_the_real_histogram_reproduce_it_exactly():
-    counts = counts_from_histogram(make_nih_tree.IMAGES_PER_PATIENT, 30805, 112120)
-    assert len(counts) == 30805 and counts.sum() == 112120
-    values, patients = np.unique(counts, return_counts=True)
-    assert dict(zip(values.tolist(), patients.tolist())) == make_nih_tree.IMAGES_PER_PATIENT
-
-
-def test_counts_for_other_totals_hit_them_with_at_least_one_image_each():
-    counts = counts_from_histogram(make_nih_tree.IMAGES_PER_PATIENT, 50, 90, seed=1)
-    assert len(counts) == 50 and counts.sum() == 90 and counts.min() >= 1
-
-
-def test_make_nih_tree_writes_an_indexable_tree_of_hard_linked_pool_images(tmp_path, capsys):
-    root = tmp_path / "nih"
-    summary = make_nih_tree.main(["--root", str(root), "--patients", "12", "--images", "40", "--image-size", "32",
-                                  "--pool", "3", "--layout", "flat"])  # fmt: skip
-    index = read_nih_index(root)
-    assert len(index) == 40 and len(set(index.patient_ids.tolist())) == 12
-    assert index.notes["image_layouts"] == ["images"] and not (root / ".pool").exists()
-    assert len({os.stat(p).st_ino for p in index.image_paths}) <= 3  # hard links to the pool
-    assert summary["images"] == 40 and summary["official_test_images"] == int(index.official_test.sum())
-    assert "mean PNG size" in capsys.readouterr().out

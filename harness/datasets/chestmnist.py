@@ -14,6 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from harness.datasets.bad_input import DatasetError
+from harness.datasets.image_decode import resize_square
 from harness.datasets.nih_index import NIH_LABELS
 from harness.pixel_store import DatasetArrays, PixelStore
 from harness.splits import PRESET_TEST, PRESET_TRAIN, PRESET_VALIDATION
@@ -77,12 +78,10 @@ def _image_shape(shape: tuple, part: str, path: Path) -> tuple[int, int]:
 
 
 def _resize(images: np.ndarray, size: int) -> np.ndarray:
+    """The images at size x size, resized exactly as NIH images are (image_decode.resize_square)."""
     if images.shape[1] == size:
         return images
-    import cv2
-
-    method = cv2.INTER_AREA if images.shape[1] > size else cv2.INTER_LINEAR
-    return np.stack([cv2.resize(image, (size, size), interpolation=method) for image in images])
+    return np.stack([resize_square(image, size) for image in images])
 
 
 def load_chestmnist(path: Path, image_size: int, cache: Path) -> PixelStore:

@@ -25,11 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from harness.datasets.bad_input import BadInput, DatasetError, csv_row
+from harness.datasets.labels import CHESTXRAY14_LABELS
 
-NIH_LABELS: tuple[str, ...] = (
-    "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
-    "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia",
-)  # fmt: skip
+NIH_LABELS = CHESTXRAY14_LABELS
 NO_FINDING = "No Finding"
 CSV_NAMES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")  # in order of preference
 TRAIN_VAL_LIST, TEST_LIST = "train_val_list.txt", "test_list.txt"

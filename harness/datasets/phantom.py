@@ -36,6 +36,7 @@ import numpy as np
 
 from harness.datasets import phantom_drawing as draw
 from harness.datasets import phantom_findings as findings
+from harness.datasets.labels import CHESTXRAY14_LABELS
 # Re-exported: the label statistics are part of the phantom's API (tests and callers read them here).
 from harness.datasets.phantom_labels import (  # noqa: F401
     MAX_IMAGES_PER_PATIENT, PATIENT_SHARE, REFERENCE_COOCCURRENCE, REFERENCE_IMAGES, REFERENCE_IMAGES_PER_PATIENT,
@@ -43,10 +44,7 @@ from harness.datasets.phantom_labels import (  # noqa: F401
     reference_prevalence, sample_labels, target_prevalence,
 )  # fmt: skip
 
-LABELS: tuple[str, ...] = (
-    "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
-    "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia",
-)  # fmt: skip
+LABELS = CHESTXRAY14_LABELS
 
 STRENGTH_AT_CONSPICUITY_1 = 1.3  # calibration: the default benchmark lands near 0.83 macro AUROC
 CHUNK_PIXELS = 1 << 21  # pixels drawn per vectorized batch: bounds memory at any image size
