@@ -172,6 +172,28 @@ class WorkerClient:
         except grpc.RpcError as error:
             raise self._error("SetWeights", error) from None
 
+    def resource_usage(self, reset_peak: bool = False) -> dict:
+        """The worker's memory: peak and current RSS of its process, and its accelerator's where the
+        framework reports it (keys are GetResourceUsageResponse's fields, sizes in bytes).
+
+        `reset_peak` resets the peaks after this reading, so the next covers only what follows.
+        """
+        reply = self._call("GetResourceUsage", worker_pb2.GetResourceUsageRequest(reset_peak=reset_peak))
+        return _plain(reply)
+
+    def export_native(self) -> dict:
+        """Have the worker save its model in its framework's own format, measure it and delete it.
+
+        Returns ExportNativeResponse's fields: format (in words), size_bytes, files, save_seconds.
+        """
+        # Writing a large model to a slow disk can take longer than the default deadline.
+        return _plain(self._call("ExportNative", worker_pb2.ExportNativeRequest(), timeout=600.0))
+
+
+def _plain(message) -> dict:
+    """Every field of a reply of scalar fields, defaults included, as a plain dict."""
+    return {field.name: getattr(message, field.name) for field in message.DESCRIPTOR.fields}
+
 
 def wait_until_serving(client: WorkerClient, timeout: float, alive: Callable[[], str | None]) -> None:
     """Poll health until SERVING; `alive()` returns a reason string once the process has died."""

@@ -7,6 +7,9 @@ canonical networks. Environments are created on first use (about a minute each, 
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import grpc
 import numpy as np
 import pytest
@@ -32,19 +35,33 @@ LABELS = 14
 TOLERANCES = Tolerances()
 
 
-def start_worker(name: str, logs) -> LocalWorker:
+def start_worker(name: str, directory: Path) -> LocalWorker:
+    """A worker logging to `directory`, whose temporary files ($TMPDIR) go to `directory`/tmp."""
     folder = discover_workers()[name]
-    return LocalWorker(folder, ensure_environment(folder), logs / f"{name}.log")
+    temp = temp_dir_of(directory)
+    temp.mkdir(exist_ok=True)
+    return LocalWorker(folder, ensure_environment(folder), directory / f"{name}.log", {"TMPDIR": str(temp)})
+
+
+def temp_dir_of(directory: Path) -> Path:
+    return directory / "tmp"
 
 
 @pytest.fixture(scope="session", params=WORKERS)
-def worker(request, tmp_path_factory):
-    """One running worker per listed worker folder, shared by every test of this file."""
+def worker_process(request, tmp_path_factory):
+    """One running worker process per listed worker folder, shared by every test of this file."""
     process = start_worker(request.param, tmp_path_factory.mktemp(f"conformance-{request.param}"))
     try:
-        yield process.start()
+        process.start()
+        yield process
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def worker(worker_process):
+    """The client of that worker."""
+    return worker_process.client
 
 
 @pytest.fixture(scope="session")
@@ -191,3 +208,75 @@ def test_forward_and_first_loss_agree_with_pytorch(worker, start, reference, arc
     assert relative_difference(logits, expected_logits) <= TOLERANCES.logits_relative
     loss = train(worker, 1, PARITY_BATCH, PARITY_SIZE)[0]
     assert abs(loss - expected_loss) / abs(expected_loss) <= TOLERANCES.first_loss_relative
+
+
+def test_resource_usage_reports_a_peak_rss_at_least_the_current_one(worker, start):
+    worker.configure(request_for(worker.name))
+    usage = worker.resource_usage()
+    if sys.platform == "linux":
+        assert usage["rss_source"] == "/proc/self/status"
+    # The resident set holds at least the model's weights (plus the framework's libraries).
+    assert usage["rss_bytes"] >= len(start["resnet50"])
+    assert usage["peak_rss_bytes"] >= usage["rss_bytes"]
+
+
+def test_reset_peak_forgets_earlier_peaks_and_a_big_allocation_raises_the_next(worker, start):
+    worker.configure(request_for(worker.name))
+    assert worker.resource_usage(reset_peak=True)["peak_reset"] == (sys.platform == "linux")
+    quiet = worker.resource_usage()
+    weights = start["resnet50"]
+    worker.set_weights(weights)  # receiving, joining and parsing 94 MB allocates more than 47 MB
+    loaded = worker.resource_usage(reset_peak=True)
+    after = worker.resource_usage()
+    assert loaded["peak_rss_bytes"] >= quiet["peak_rss_bytes"] + len(weights) // 2
+    if sys.platform == "linux":
+        # The joined upload is returned to the kernel once loaded: the peak after the reset is lower.
+        assert loaded["peak_reset"] and after["peak_rss_bytes"] < loaded["peak_rss_bytes"]
+        assert after["peak_rss_bytes"] >= after["rss_bytes"] > 0
+    assert not after["peak_reset"]  # not asked
+
+
+def test_device_memory_is_reported_on_an_accelerator_and_not_on_cpu(worker):
+    worker.configure(request_for(worker.name))
+    train(worker, 1)
+    usage = worker.resource_usage()
+    if worker.metadata().device.startswith("cpu"):
+        assert not usage["device_memory_reported"] and usage["device"] == "cpu"
+        assert (usage["device_peak_bytes"], usage["device_bytes"], usage["device_total_bytes"]) == (0, 0, 0)
+    else:
+        assert usage["device_memory_reported"] and usage["device"] != "cpu"
+        assert 0 < usage["device_bytes"] <= usage["device_peak_bytes"] <= usage["device_total_bytes"]
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURE_NAMES)
+def test_native_export_is_about_the_neutral_size_and_leaves_no_file(worker_process, start, arch):
+    worker = worker_process.client
+    worker.configure(request_for(worker.name, arch))
+    worker.set_weights(start[arch])
+    train(worker, 1)  # builds every optimizer's state, which a native export must leave out
+    neutral = len(worker.get_weights())
+    temp = temp_dir_of(worker_process.log_path.parent)
+    before = sorted(temp.iterdir())
+    export = worker.export_native()
+    assert export["format"] and export["files"] >= 1 and export["save_seconds"] > 0
+    # Model only: Adam's two slots would make it about three times the neutral size.
+    assert 0.5 * neutral <= export["size_bytes"] <= 1.5 * neutral, (export, neutral)
+    assert sorted(temp.iterdir()) == before
+
+
+@pytest.mark.parametrize("name", WORKERS)
+def test_before_configure_memory_is_reported_and_native_export_is_failed_precondition(name, tmp_path):
+    process = start_worker(name, tmp_path)
+    try:
+        client = process.start()
+        usage = client.resource_usage(reset_peak=True)
+        assert usage["peak_rss_bytes"] >= usage["rss_bytes"] > 0
+        with pytest.raises(WorkerError) as error:
+            client.export_native()
+        assert error.value.code == "FAILED_PRECONDITION" and "Configure" in error.value.details
+        # Reading memory started nothing that Configure still sets (TensorFlow fixes its threads
+        # when its runtime starts).
+        client.configure(request_for(name))
+        assert client.metadata().threads == 2
+    finally:
+        process.stop()

@@ -1,4 +1,4 @@
-"""Process-wide settings of the Keras backend: threads, TF32, determinism, devices, versions.
+"""Process-wide settings of the Keras backend: threads, TF32, determinism, devices, versions, memory.
 
 Only the TensorFlow backend has these knobs wired up; on another backend the setters do nothing
 and the read-backs say "n/a", so the worker still runs there (see worker.toml).
@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 
 import keras
+
+from cxrbench_worker.backend import DeviceMemory
+from cxrbench_worker.host import cuda_total_memory
 
 
 def on_tensorflow() -> bool:
@@ -101,3 +104,37 @@ def versions_and_device() -> tuple[dict[str, str], str | None]:
         return versions, None
     module = __import__(keras.backend.backend())
     return {keras.backend.backend(): getattr(module, "__version__", "unknown")}, None
+
+
+def device_memory(reset_peak: bool, started: bool) -> DeviceMemory:
+    """The GPU allocator's bytes in use, on the TensorFlow or torch backend; nothing on CPU.
+
+    On TensorFlow nothing is read before a model was built (`started`): reading the allocator
+    starts TF's runtime, which fixes the thread pools that Configure still sets.
+    """
+    if on_tensorflow():
+        import tensorflow as tf
+        gpus = tf.config.list_physical_devices("GPU")
+        if not gpus:
+            return DeviceMemory()
+        name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+        if not started:
+            return DeviceMemory(device=f"gpu:0 ({name})")
+        info = tf.config.experimental.get_memory_info("GPU:0")
+        if reset_peak:
+            tf.config.experimental.reset_memory_stats("GPU:0")
+        return DeviceMemory(f"gpu:0 ({name})", True, int(info["peak"]), int(info["current"]),
+                            cuda_total_memory())
+    if keras.backend.backend() == "torch":
+        import torch
+        if not torch.cuda.is_available():
+            return DeviceMemory()
+        index = torch.cuda.current_device()
+        memory = DeviceMemory(f"cuda:{index} ({torch.cuda.get_device_name(index)})", True,
+                              torch.cuda.max_memory_allocated(index),
+                              torch.cuda.memory_allocated(index),
+                              torch.cuda.get_device_properties(index).total_memory)
+        if reset_peak:
+            torch.cuda.reset_peak_memory_stats(index)
+        return memory
+    return DeviceMemory()  # JAX keeps peak statistics per device but cannot reset them

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+from pathlib import Path
 
 # Keras picks its backend once, at import; worker.toml's [environment] sets it too.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -18,7 +19,7 @@ import numpy as np  # noqa: E402
 
 import runtime  # noqa: E402
 from cxrbench_worker.backend import (  # noqa: E402
-    Backend, BackendMetadata, ConfiguredModel, ModelSpec, UnsupportedOption,
+    Backend, BackendMetadata, ConfiguredModel, DeviceMemory, ModelSpec, UnsupportedOption,
 )
 from cxrbench_worker.host import cpu_model  # noqa: E402
 from model import NeutralModel, build_model, count_parameters  # noqa: E402
@@ -157,3 +158,18 @@ class KerasBackend(Backend):
         Adam's state is left untouched, as in the PyTorch worker.
         """
         self._require("import_weights").import_weights(tensors)
+
+    def export_native(self, directory: Path) -> str:
+        """The model as a .keras archive (config and weights) written by model.save.
+
+        model.save on the compiled model would add Adam's slots (three times the size once a step
+        has run), which no other worker writes. So the archive is saved from an uncompiled
+        functional model over the same layers: no copy of the weights, no optimizer.
+        """
+        model = self._require("export_native").model
+        keras.Model(model.inputs, model.outputs, name=model.name).save(directory / "model.keras")
+        return "Keras .keras (model.save, without the optimizer)"
+
+    def device_memory(self, reset_peak: bool) -> DeviceMemory:
+        """GPU memory as the Keras backend's framework counts it; nothing on CPU."""
+        return runtime.device_memory(reset_peak, started=self._net is not None)

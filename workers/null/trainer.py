@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -57,3 +58,8 @@ class NullBackend(Backend):
         if not tensors:
             raise ValueError("weights: the file holds no tensor")
         self._weights = dict(tensors)
+
+    def export_native(self, directory: Path) -> str:
+        """No framework, so no format of its own: the neutral tensors it holds, as numpy's .npz."""
+        np.savez(directory / "weights.npz", **self._weights)
+        return "numpy .npz (np.savez of the neutral tensors)"

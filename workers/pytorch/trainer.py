@@ -6,6 +6,7 @@ import math
 import os
 import platform
 import random
+from pathlib import Path
 
 # cuBLAS reads this when its first handle is created; deterministic mode on CUDA refuses to run
 # matmuls without it, so it is set before anything can initialise CUDA.
@@ -17,7 +18,7 @@ import torch.nn.functional as F  # noqa: E402
 import torchvision  # noqa: E402
 
 from cxrbench_worker.backend import (  # noqa: E402
-    Backend, BackendMetadata, ConfiguredModel, ModelSpec, UnsupportedOption,
+    Backend, BackendMetadata, ConfiguredModel, DeviceMemory, ModelSpec, UnsupportedOption,
 )
 from cxrbench_worker.host import cpu_model  # noqa: E402
 from cxrbench_worker.neutral_weights import check_tensors  # noqa: E402
@@ -200,3 +201,24 @@ class PyTorchBackend(Backend):
         for name in expected:
             new_state[name] = torch.tensor(np.asarray(tensors[name], dtype=np.float32))
         model.load_state_dict(new_state, strict=True)
+
+    def export_native(self, directory: Path) -> str:
+        """The state_dict (parameters and buffers, num_batches_tracked included) with torch.save."""
+        torch.save(self._require("export_native").state_dict(), directory / "model.pt")
+        return "torch.save(state_dict) .pt"
+
+    def device_memory(self, reset_peak: bool) -> DeviceMemory:
+        """What torch's CUDA caching allocator handed out to tensors (not what it reserved)."""
+        if self.device.type != "cuda":
+            return DeviceMemory()
+        index = torch.cuda.current_device()
+        memory = DeviceMemory(
+            device=f"cuda:{index} ({torch.cuda.get_device_name(index)})",
+            reported=True,
+            peak_bytes=torch.cuda.max_memory_allocated(index),
+            current_bytes=torch.cuda.memory_allocated(index),
+            total_bytes=torch.cuda.get_device_properties(index).total_memory,
+        )
+        if reset_peak:
+            torch.cuda.reset_peak_memory_stats(index)
+        return memory

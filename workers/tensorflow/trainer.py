@@ -6,6 +6,7 @@ import math
 import os
 import platform
 import random
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -15,9 +16,9 @@ from tensorflow.python.framework import config as tf_config
 
 from adam import TorchAdam
 from cxrbench_worker.backend import (
-    Backend, BackendMetadata, ConfiguredModel, ModelSpec,
+    Backend, BackendMetadata, ConfiguredModel, DeviceMemory, ModelSpec,
 )
-from cxrbench_worker.host import cpu_model
+from cxrbench_worker.host import cpu_model, cuda_total_memory
 from model import Network, build_model, count_parameters, export_neutral, import_neutral
 
 _BOOLEAN_OPTIONS = ("true", "false")
@@ -180,3 +181,24 @@ class TensorFlowBackend(Backend):
         Adam's state is left untouched, as in the PyTorch worker.
         """
         import_neutral(self._require("import_weights"), tensors)
+
+    def export_native(self, directory: Path) -> str:
+        """Every model variable (BatchNorm statistics too, not Adam's slots) as a tf.train.Checkpoint."""
+        tf.train.Checkpoint(model=self._require("export_native")).write(str(directory / "model"))
+        return "tf.train.Checkpoint (model variables)"
+
+    def device_memory(self, reset_peak: bool) -> DeviceMemory:
+        """TF's GPU allocator's bytes in use; nothing on CPU, nor before Configure (reading the
+        allocator starts TF's runtime, which would fix the thread pools Configure still sets)."""
+        gpus = tf.config.list_physical_devices("GPU")
+        if not gpus:
+            return DeviceMemory()
+        name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "unknown")
+        device = f"gpu:0 ({name})"
+        if self._model is None:
+            return DeviceMemory(device=device)
+        info = tf.config.experimental.get_memory_info("GPU:0")
+        if reset_peak:
+            tf.config.experimental.reset_memory_stats("GPU:0")
+        return DeviceMemory(device=device, reported=True, peak_bytes=int(info["peak"]),
+                            current_bytes=int(info["current"]), total_bytes=cuda_total_memory())

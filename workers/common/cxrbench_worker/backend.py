@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -84,6 +85,17 @@ class BackendMetadata:
     device: str
     threads: int
     numerics: dict[str, str]
+
+
+@dataclass(frozen=True)
+class DeviceMemory:
+    """Accelerator memory as the framework's allocator counts it, bytes; `reported` False on CPU."""
+
+    device: str = "cpu"
+    reported: bool = False
+    peak_bytes: int = 0  # since the worker started or the last reset
+    current_bytes: int = 0
+    total_bytes: int = 0  # 0 where the framework cannot tell
 
 
 class Backend(ABC):
@@ -162,3 +174,20 @@ class Backend(ABC):
     @abstractmethod
     def import_weights(self, tensors: dict[str, np.ndarray]) -> None:
         """Load neutral weights; raises ValueError naming missing, unexpected or misshapen tensors."""
+
+    @abstractmethod
+    def export_native(self, directory: Path) -> str:
+        """Save the current model (weights and buffers, no optimizer state) into the empty folder
+        `directory` the way the framework's users usually do; return the format in words.
+
+        The caller measures and deletes what was written. Call only once Configure has built a model.
+        """
+
+    def device_memory(self, reset_peak: bool) -> DeviceMemory:
+        """The accelerator's peak and current memory as the framework reports it; then, if
+        `reset_peak`, reset its peak so the next reading covers only what follows.
+
+        The default reports nothing, as for a CPU; backends whose framework can tell override it.
+        It is called before Configure too, so it must not start anything a Configure still sets.
+        """
+        return DeviceMemory()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import platform
 from pathlib import Path
 
@@ -15,3 +16,18 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def cuda_total_memory(ordinal: int = 0) -> int:
+    """Total memory of CUDA device `ordinal` (as CUDA_VISIBLE_DEVICES numbers them), in bytes, from
+    the driver; 0 when no CUDA driver answers. For frameworks that do not say it (TensorFlow)."""
+    try:
+        driver = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return 0
+    device, total = ctypes.c_int(), ctypes.c_size_t()
+    # Each call returns CUDA_SUCCESS (0) or an error code; cuInit is harmless when done already.
+    if (driver.cuInit(0) != 0 or driver.cuDeviceGet(ctypes.byref(device), ordinal) != 0
+            or driver.cuDeviceTotalMem_v2(ctypes.byref(total), device) != 0):
+        return 0
+    return int(total.value)

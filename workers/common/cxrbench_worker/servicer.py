@@ -31,6 +31,8 @@ from cxrbench_worker.backend import (
 )
 from cxrbench_worker.batch_checks import BatchError, ExpectedBatch, check_batch
 from cxrbench_worker.neutral_weights import sha256_hex, weights_from_bytes, weights_to_bytes
+from cxrbench_worker.native_export import measure_native_export
+from cxrbench_worker.process_memory import read_process_memory, reset_peak_rss
 
 DEFAULT_CHUNK_BYTES = 1024 * 1024
 
@@ -222,3 +224,30 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             with self._lock:
                 self._backend.import_weights(tensors)
             return worker_pb2.SetWeightsResponse(tensors_loaded=len(tensors))
+
+    def GetResourceUsage(self, request, context):
+        # Under the lock, so a reading or a reset never lands in the middle of a step.
+        with status_on_error(context), self._lock:
+            process = read_process_memory()
+            device = self._backend.device_memory(reset_peak=request.reset_peak)
+            peak_reset = reset_peak_rss() if request.reset_peak else False
+            return worker_pb2.GetResourceUsageResponse(
+                peak_rss_bytes=process.peak_rss_bytes,
+                rss_bytes=process.rss_bytes,
+                rss_source=process.source,
+                peak_reset=peak_reset,
+                device_memory_reported=device.reported,
+                device_peak_bytes=device.peak_bytes,
+                device_bytes=device.current_bytes,
+                device_total_bytes=device.total_bytes,
+                device=device.device,
+            )
+
+    def ExportNative(self, request, context):
+        with status_on_error(context), self._lock:
+            self._require_model("ExportNative")
+            export = measure_native_export(self._backend.export_native)
+            return worker_pb2.ExportNativeResponse(
+                format=export.format, size_bytes=export.size_bytes, files=export.files,
+                save_seconds=export.save_seconds,
+            )

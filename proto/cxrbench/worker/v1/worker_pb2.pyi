@@ -221,3 +221,47 @@ class SetWeightsResponse(_message.Message):
     TENSORS_LOADED_FIELD_NUMBER: _ClassVar[int]
     tensors_loaded: int
     def __init__(self, tensors_loaded: _Optional[int] = ...) -> None: ...
+
+class GetResourceUsageRequest(_message.Message):
+    __slots__ = ("reset_peak",)
+    RESET_PEAK_FIELD_NUMBER: _ClassVar[int]
+    reset_peak: bool
+    def __init__(self, reset_peak: _Optional[bool] = ...) -> None: ...
+
+class GetResourceUsageResponse(_message.Message):
+    __slots__ = ("peak_rss_bytes", "rss_bytes", "rss_source", "peak_reset", "device_memory_reported", "device_peak_bytes", "device_bytes", "device_total_bytes", "device")
+    PEAK_RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RSS_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    PEAK_RESET_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_MEMORY_REPORTED_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_PEAK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    peak_rss_bytes: int
+    rss_bytes: int
+    rss_source: str
+    peak_reset: bool
+    device_memory_reported: bool
+    device_peak_bytes: int
+    device_bytes: int
+    device_total_bytes: int
+    device: str
+    def __init__(self, peak_rss_bytes: _Optional[int] = ..., rss_bytes: _Optional[int] = ..., rss_source: _Optional[str] = ..., peak_reset: _Optional[bool] = ..., device_memory_reported: _Optional[bool] = ..., device_peak_bytes: _Optional[int] = ..., device_bytes: _Optional[int] = ..., device_total_bytes: _Optional[int] = ..., device: _Optional[str] = ...) -> None: ...
+
+class ExportNativeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ExportNativeResponse(_message.Message):
+    __slots__ = ("format", "size_bytes", "files", "save_seconds")
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    SAVE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    format: str
+    size_bytes: int
+    files: int
+    save_seconds: float
+    def __init__(self, format: _Optional[str] = ..., size_bytes: _Optional[int] = ..., files: _Optional[int] = ..., save_seconds: _Optional[float] = ...) -> None: ...

@@ -71,6 +71,16 @@ class WorkerStub:
                 request_serializer=cxrbench_dot_worker_dot_v1_dot_worker__pb2.SetWeightsRequest.SerializeToString,
                 response_deserializer=cxrbench_dot_worker_dot_v1_dot_worker__pb2.SetWeightsResponse.FromString,
                 _registered_method=True)
+        self.GetResourceUsage = channel.unary_unary(
+                '/cxrbench.worker.v1.Worker/GetResourceUsage',
+                request_serializer=cxrbench_dot_worker_dot_v1_dot_worker__pb2.GetResourceUsageRequest.SerializeToString,
+                response_deserializer=cxrbench_dot_worker_dot_v1_dot_worker__pb2.GetResourceUsageResponse.FromString,
+                _registered_method=True)
+        self.ExportNative = channel.unary_unary(
+                '/cxrbench.worker.v1.Worker/ExportNative',
+                request_serializer=cxrbench_dot_worker_dot_v1_dot_worker__pb2.ExportNativeRequest.SerializeToString,
+                response_deserializer=cxrbench_dot_worker_dot_v1_dot_worker__pb2.ExportNativeResponse.FromString,
+                _registered_method=True)
 
 
 class WorkerServicer:
@@ -125,6 +135,22 @@ class WorkerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetResourceUsage(self, request, context):
+        """Memory of the worker process (peak and current resident set) and, where the framework can
+        tell, of its accelerator; optionally resets the peaks. Answers before Configure too.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportNative(self, request, context):
+        """Saves the current model in the framework's own usual format into a temporary directory,
+        measures what was written, then deletes it. Model only: no optimizer state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -162,6 +188,16 @@ def add_WorkerServicer_to_server(servicer, server):
                     servicer.SetWeights,
                     request_deserializer=cxrbench_dot_worker_dot_v1_dot_worker__pb2.SetWeightsRequest.FromString,
                     response_serializer=cxrbench_dot_worker_dot_v1_dot_worker__pb2.SetWeightsResponse.SerializeToString,
+            ),
+            'GetResourceUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetResourceUsage,
+                    request_deserializer=cxrbench_dot_worker_dot_v1_dot_worker__pb2.GetResourceUsageRequest.FromString,
+                    response_serializer=cxrbench_dot_worker_dot_v1_dot_worker__pb2.GetResourceUsageResponse.SerializeToString,
+            ),
+            'ExportNative': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportNative,
+                    request_deserializer=cxrbench_dot_worker_dot_v1_dot_worker__pb2.ExportNativeRequest.FromString,
+                    response_serializer=cxrbench_dot_worker_dot_v1_dot_worker__pb2.ExportNativeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -353,6 +389,60 @@ class Worker:
             '/cxrbench.worker.v1.Worker/SetWeights',
             cxrbench_dot_worker_dot_v1_dot_worker__pb2.SetWeightsRequest.SerializeToString,
             cxrbench_dot_worker_dot_v1_dot_worker__pb2.SetWeightsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetResourceUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cxrbench.worker.v1.Worker/GetResourceUsage',
+            cxrbench_dot_worker_dot_v1_dot_worker__pb2.GetResourceUsageRequest.SerializeToString,
+            cxrbench_dot_worker_dot_v1_dot_worker__pb2.GetResourceUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportNative(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cxrbench.worker.v1.Worker/ExportNative',
+            cxrbench_dot_worker_dot_v1_dot_worker__pb2.ExportNativeRequest.SerializeToString,
+            cxrbench_dot_worker_dot_v1_dot_worker__pb2.ExportNativeResponse.FromString,
             options,
             channel_credentials,
             insecure,
