@@ -15,18 +15,20 @@ import numpy as np
 from harness import provenance
 from harness.architectures import architecture
 from harness.config import BenchmarkConfig
-from harness.cross_validation import combine_folds
+from harness.comparison import compare_run
 from harness.datasets import load_dataset
 from harness.parity import Probe, compare, cross_load, nudged, parity_inputs, probe
 from harness.pixel_store import PixelStore
 from harness.registry import pinned_version, resolve_workers
 from harness.report import write_report
+from harness.tracking import log_run
 from harness.results import RunDirectory
+from harness.run_summary import combine_runs
 from harness.runtime.environments import cache_root, ensure_environment
 from harness.runtime.local import LocalWorker
 from harness.split_plan import SplitPlan, plan_splits
 from harness.splits import Split
-from harness.training import TrainingData, configure_request, train_and_evaluate
+from harness.training import TrainingData, TrainingRun, configure_request, train_and_evaluate
 from harness.weights.start import starting_weights
 
 
@@ -73,20 +75,31 @@ def _data_facts(store: PixelStore, plan: SplitPlan, config: BenchmarkConfig) -> 
     return facts
 
 
+def training_runs(seeds: tuple[int, ...], plan: SplitPlan) -> list[tuple[TrainingRun, Split]]:
+    """Every (training seed, fold) run of a worker, seeds outermost, with its split."""
+    runs = []
+    for seed in seeds:
+        for number, split in enumerate(plan.splits, start=1):
+            fold = number if plan.cross_validated else None
+            folder = "/".join(([f"seed{seed}"] if len(seeds) > 1 else []) + ([f"fold{fold}"] if fold else []))
+            runs.append((TrainingRun(seed, fold, folder), split))
+    return runs
+
+
 def check_same_batches(results: dict[str, list[dict]]) -> None:
-    """RuntimeError unless every worker echoed the same batch digests, epoch by epoch, fold by fold.
+    """RuntimeError unless every worker echoed the same batch digests, epoch by epoch, run by run.
 
     The harness built each worker's batches anew (augmentation included); equal digests prove the
     workers trained on the same bytes.
     """
     names = list(results)
-    reference = [fold["batch_order_sha256"] for fold in results[names[0]]]
+    reference = [result["batch_order_sha256"] for result in results[names[0]]]
     for name in names[1:]:
-        digests = [fold["batch_order_sha256"] for fold in results[name]]
-        for fold, (theirs, ours) in enumerate(zip(digests, reference), start=1):
+        digests = [result["batch_order_sha256"] for result in results[name]]
+        for number, (theirs, ours) in enumerate(zip(digests, reference), start=1):
             for epoch, (a, b) in enumerate(zip(theirs, ours), start=1):
                 if a != b:
-                    raise RuntimeError(f"{name} received other batches than {names[0]} in fold {fold}, epoch {epoch} "
+                    raise RuntimeError(f"{name} received other batches than {names[0]} in run {number}, epoch {epoch} "
                                        f"(order digest {a[:12]} vs {b[:12]}): the comparison is void")
 
 
@@ -122,7 +135,8 @@ def run_benchmark(config: BenchmarkConfig) -> Path:
         split = plan.splits[0]
         labels = shuffled_labels(labels, np.concatenate([split.train, split.validation]), config.seed)
 
-    suffix = ("-shuffled-labels" if config.shuffle_labels else "") + (f"-{config.folds}folds" if plan.cross_validated else "")
+    suffix = ("-shuffled-labels" if config.shuffle_labels else "") + (f"-{config.folds}folds" if plan.cross_validated else "") + (
+        f"-{len(config.training_seeds)}seeds" if len(config.training_seeds) > 1 else "")
     run = RunDirectory.create(config.out, f"{config.dataset_kind}-{config.architecture}-seed{config.seed}{suffix}")
     record = {
         "status": "running",
@@ -136,15 +150,19 @@ def run_benchmark(config: BenchmarkConfig) -> Path:
     _save_split(run, store, labels, plan)
 
     num_labels = len(store.label_names)
-    start = starting_weights(config.init, config.architecture, num_labels, config.seed, cache)
+    seeds = config.training_seeds
+    starts = {seed: starting_weights(config.init, config.architecture, num_labels, seed, cache) for seed in seeds}
+    start = starts[seeds[0]]
     record["starting_weights"] = {"sha256": start.sha256, "bytes": len(start.data), **start.source,
                                   "description": start.describe()}
+    if len(seeds) > 1:
+        record["starting_weights"]["per_seed"] = {str(seed): starts[seed].sha256 for seed in seeds}
     inputs = parity_inputs(store.pixels, labels, plan.splits[0].train, config.seed)
     nudged_start = nudged(start.data, config.seed)
     probes: list[Probe] = []
     cross: list[dict] = []
     results: dict[str, dict] = {}
-    fold_results: dict[str, list[dict]] = {}
+    run_results: dict[str, list[dict]] = {}
     try:
         for folder in workers:
             environment = ensure_environment(folder, cache)
@@ -158,7 +176,7 @@ def run_benchmark(config: BenchmarkConfig) -> Path:
                 probes.append(probed)
                 parity = compare(probes, architecture(config.architecture, num_labels).counts(), cross)
                 run.write_parity(parity)
-                configured = client.configure(request)
+                configured = client.configure(configure_request(config, num_labels, folder.name, seeds[0]))
                 metadata = client.metadata()  # after Configure: threads and numerics as they are used
                 record["workers"][folder.name] = {
                     "pinned_version": pinned_version(folder),
@@ -173,17 +191,19 @@ def run_benchmark(config: BenchmarkConfig) -> Path:
                     },
                 }
                 run.write_run(record)
-                fold_results[folder.name] = []
-                for number, split in enumerate(plan.splits, start=1):
-                    if number > 1:
-                        configured = client.configure(request)  # a fresh model and optimizer per fold
-                    client.set_weights(start.data)
+                run_results[folder.name] = []
+                for number, (training_run, split) in enumerate(training_runs(seeds, plan)):
+                    if number:  # a fresh model and optimizer for every run
+                        configured = client.configure(configure_request(config, num_labels, folder.name, training_run.seed))
+                    client.set_weights(starts[training_run.seed].data)
                     data = TrainingData(store=store, split=split, fit_labels=labels)
-                    fold = number if plan.cross_validated else None
-                    fold_results[folder.name].append(train_and_evaluate(client, config, data, run, configured, fold))
-                    results[folder.name] = combine_folds(fold_results[folder.name])
+                    run_results[folder.name].append(
+                        train_and_evaluate(client, config, data, run, configured, training_run, measure_native=number == 0))
+                    results[folder.name] = combine_runs(run_results[folder.name])
                     run.write_metrics({"workers": results})
-            check_same_batches(fold_results)
+            check_same_batches(run_results)
+        if config.bootstrap and results:
+            run.write_significance(compare_run(run.path, config.bootstrap, config.seed))
         record["status"] = "completed"
     except BaseException as error:
         record["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
@@ -198,4 +218,11 @@ def run_benchmark(config: BenchmarkConfig) -> Path:
                 write_report(run.path)
             except Exception as error:  # never hide the run's own error behind the report's
                 print(f"could not write the report: {error}", file=sys.stderr)
+        if config.mlflow is not None and results:
+            try:
+                log_run(run.path, config.mlflow, config.out)
+            except Exception as error:
+                print(f"could not log the run to MLflow: {error}", file=sys.stderr)
+                if record["status"] == "completed":  # asked for and failed: say so in the exit status too
+                    raise RuntimeError(f"--mlflow: could not log the run ({error}); its results are in {run.path}") from error
     return run.path

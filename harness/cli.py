@@ -11,6 +11,7 @@ from pathlib import Path
 from harness.config import ARCHITECTURES, DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_IMAGE_SIZE, DEFAULT_LEARNING_RATE, PRECISIONS, BenchmarkConfig, require_image_size
 from harness.datasets import DATASET_FORMS
 from harness.parity import PARITY_BATCH_SIZE, PARITY_STEPS
+from harness.schedule import ScheduleSettings
 
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +49,38 @@ def _benchmark_parser(subparsers) -> None:
     parser.add_argument("--augment", default="flip,rotate=20", metavar="SPEC",
                         help="training augmentation done by the harness: 'flip', 'rotate=DEG', both comma-separated, "
                              "or 'none' (default: flip,rotate=20)")
+    parser.add_argument("--seeds", type=_seed_list, default=(), metavar="S,S,...",
+                        help="training seeds, one run per seed (and fold): starting weights, batch order and "
+                             "augmentation; --seed keeps fixing the data, test set and folds (default: --seed)")
+    schedule = parser.add_argument_group("schedule (decided by the harness from validation loss, the same for every worker)")
+    schedule.add_argument("--lr-factor", type=float, default=ScheduleSettings.factor,
+                          help=f"ReduceLROnPlateau: multiply the rate by this on a plateau (default: {ScheduleSettings.factor})")
+    schedule.add_argument("--lr-patience", type=int, default=ScheduleSettings.patience,
+                          help="ReduceLROnPlateau: reduce once more than this many epochs in a row did not improve "
+                               f"validation loss (torch's rule; default: {ScheduleSettings.patience})")
+    schedule.add_argument("--min-lr", type=float, default=ScheduleSettings.min_lr,
+                          help=f"ReduceLROnPlateau: never below this rate (default: {ScheduleSettings.min_lr:g})")
+    schedule.add_argument("--lr-threshold", type=float, default=ScheduleSettings.threshold,
+                          help=f"relative improvement that counts (default: {ScheduleSettings.threshold:g})")
+    schedule.add_argument("--early-stop", type=int, default=ScheduleSettings.early_stop,
+                          help="stop after this many epochs without a new best validation loss; 0: never "
+                               f"(default: {ScheduleSettings.early_stop}). The best checkpoint is always the one tested")
+    _evaluation_options(parser)
+    parser.add_argument("--mlflow", nargs="?", const="", default=None, metavar="URI",
+                        help="log parameters, per-epoch and final metrics and the report to MLflow at URI "
+                             "(no URI: a local store, RESULTS/mlflow.db)")
+
+
+def _seed_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} must be comma-separated integers, e.g. 0,1,2") from None
+
+
+def _evaluation_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bootstrap", type=int, default=1000,
+                        help="patient-level bootstrap resamples for confidence intervals and paired tests; 0: none (default: 1000)")
 
 
 def _parity_parser(subparsers) -> None:
@@ -65,7 +98,9 @@ def _config_from(args: argparse.Namespace) -> BenchmarkConfig:
     benchmark_only = {}
     if args.command == "benchmark":
         benchmark_only = {"epochs": args.epochs, "out": args.out, "shuffle_labels": args.shuffle_labels,
-                          "folds": args.folds, "augment": args.augment}
+                          "folds": args.folds, "augment": args.augment, "seeds": args.seeds, "lr_factor": args.lr_factor,
+                          "lr_patience": args.lr_patience, "min_lr": args.min_lr, "lr_threshold": args.lr_threshold,
+                          "early_stop": args.early_stop, "bootstrap": args.bootstrap, "mlflow": args.mlflow}
     return BenchmarkConfig(
         workers=args.workers, dataset=args.dataset, architecture=args.arch, batch_size=args.batch_size,
         image_size=args.image_size, learning_rate=args.lr, seed=args.seed, precision=args.precision,
@@ -85,9 +120,17 @@ def _print_summary(run_dir: Path) -> None:
     for name, result in json.loads(metrics_path.read_text())["workers"].items():
         test = result["test"]
         auroc = "n/a" if test["macro_auroc"] is None else f"{test['macro_auroc']:.4f}"
-        print(f"{name}: test macro AUROC {auroc} on {test['samples']} images, "
-              f"{result['efficiency']['seconds_per_epoch_median']:.1f} s/epoch, "
+        runs = len(result["runs"])
+        seconds = result["efficiency"]["seconds_per_epoch"]["median"]
+        print(f"{name}: test macro AUROC {auroc}{f' (mean of {runs} runs)' if runs > 1 else ''} on {test['samples']} images, "
+              f"{'n/a' if seconds is None else f'{seconds:.1f}'} s/epoch, "
               f"{result['parameters']['trainable']:,} trainable / {result['parameters']['non_trainable']:,} non-trainable parameters")
+    significance_path = run_dir / "significance.json"
+    if significance_path.exists():
+        from harness.significance_text import verdicts
+
+        for line in verdicts(json.loads(significance_path.read_text())):
+            print(line.replace("**", ""))
 
 
 def _benchmark(args: argparse.Namespace) -> int:
@@ -95,7 +138,7 @@ def _benchmark(args: argparse.Namespace) -> int:
 
     run_dir = run_benchmark(_config_from(args))
     _print_summary(run_dir)
-    print(f"report: {run_dir / 'report.md'}")
+    print(f"report: {run_dir / 'report.md'} and {run_dir / 'report.html'}")
     return 0
 
 
@@ -112,10 +155,16 @@ def _report(args: argparse.Namespace) -> int:
 
     if not (args.run_dir / "run.json").is_file():
         raise ValueError(f"{args.run_dir}: not a run directory (no run.json)")
-    rescored = rescore(args.run_dir)
+    if args.bootstrap and args.bootstrap < 100:
+        raise ValueError(f"--bootstrap: {args.bootstrap} must be 0 (off) or at least 100")
+    rescored = rescore(args.run_dir, args.bootstrap)
     if rescored:
-        print(f"rescored from saved test logits: {', '.join(rescored)}")
+        print(f"rescored from saved logits: {', '.join(rescored)}")
     print(write_report(args.run_dir))
+    if args.mlflow is not None:
+        from harness.tracking import log_run
+
+        log_run(args.run_dir, args.mlflow, args.run_dir.parent)
     return 0
 
 
@@ -180,8 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     _benchmark_parser(subparsers)
     _parity_parser(subparsers)
     _data_parser(subparsers)
-    report = subparsers.add_parser("report", help="rescore a run's saved logits and rebuild its report.md")
+    report = subparsers.add_parser("report", help="rescore a run's saved logits and rebuild its report (Markdown and HTML)")
     report.add_argument("run_dir", type=Path)
+    _evaluation_options(report)
+    report.add_argument("--mlflow", nargs="?", const="", default=None, metavar="URI",
+                        help="also log the run to MLflow at URI (no URI: RUN_DIR/../mlflow.db)")
     workers = subparsers.add_parser("workers", help="worker commands")
     workers_sub = workers.add_subparsers(dest="workers_command", required=True)
     workers_sub.add_parser("list", help="list the available workers")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from harness.augmentation import Augmentation
 from harness.datasets import parse_dataset
+from harness.schedule import ScheduleSettings
 
 ARCHITECTURES = ("resnet50", "densenet121")
 PRECISIONS = ("fp32", "mixed")
@@ -57,6 +58,17 @@ class BenchmarkConfig:
     # Done by the harness, the same bytes for every worker: "flip,rotate=20" (the reference study's) or "none".
     augment: str = "flip,rotate=20"
     skip_bad: bool = False  # nih: skip (and list) bad rows and files instead of stopping at the first
+    # Training seeds (starting weights, batch order, augmentation), one run each; () means (seed,).
+    # `seed` alone fixes the data, the test set and the folds, so every run scores the same images.
+    seeds: tuple[int, ...] = ()
+    # The harness's schedule (harness.schedule): ReduceLROnPlateau, checkpoint choice, early stopping.
+    lr_factor: float = ScheduleSettings.factor
+    lr_patience: int = ScheduleSettings.patience
+    min_lr: float = ScheduleSettings.min_lr
+    lr_threshold: float = ScheduleSettings.threshold
+    early_stop: int = ScheduleSettings.early_stop
+    bootstrap: int = 1000  # patient-level bootstrap resamples for confidence intervals and paired tests
+    mlflow: str | None = None  # None: off; "": a local store in the results folder; else a tracking URI
 
     def __post_init__(self) -> None:
         def check(ok: bool, name: str, message: str) -> None:
@@ -79,12 +91,27 @@ class BenchmarkConfig:
         check(self.patients is None or self.patients >= 10, "patients", f"{self.patients} must be at least 10")
         check(self.init == "random" or (self.init.startswith("imagenet=") and len(self.init) > len("imagenet=")),
               "init", f"{self.init!r} must be 'random' or 'imagenet=PATH' (a torchvision checkpoint file)")
+        check(all(seed >= 0 for seed in self.seeds) and len(set(self.seeds)) == len(self.seeds), "seeds",
+              f"{','.join(map(str, self.seeds))} must be distinct integers >= 0")
+        check(len(self.training_seeds) * self.folds <= 100, "seeds",
+              f"{len(self.training_seeds)} seeds x {self.folds} folds is more than 100 runs per worker")
+        for option, message in self.schedule.problems():
+            check(False, option, message)
+        check(self.bootstrap == 0 or self.bootstrap >= 100, "bootstrap", f"{self.bootstrap} must be 0 (off) or at least 100")
         self.worker_options("")  # validates every --option
 
     @property
     def dataset_kind(self) -> str:
         """phantom, nih or chestmnist."""
         return parse_dataset(self.dataset)[0]
+
+    @property
+    def training_seeds(self) -> tuple[int, ...]:
+        return self.seeds or (self.seed,)
+
+    @property
+    def schedule(self) -> ScheduleSettings:
+        return ScheduleSettings(self.lr_factor, self.lr_patience, self.min_lr, self.lr_threshold, self.early_stop)
 
     @property
     def augmentation(self) -> Augmentation:
@@ -115,4 +142,5 @@ class BenchmarkConfig:
         data["out"] = str(self.out)
         data["split_fractions"] = list(self.split_fractions)
         data["options"] = list(self.options)
+        data["seeds"] = list(self.training_seeds)
         return data

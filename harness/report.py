@@ -1,7 +1,7 @@
-"""The Markdown report, built only from what a run saved (run.json, metrics.json, epochs.csv).
+"""The report, built only from what a run saved: report.md, a self-contained report.html, plots/.
 
-`harness report RUN_DIR` rescores the saved test logits with harness.metrics and rebuilds the
-report, without retraining.
+`harness report RUN_DIR` rescores every run's saved logits with harness.metrics, recomputes the
+intervals and paired tests, and rebuilds the report, without retraining.
 """
 
 from __future__ import annotations
@@ -11,82 +11,25 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.cross_validation import combine_folds
-from harness.metrics import evaluate
+from harness.comparison import compare_run
+from harness.metrics import best_f1_thresholds, evaluate
 from harness.parity import parity_lines
+from harness.report_figures import write_figures
+from harness.report_html import render_html
+from harness.report_sections import (
+    accuracy_table,
+    delong_table,
+    efficiency_table,
+    epochs_table,
+    frameworks_line,
+    per_label_table,
+    provenance_lines,
+    runs_table,
+    schedule_lines,
+    significance_lines,
+)
 from harness.results import RunDirectory
-
-
-def _number(value, digits: int = 3) -> str:
-    if value is None or value == "":
-        return "n/a"
-    if isinstance(value, str):
-        value = float(value)
-    return f"{value:.{digits}f}"
-
-
-def _integer(value) -> str:
-    return "n/a" if value is None else f"{int(value):,}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines + [""]
-
-
-def _with_std(result: dict, key: str, bold: bool = False) -> str:
-    """A test metric; with cross-validation, its mean +- std across folds."""
-    value = _number(result["test"][key])
-    value = f"**{value}**" if bold else value
-    std = result.get("test_std", {}).get(key)
-    return value if std is None else f"{value} ± {_number(std)}"
-
-
-def _summary(run: dict, metrics: dict) -> list[str]:
-    rows = []
-    for name, result in metrics.items():
-        reported = run["workers"].get(name, {}).get("reported", {})
-        versions = reported.get("framework_versions", {})
-        framework = ", ".join(f"{k} {v}" for k, v in sorted(versions.items()) if k not in ("python", "numpy")) or "n/a"
-        test, efficiency, parameters = result["test"], result["efficiency"], result["parameters"]
-        rows.append([
-            name, framework, _with_std(result, "macro_auroc", bold=True), _with_std(result, "precision"),
-            _with_std(result, "recall"), _with_std(result, "f1"), _number(efficiency["seconds_per_epoch_median"], 1),
-            _number(efficiency["train_images_per_second_median"], 1), _number(efficiency["compute_images_per_second_median"], 1),
-            _number(efficiency["prediction_images_per_second"], 1), _number(efficiency["first_step_seconds"], 2),
-            _integer(parameters["trainable"]), _integer(parameters["non_trainable"]),
-            _integer(result["model_size_bytes"]["neutral_safetensors"]),
-        ])
-    header = ["worker", "framework", "macro AUROC", "precision", "recall", "F1", "s/epoch", "train img/s",
-              "compute img/s", "predict img/s", "first step s", "trainable params", "non-trainable", "model bytes"]
-    return _table(header, rows)
-
-
-def _per_label(metrics: dict, label_names: list[str]) -> list[str]:
-    names = list(metrics)
-    first = metrics[names[0]]["test"]
-    rows = []
-    def cell(name: str, label: str) -> str:
-        std = metrics[name].get("test_std", {}).get("auroc", {}).get(label)
-        value = _number(metrics[name]["test"]["auroc"][label])
-        return value if std is None else f"{value} ± {_number(std)}"
-
-    for label in label_names:
-        rows.append([label, str(first["positives"][label])] + [cell(n, label) for n in names])
-    rows.append(["**macro mean**", str(first["samples"]) + " images"] + [_with_std(metrics[n], "macro_auroc", bold=True) for n in names])
-    return _table(["label", "test positives"] + names, rows)
-
-
-def _folds(metrics: dict) -> list[str]:
-    """Every fold's test metrics, so the spread behind each mean +- std is visible."""
-    rows = []
-    for name, result in metrics.items():
-        for fold in result.get("folds", []):
-            test = fold["test"]
-            rows.append([name, str(fold["fold"]), _number(test["macro_auroc"]), _number(test["precision"]),
-                         _number(test["recall"]), _number(test["f1"]), _number(fold["efficiency"]["seconds_per_epoch_median"], 1)])
-    return _table(["worker", "fold", "macro AUROC", "precision", "recall", "F1", "s/epoch"], rows) if rows else []
+from harness.run_summary import combine_runs
 
 
 def _data(run: dict) -> list[str]:
@@ -136,110 +79,100 @@ def _data(run: dict) -> list[str]:
     return lines + [""]
 
 
-def _epochs(rows: list[dict]) -> list[str]:
-    table = [[r["worker"], r.get("fold") or "-", r["epoch"], _number(r["train_loss"], 4), _number(r["validation_loss"], 4),
-              _number(r["validation_macro_auroc"]), _number(r["seconds"], 1), _number(r["train_images_per_second"], 1)]
-             for r in rows]
-    return _table(["worker", "fold", "epoch", "train loss", "validation loss", "validation AUROC", "seconds", "img/s"], table)
+def _title(config: dict) -> str:
+    return f"{config['architecture']} on {config['dataset']}, seed {config['seed']}"
 
 
-def _provenance(run: dict, metrics: dict) -> list[str]:
-    prov = run["provenance"]
-    git = prov["git"]
-    host = prov["host"]
-    lines = [
-        f"- Commit `{git['commit'] or 'unknown'}`" + (" (with uncommitted changes)" if git.get("dirty") else "") + ".",
-        f"- Host: {host['cpu']}, {host['cpu_count']} cores, {host['platform']}, Python {host['python']}.",
-        f"- Seed {run['config']['seed']}; harness packages: "
-        + ", ".join(f"{k} {v}" for k, v in prov["harness_packages"].items()) + ".",
-    ]
-    for name, worker in run["workers"].items():
-        reported = worker.get("reported", {})
-        versions = ", ".join(f"{k} {v}" for k, v in sorted(reported.get("framework_versions", {}).items()))
-        numerics = metrics.get(name, {}).get("numerics", {})
-        lines.append(
-            f"- `{name}` reported: {versions}; device {reported.get('device')}; threads {reported.get('threads')}; "
-            f"numerics {json.dumps(numerics, sort_keys=True)}; environment lock `{worker['environment']['lock_sha256'][:16]}`."
-        )
-        orders = metrics.get(name, {}).get("batch_order_sha256", [])
-        if orders:
-            lines.append(f"  Batch order digests per epoch: " + ", ".join(f"`{d[:12]}`" for d in orders) + ".")
-    digests = {tuple(result.get("batch_order_sha256", [])) for result in metrics.values()}
-    if len(metrics) > 1 and len(digests) == 1:
-        lines.append("- Every worker received byte-identical training batches (augmented pixels and labels) in the "
-                     "same order: its echoed batch digests are equal, epoch by epoch" + (", fold by fold" if any(
-                         "folds" in r for r in metrics.values()) else "") + ".")
-    return lines + [""]
-
-
-def render_report(run_dir: Path) -> str:
-    """The report of a run directory as Markdown."""
+def render_report(run_dir: Path, figures: list[tuple[str, str, str]] | None = None) -> str:
+    """The report of a run directory as Markdown; `figures` are (title, relative path, caption)."""
     directory = RunDirectory(run_dir)
     run = directory.read_run()
     metrics_path = run_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text())["workers"] if metrics_path.exists() else {}
+    significance = directory.read_significance()
     config = run["config"]
+    seeds = config.get("seeds") or [config["seed"]]
+    runs = f"{len(seeds)} training seeds x {config['folds']} folds" if len(seeds) > 1 or config["folds"] > 1 else "one run per worker"
     lines = [
-        f"# {config['architecture']} on {config['dataset']}, seed {config['seed']}",
+        f"# {_title(config)}",
         "",
-        f"Run `{run_dir.name}`: **{run['status']}**, started {run['started']}, {config['epochs']} epochs, batch "
-        f"{config['batch_size']}, Adam lr {config['learning_rate']}, {config['precision']}, {config['image_size']} px.",
+        f"Run `{run_dir.resolve().name}`: **{run['status']}**, started {run['started']}; up to {config['epochs']} epochs, batch "
+        f"{config['batch_size']}, Adam lr {config['learning_rate']}, {config['precision']}, {config['image_size']} px; {runs}.",
         "",
     ]
     if run.get("error"):
         lines += [f"> Error: {run['error']}", ""]
-    lines += ["## Data", ""] + _data(run)
     if metrics:
-        lines += ["## Results on the held-out test patients", ""] + _summary(run, metrics)
-        lines += ["Metrics computed by the harness from logits (precision, recall and F1 at 0.5 on sigmoid "
-                  "outputs, averaged over labels). Timing: median over epochs; the first step includes warm-up.", ""]
-        lines += ["## AUROC per label", ""] + _per_label(metrics, run["data"]["label_names"])
-        per_fold = _folds(metrics)
-        if per_fold:
-            lines += ["## Cross-validation folds", "", "Test metrics of each fold (the means and standard deviations "
-                      "above are taken across these).", ""] + per_fold
+        lines += ["## Headline", "", "**Table 1: accuracy on the held-out test patients** (computed by the harness "
+                  "from logits; mean ± std over runs where there are several; the interval resamples patients).", ""]
+        lines += accuracy_table(metrics, significance) + frameworks_line(run, metrics)
+        lines += ["**Table 2: efficiency** (median over epochs and runs, range in brackets; throughput leaves out "
+                  "each epoch's first step, shown as warm-up).", ""]
+        lines += efficiency_table(metrics)
+        if significance and len(metrics) > 1:
+            lines += ["## Which differences are real", ""] + significance_lines(significance)
+        for title, path, caption in figures or []:
+            lines += [f"### {title}", "", f"![{title}]({path})", "", caption, ""]
+        lines += ["## AUROC per label", ""] + per_label_table(metrics, run["data"]["label_names"], significance)
+        if significance and len(metrics) > 1:
+            lines += ["## Per-label tests (DeLong)", ""] + delong_table(significance)
+        per_run = runs_table(metrics)
+        if per_run:
+            lines += ["## Runs", "", "Test metrics of each run (the means and standard deviations above are taken "
+                      "across these; every run scores the same test images).", ""] + per_run
+        lines += ["## Training decisions", ""] + schedule_lines(config, metrics)
+    lines += ["## Data", ""] + _data(run)
     parity = directory.read_parity()
     if parity:
         lines += ["## Parity: the same network in every framework", ""]
         start = run.get("starting_weights", {})
         if start:
             lines += [f"Every worker started from the same weights: {start['description']} "
-                      f"(neutral safetensors, sha256 `{start['sha256'][:16]}`).", ""]
+                      f"(neutral safetensors, sha256 `{start['sha256'][:16]}`)" + (
+                          "; each training seed has its own, the same for every worker" if start.get("per_seed") else "") + ".", ""]
         lines += parity_lines(parity) + [""]
     epochs = directory.read_epochs()
     if epochs:
-        lines += ["## Epochs", ""] + _epochs(epochs)
-    lines += ["## Provenance", ""] + _provenance(run, metrics)
+        lines += ["## Epochs", ""] + epochs_table(epochs)
+    lines += ["## Provenance", ""] + provenance_lines(run, metrics)
     return "\n".join(lines)
 
 
-def rescore(run_dir: Path) -> list[str]:
-    """Recompute each worker's test metrics in metrics.json from its saved logits; returns the workers."""
+def rescore_run(run_dir: Path, run: dict, labels: np.ndarray, label_names: tuple[str, ...]) -> dict:
+    """One run's test metrics from its saved logits, thresholds again from its kept epoch's validation logits."""
+    folder = run_dir / run["logits"]
+    best = run["schedule"]["best_epoch"] or run["schedule"]["epochs_trained"]
+    split = run_dir / "labels" / (f"fold{run['fold']}" if run.get("fold") else "")
+    thresholds, _ = best_f1_thresholds(np.load(folder / f"validation_epoch_{best:03d}.npy"), np.load(split / "validation.npy"))
+    return evaluate(np.load(folder / "test.npy"), labels, label_names, thresholds)
+
+
+def rescore(run_dir: Path, bootstrap: int = 1000) -> list[str]:
+    """Recompute metrics.json (and significance.json) from the saved logits; returns the workers rescored."""
     directory = RunDirectory(run_dir)
     metrics_path = run_dir / "metrics.json"
     if not metrics_path.exists():
         return []
     saved = json.loads(metrics_path.read_text())
     labels = np.load(run_dir / "labels" / "test.npy")
-    label_names = tuple(directory.read_run()["data"]["label_names"])
-    rescored = []
+    record = directory.read_run()
+    label_names = tuple(record["data"]["label_names"])
     for name, result in saved["workers"].items():
-        if "folds" in result:
-            for fold in result["folds"]:
-                fold["test"] = evaluate(np.load(run_dir / "logits" / name / f"fold{fold['fold']}" / "test.npy"), labels, label_names)
-            saved["workers"][name] = combine_folds(result["folds"])
-            rescored.append(name)
-            continue
-        logits_path = run_dir / "logits" / name / "test.npy"
-        if logits_path.exists():
-            result["test"] = evaluate(np.load(logits_path), labels, label_names)
-            rescored.append(name)
+        for run in result["runs"]:
+            run["test"] = rescore_run(run_dir, run, labels, label_names)
+        saved["workers"][name] = combine_runs(result["runs"])
     directory.write_metrics(saved)
-    return rescored
+    if bootstrap:
+        directory.write_significance(compare_run(run_dir, bootstrap, record["config"]["seed"]))
+    return list(saved["workers"])
 
 
 def write_report(run_dir: Path) -> Path:
-    """Write report.md into the run directory; returns its path."""
+    """Write plots/, report.md and report.html into the run directory; returns report.md's path."""
+    figures = write_figures(run_dir)
+    markdown = render_report(run_dir, figures)
     path = run_dir / "report.md"
-    path.write_text(render_report(run_dir))
+    path.write_text(markdown)
+    title = _title(RunDirectory(run_dir).read_run()["config"])
+    (run_dir / "report.html").write_text(render_html(markdown, run_dir, title))
     return path

@@ -1,11 +1,13 @@
 """The run directory, `results/<run-id>/`: everything a run produces, written as it happens.
 
     run.json        config, provenance, dataset and split facts, worker metadata, status
-    epochs.csv      one row per worker and epoch, appended and flushed as each epoch ends
+    epochs.csv      one row per worker, run and epoch, appended and flushed as each epoch ends
+    epochs/<worker>/<run>.csv   the same rows, one file per worker and run (fold, seed), like Keras's CSVLogger
     labels/         indices, labels, sample and patient ids of each part of the split
-    logits/<worker>/validation_epoch_NNN.npy, test.npy   (logits/<worker>/fold<k>/... when cross-validating)
+    logits/<worker>/[seed<s>/][fold<k>/]validation_epoch_NNN.npy, test.npy   (seed and fold folders with several)
     metrics.json    all metrics, computed by harness.metrics from the saved logits
-    report.md       the report, rebuilt from the files above by `harness report`
+    significance.json   confidence intervals and paired tests between workers (harness.statistics)
+    report.md, report.html, plots/   the report, rebuilt from the files above by `harness report`
     workers/<worker>.log   the worker process's output
 
 Nothing already written is ever removed: when a run fails, run.json says so and why.
@@ -22,8 +24,9 @@ from pathlib import Path
 import numpy as np
 
 EPOCH_COLUMNS = (
-    "worker", "fold", "epoch", "train_loss", "validation_loss", "validation_macro_auroc", "learning_rate",
-    "seconds", "train_images_per_second", "compute_images_per_second", "first_step_seconds", "batch_order_sha256",
+    "worker", "seed", "fold", "epoch", "learning_rate", "train_loss", "validation_loss", "validation_macro_auroc",
+    "checkpoint", "next_learning_rate", "stopped_early", "seconds", "train_images_per_second",
+    "compute_images_per_second", "prediction_images_per_second", "first_step_seconds", "batch_order_sha256",
 )
 
 
@@ -63,6 +66,13 @@ class RunDirectory:
     def write_metrics(self, data: dict) -> None:
         _write_json_atomically(self.path / "metrics.json", data)
 
+    def write_significance(self, data: dict) -> None:
+        _write_json_atomically(self.path / "significance.json", data)
+
+    def read_significance(self) -> dict | None:
+        path = self.path / "significance.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
     def write_parity(self, summary: dict) -> None:
         """parity.json: the parity summary so far (rewritten as each worker is probed)."""
         _write_json_atomically(self.path / "parity.json", summary)
@@ -77,17 +87,18 @@ class RunDirectory:
         path.parent.mkdir(parents=True, exist_ok=True)
         _write_json_atomically(path, parts)
 
-    def append_epoch(self, row: dict) -> None:
-        """Append one row to epochs.csv and flush it to disk at once."""
-        path = self.path / "epochs.csv"
-        new = not path.exists()
-        with open(path, "a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=EPOCH_COLUMNS)
-            if new:
-                writer.writeheader()
-            writer.writerow({key: row.get(key, "") for key in EPOCH_COLUMNS})
-            handle.flush()
-            os.fsync(handle.fileno())
+    def append_epoch(self, row: dict, run: str) -> None:
+        """Append one row to epochs.csv and to epochs/<run>.csv, each flushed to disk at once."""
+        for path in (self.path / "epochs.csv", self.path / "epochs" / f"{run}.csv"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            new = not path.exists()
+            with open(path, "a", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=EPOCH_COLUMNS)
+                if new:
+                    writer.writeheader()
+                writer.writerow({key: row.get(key, "") for key in EPOCH_COLUMNS})
+                handle.flush()
+                os.fsync(handle.fileno())
 
     def read_epochs(self) -> list[dict]:
         path = self.path / "epochs.csv"

@@ -34,6 +34,12 @@ def test_benchmark_writes_every_result_file(tmp_path):
     assert metrics["parameters"] == {"trainable": 14, "non_trainable": 0}
     report = (run / "report.md").read_text()
     assert "| null |" in report and "## AUROC per label" in report and "Hernia" in report
+    assert "## Training decisions" in report and "| null | seed 0 | 2 | 1 (0.6931) | no | none |" in report
+    assert (run / "epochs" / "null" / "run.csv").read_text() == (run / "epochs.csv").read_text()
+    html = (run / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 4 and 'src="plots/' not in html
+    assert {path.name for path in (run / "plots").iterdir()} == {
+        "per_label_auroc.png", "roc_curves.png", "learning_curves.png", "throughput.png"}
 
     # `harness report` rescores the saved logits and rebuilds the same report.
     (run / "report.md").unlink()
@@ -120,16 +126,16 @@ def test_folds_are_logged_saved_and_rescored_per_fold(tmp_path):
     assert [(r["worker"], r["fold"], r["epoch"]) for r in rows] == [("null", "1", "1"), ("null", "2", "1")]
     assert (run / "logits" / "null" / "fold2" / "test.npy").exists()
     saved = json.loads((run / "metrics.json").read_text())["workers"]["null"]
-    assert [fold["fold"] for fold in saved["folds"]] == [1, 2] and saved["test_std"]["macro_auroc"] == 0.0
+    assert [run["fold"] for run in saved["runs"]] == [1, 2] and saved["test_std"]["macro_auroc"] == 0.0
 
     tampered = json.loads((run / "metrics.json").read_text())
-    tampered["workers"]["null"]["folds"][1]["test"]["macro_auroc"] = 0.99
+    tampered["workers"]["null"]["runs"][1]["test"]["macro_auroc"] = 0.99
     (run / "metrics.json").write_text(json.dumps(tampered))
     rebuilt = run_harness(["report", str(run)], REPO_ROOT)
     assert rebuilt.returncode == 0, rebuilt.stderr
     rescored = json.loads((run / "metrics.json").read_text())["workers"]["null"]
-    assert rescored["folds"][1]["test"]["macro_auroc"] == 0.5 and rescored["test"]["macro_auroc"] == 0.5
-    assert "| null | 2 | 0.500 |" in (run / "report.md").read_text()
+    assert rescored["runs"][1]["test"]["macro_auroc"] == 0.5 and rescored["test"]["macro_auroc"] == 0.5
+    assert "| null | 0 | 2 | 0.500 |" in (run / "report.md").read_text()
 
 
 def test_malformed_dataset_and_augment_values_name_the_option(tmp_path):

@@ -28,12 +28,12 @@ def assert_two_folds_on_identical_batches(run: Path, record: dict, metrics: dict
     digests = {name: result["batch_order_sha256"] for name, result in metrics.items()}
     assert len({tuple(d) for d in digests.values()}) == 1 and len(digests["pytorch"]) == 2  # 2 folds x 1 epoch
     for result in metrics.values():
-        assert [fold["fold"] for fold in result["folds"]] == [1, 2]
-        aurocs = [fold["test"]["macro_auroc"] for fold in result["folds"]]
+        assert [run["fold"] for run in result["runs"]] == [1, 2]
+        aurocs = [run["test"]["macro_auroc"] for run in result["runs"]]
         assert result["test"]["macro_auroc"] == pytest.approx(np.mean(aurocs))
         assert result["test_std"]["macro_auroc"] == pytest.approx(np.std(aurocs, ddof=1))
     report = (run / "report.md").read_text()
-    assert "## Cross-validation folds" in report and " ± " in report
+    assert "## Runs" in report and " ± " in report
     assert "received byte-identical training batches" in report
     assert "random horizontal flip (p=0.5) and rotation uniformly within +-20 degrees" in report
     tests = [np.load(run / "labels" / f"fold{k}" / "test_indices.npy") for k in (1, 2)]

@@ -81,7 +81,7 @@ def test_killing_the_worker_mid_epoch_ends_the_run_with_a_clear_error(slow_null_
     assert record["status"] == "failed"
     assert "worker 'null', Train" in record["error"]
     rows = (run / "epochs.csv").read_text().splitlines()
-    assert len(rows) >= 2 and rows[1].startswith("null,,1,")  # epoch 1 kept (no fold: no cross-validation)
+    assert len(rows) >= 2 and rows[1].startswith("null,0,,1,")  # epoch 1 kept (seed 0, no fold: no cross-validation)
     assert (run / "logits" / "null" / "validation_epoch_001.npy").exists()
     assert not process_exists(pid)
 
@@ -96,7 +96,7 @@ def test_ctrl_c_stops_the_worker_and_keeps_what_was_written(slow_null_run):
     wait_for(lambda: not process_exists(pid), 10, "the worker to exit")
     record = json.loads((run_directory(out) / "run.json").read_text())
     assert record["status"] == "interrupted"
-    assert (run_directory(out) / "epochs.csv").read_text().count("\nnull,,1,") == 1
+    assert (run_directory(out) / "epochs.csv").read_text().count("\nnull,0,,1,") == 1
 
 
 def test_worker_exits_when_the_harness_is_killed(slow_null_run):
