@@ -14,20 +14,20 @@ import numpy as np
 
 from harness import provenance
 from harness.architectures import architecture
-from harness.config import BenchmarkConfig
 from harness.comparison import compare_run
+from harness.config import BenchmarkConfig
 from harness.datasets import load_dataset
 from harness.parity import Probe, compare, cross_load, nudged, parity_inputs, probe
 from harness.pixel_store import PixelStore
 from harness.registry import pinned_version, resolve_workers
 from harness.report import write_report
-from harness.tracking import log_run
 from harness.results import RunDirectory
 from harness.run_summary import combine_runs
 from harness.runtime.environments import cache_root, ensure_environment
 from harness.runtime.local import LocalWorker
 from harness.split_plan import SplitPlan, plan_splits
 from harness.splits import Split
+from harness.tracking import log_run
 from harness.training import TrainingData, TrainingRun, configure_request, train_and_evaluate
 from harness.weights.start import starting_weights
 
