@@ -48,11 +48,12 @@ li { margin: 0.25em 0; }
 .table-wrap { overflow: auto; max-height: 85vh; margin: 1em 0 1.4em; border: 1px solid var(--line); border-radius: 6px; }
 table { border-collapse: separate; border-spacing: 0; width: 100%; font-size: 0.9em; }
 th, td { padding: 0.35em 0.7em; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
-th { position: sticky; top: 0; z-index: 1; background: var(--head); font-weight: 600; white-space: nowrap; }
+th { position: sticky; top: 0; z-index: 1; background: var(--head); font-weight: 600; vertical-align: bottom; }
 tbody tr:nth-child(even) td { background: var(--zebra); }
 tbody tr:hover td { background: #eaf3fa; }
 tbody tr:last-child td { border-bottom: none; }
-th.num, td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+th.num { text-align: right; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.significant { box-shadow: inset 3px 0 0 var(--mark-edge); background: var(--mark) !important; }
 figure { margin: 1.2em 0 1.8em; }
 figure img { display: block; max-width: 100%; height: auto; margin: 0 auto; }
