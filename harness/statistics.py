@@ -8,6 +8,7 @@ Two tools, used side by side in the report:
 * DeLong's paired test per label, which treats images as independent (it cannot see patients).
 
 A worker's estimate of a metric is the mean over its runs (folds x seeds) on the same test set.
+The bootstrap lives in harness.bootstrap, DeLong in harness.delong; this module combines them.
 """
 
 from __future__ import annotations
@@ -18,253 +19,11 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-import scipy.sparse
-from scipy.special import ndtr
-from scipy.stats import rankdata
+
+from harness.bootstrap import as_columns, binary_labels, patient_counts, replicate_metrics
+from harness.delong import delong_from_components, worker_components
 
 ALPHA = 0.05
-REPLICATE_CHUNK = 256  # replicates scored together: bounds the per-label intermediates near 30 MB
-
-
-# ---------------------------------------------------------------------------------------------
-# Patient bootstrap
-# ---------------------------------------------------------------------------------------------
-
-
-def _patient_counts(patient_ids: np.ndarray, resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(resamples, P) times each patient is drawn, and each image's patient index (N,)."""
-    if resamples < 1:
-        raise ValueError(f"resamples must be at least 1, got {resamples}")
-    _, patient_index = np.unique(np.asarray(patient_ids), return_inverse=True)
-    patients = int(patient_index.max()) + 1 if patient_index.size else 0
-    if patients == 0:
-        raise ValueError("patient_ids is empty: there is nothing to resample")
-    rng = np.random.default_rng(seed)
-    counts = np.empty((resamples, patients), dtype=np.int32)
-    for replicate in counts:  # one replicate at a time: no (B, P) int64 draws held at once
-        replicate[:] = np.bincount(rng.integers(0, patients, size=patients), minlength=patients)
-    return counts, patient_index.reshape(-1)
-
-
-def patient_bootstrap_weights(patient_ids: np.ndarray, resamples: int, seed: int) -> np.ndarray:
-    """(resamples, N) float32 image weights: each replicate draws P patients with replacement
-    (P = number of distinct patients) and every image of a patient drawn k times gets weight k."""
-    counts, patient_index = _patient_counts(patient_ids, resamples, seed)
-    return counts.astype(np.float32)[:, patient_index]
-
-
-# ---------------------------------------------------------------------------------------------
-# Weighted AUROC / AUPRC for many replicates at once
-# ---------------------------------------------------------------------------------------------
-
-
-def _block_rows(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """Which rows of the block-weight matrix each image adds its weight to, after one sort.
-
-    Sorted by descending score, the tie groups that hold a positive are numbered t = 0 .. T-1.
-    Rows 2t and 2t+1 receive the positive weight of group t and the negative weight from just after
-    group t-1 through group t (so a running sum over t gives true and false positives at each
-    positive threshold; groups without positives only matter through that total); row 2T + t
-    receives the negative weight tied with group t, and row 3T the negatives below every positive.
-    Returns (image, row) pairs as two index arrays and T.
-    """
-    order = np.argsort(scores, kind="stable")[::-1]
-    sorted_scores, sorted_positive = scores[order], positive[order]
-    group = np.cumsum(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]]) - 1
-    group_has_positive = np.zeros(int(group[-1]) + 1, dtype=bool)
-    group_has_positive[group[sorted_positive]] = True
-    # For a positive group its number t; for a negative-only group, the number of the next one below.
-    t = (np.cumsum(group_has_positive) - group_has_positive)[group]
-    groups_with_positives = int(group_has_positive.sum())
-    rows = np.where(sorted_positive, 2 * t, 2 * t + 1)
-    rows[~sorted_positive & (t == groups_with_positives)] = 3 * groups_with_positives
-    tied = ~sorted_positive & group_has_positive[group]
-    images = np.concatenate([order, order[tied]])
-    rows = np.concatenate([rows, 2 * groups_with_positives + t[tied]])
-    return images, rows, groups_with_positives
-
-
-def _replicate_metrics(
-    scores: np.ndarray, positive: np.ndarray, unit_weights_t: np.ndarray, unit_of_image: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """AUROC and AP of one label for every replicate, image weights given as unit_weights_t[unit, b].
-
-    Weights are factored (image i weighs unit_weights_t[unit_of_image[i]]) so the bootstrap never
-    builds the (B, N) matrix: a sparse (rows x units) matrix of image counts times the (units, B)
-    weights gives every row of _block_rows in every replicate in one product.
-    """
-    positive = np.asarray(positive, dtype=bool)
-    replicates = unit_weights_t.shape[1]
-    if positive.all() or not positive.any():  # no replicate can hold both classes
-        return np.full(replicates, np.nan), np.full(replicates, np.nan)
-    images, rows, groups = _block_rows(scores, positive)
-    indicator = scipy.sparse.csr_matrix(
-        (np.ones(len(rows), unit_weights_t.dtype), (rows, unit_of_image[images])),
-        shape=(3 * groups + 1, unit_weights_t.shape[0]),
-    )
-    auroc, auprc = np.empty(replicates), np.empty(replicates)
-    # Replicates in chunks keep the (3T + 1, chunk) float64 intermediates small (T up to N).
-    for start in range(0, replicates, REPLICATE_CHUNK):
-        chunk = slice(start, start + REPLICATE_CHUNK)
-        weight = np.asarray(indicator @ unit_weights_t[:, chunk], dtype=np.float64)
-        auroc[chunk], auprc[chunk] = _metrics_from_block_weights(weight, groups)
-    return auroc, auprc
-
-
-def _metrics_from_block_weights(weight: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray]:
-    """AUROC and AP per replicate (column) from the (3T + 1, B) rows of _block_rows; `weight` is
-    overwritten."""
-    replicates = weight.shape[1]
-    positives = weight[0 : 2 * groups : 2].copy()
-    tied_negatives = weight[2 * groups : 3 * groups]
-    running = weight[: 2 * groups].reshape(groups, 2, replicates)
-    # Running sums over t, row by row: numpy's cumsum along axis 0 is several times slower here.
-    for k in range(1, groups):
-        running[k] += running[k - 1]
-    true_positives, false_positives = running[:, 0], running[:, 1]
-    positive_total = true_positives[-1]
-    negative_total = false_positives[-1] + weight[3 * groups]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        # Per positive group: negative weight strictly below it, plus half the negatives tied with it.
-        below = 0.5 * tied_negatives - false_positives
-        below += negative_total
-        auroc = np.einsum("tb,tb->b", positives, below) / (positive_total * negative_total)
-        called = true_positives + false_positives
-        precision = np.divide(true_positives, called, out=np.zeros_like(called), where=called > 0)
-        auprc = np.einsum("tb,tb->b", positives, precision) / positive_total
-    unscorable = (positive_total <= 0) | (negative_total <= 0)
-    auroc[unscorable] = np.nan
-    auprc[unscorable] = np.nan
-    return auroc, auprc
-
-
-def _as_columns(array: np.ndarray) -> np.ndarray:
-    """(N,) or (N, L) as (N, L)."""
-    array = np.asarray(array)
-    return array.reshape(len(array), -1)
-
-
-def _binary_labels(labels: np.ndarray) -> np.ndarray:
-    """0/1 labels as an (N, L) bool array; anything else is refused rather than read as True."""
-    labels = _as_columns(labels)
-    if not np.isin(labels, (0, 1)).all():
-        raise ValueError(f"labels must be 0 or 1; found {sorted(set(np.unique(labels).tolist()) - {0, 1})[:5]}")
-    return labels.astype(bool)
-
-
-def weighted_auroc_auprc(
-    logits: np.ndarray, labels: np.ndarray, weights: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """(B, L) AUROC and (B, L) AUPRC (average precision, sklearn's step definition without
-    interpolation, ties grouped by distinct score) for every replicate weight row (weights: (B, N)).
-
-    Equal to sklearn's roc_auc_score / average_precision_score on the dataset where each image is
-    repeated `weight` times. NaN where a replicate has no positive or no negative for a label.
-    """
-    logits, labels = _as_columns(logits), _binary_labels(labels)
-    weights = np.atleast_2d(np.asarray(weights))
-    if weights.shape[1] != len(logits) or labels.shape != logits.shape:
-        raise ValueError(f"shapes disagree: logits {logits.shape}, labels {labels.shape}, weights {weights.shape}")
-    if not np.isfinite(logits).all():
-        raise ValueError(f"{int((~np.isfinite(logits)).sum())} logits are NaN or infinite")
-    if not (np.isfinite(weights) & (weights >= 0)).all():
-        raise ValueError("weights must be finite and non-negative")
-    auroc = np.empty((len(weights), logits.shape[1]))
-    auprc = np.empty_like(auroc)
-    images = np.arange(len(logits))
-    # Chunks of replicates keep the float64 transposed copy near 64 MB whatever B is.
-    chunk = max(1, (64 << 20) // (8 * max(len(logits), 1)))
-    for start in range(0, len(weights), chunk):
-        weights_t = np.ascontiguousarray(weights[start : start + chunk].T, dtype=np.float64)
-        for j in range(logits.shape[1]):
-            rows = slice(start, start + weights_t.shape[1])
-            auroc[rows, j], auprc[rows, j] = _replicate_metrics(logits[:, j], labels[:, j], weights_t, images)
-    return auroc, auprc
-
-
-# ---------------------------------------------------------------------------------------------
-# DeLong's paired test
-# ---------------------------------------------------------------------------------------------
-
-
-def _structural_components(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """DeLong's placement values by midranks (Sun & Xu 2014): V10 per positive, V01 per negative.
-
-    V10_i = share of negatives below positive i (ties one half); V01_j = share of positives above
-    negative j. Their means are the AUROC.
-    """
-    x, y = scores[positive], scores[~positive]
-    m, n = len(x), len(y)
-    combined = rankdata(np.concatenate([x, y]))  # midranks
-    v10 = (combined[:m] - rankdata(x)) / n
-    v01 = 1.0 - (combined[m:] - rankdata(y)) / m
-    return v10, v01
-
-
-def _mean_components(runs: list[np.ndarray], positive: np.ndarray, j: int) -> tuple[np.ndarray, np.ndarray]:
-    """Run-averaged components of label j: the mean AUROC is a linear combination of U-statistics."""
-    parts = [_structural_components(_as_columns(run)[:, j], positive) for run in runs]
-    return np.mean([p[0] for p in parts], axis=0), np.mean([p[1] for p in parts], axis=0)
-
-
-def _paired_z(
-    v10_a: np.ndarray, v01_a: np.ndarray, v10_b: np.ndarray, v01_b: np.ndarray
-) -> tuple[float, float, float, float, float, float]:
-    """AUROC a, AUROC b, difference, standard error, z, two-sided p from the components."""
-    v10, v01 = v10_a - v10_b, v01_a - v01_b
-    difference = float(v10.mean())
-    if len(v10) < 2 or len(v01) < 2:  # a variance needs two of each class
-        return float(v10_a.mean()), float(v10_b.mean()), difference, math.nan, math.nan, math.nan
-    se = math.sqrt(np.var(v10, ddof=1) / len(v10) + np.var(v01, ddof=1) / len(v01))
-    if se == 0.0:  # identical rankings: no difference and no evidence of one
-        z = 0.0 if difference == 0.0 else math.copysign(math.inf, difference)
-    else:
-        z = difference / se
-    return float(v10_a.mean()), float(v10_b.mean()), difference, se, z, float(2.0 * ndtr(-abs(z)))
-
-
-Components = list[tuple[np.ndarray, np.ndarray] | None]
-DELONG_KEYS = ("auroc_a", "auroc_b", "difference", "standard_error", "z", "p")
-
-
-def _delong_from_components(components_a: Components, components_b: Components) -> dict[str, np.ndarray]:
-    """delong_test's result from per-label (v10, v01) pairs (None for a one-class label)."""
-    rows = [
-        _paired_z(*a, *b) if a is not None else (math.nan,) * 6 for a, b in zip(components_a, components_b)
-    ]
-    return {key: np.array([row[k] for row in rows], dtype=np.float64) for k, key in enumerate(DELONG_KEYS)}
-
-
-def _worker_components(runs: list[np.ndarray], labels: np.ndarray) -> Components:
-    """Per label, the run-averaged (v10, v01), or None where the label has one class only."""
-    labels = _binary_labels(labels)
-    for index, run in enumerate(runs):
-        if _as_columns(run).shape != labels.shape:
-            raise ValueError(f"run {index}: logits of shape {_as_columns(run).shape}, labels of shape {labels.shape}")
-    out = []
-    for j in range(labels.shape[1]):
-        positives = int(labels[:, j].sum())
-        out.append(_mean_components(runs, labels[:, j], j) if 0 < positives < len(labels) else None)
-    return out
-
-
-def delong_test(runs_a: list[np.ndarray], runs_b: list[np.ndarray], labels: np.ndarray) -> dict[str, np.ndarray]:
-    """Paired DeLong test per label for the difference of the run-averaged AUROCs of two workers
-    on the same images.
-
-    With one run each it is DeLong, DeLong & Clarke-Pearson (1988), computed with the fast midrank
-    algorithm of Sun & Xu (2014). With several runs, the AUC difference mean_r A_a,r - mean_r A_b,r
-    is a linear combination of U-statistics on the same samples, so its structural components are
-    the same linear combination of the per-run components (V10 over positives, V01 over negatives);
-    variance = var(V10_D)/m + var(V01_D)/n (ddof=1). Returns arrays of length L: auroc_a, auroc_b,
-    difference, standard_error, z, p (two-sided normal). NaN for labels with one class only.
-
-    With one run each, var(V10_D)/m + var(V01_D)/n is exactly DeLong's var_a + var_b - 2 cov_ab.
-    Identical rankings give standard error 0; the test then reports z = 0 and p = 1.
-    """
-    if not runs_a or not runs_b:
-        raise ValueError("delong_test needs at least one run per worker")
-    return _delong_from_components(_worker_components(runs_a, labels), _worker_components(runs_b, labels))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -335,7 +94,7 @@ def _nanmean_rows(values: np.ndarray) -> np.ndarray:
 
 def _checked_run(run: np.ndarray, shape: tuple[int, int], worker: str, index: int) -> np.ndarray:
     """A run's logits as (N, L), refused with the worker and run named if misshapen or not finite."""
-    run = _as_columns(run)
+    run = as_columns(run)
     if run.shape != shape:
         raise ValueError(f"worker {worker!r}, run {index}: logits of shape {run.shape}, labels of shape {shape}")
     if not np.isfinite(run).all():
@@ -355,7 +114,7 @@ def _worker_metrics(
     for index, run in enumerate(runs):
         run = _checked_run(run, labels.shape, worker, index)
         for j in range(labels.shape[1]):
-            auroc, auprc = _replicate_metrics(run[:, j], labels[:, j], weights_t, patient_index)
+            auroc, auprc = replicate_metrics(run[:, j], labels[:, j], weights_t, patient_index)
             total[0, :, j] += auroc
             total[1, :, j] += auprc
     return total / len(runs)
@@ -365,11 +124,11 @@ def _label_pairs(
     logits: dict[str, list[np.ndarray]], labels: np.ndarray, label_names: Sequence[str]
 ) -> list[dict]:
     """DeLong per pair and label, Holm over all of them as one family."""
-    components = {name: _worker_components(runs, labels) for name, runs in logits.items()}
+    components = {name: worker_components(runs, labels) for name, runs in logits.items()}
     shown = ("auroc_a", "auroc_b", "difference", "z", "p")
     rows, p_values = [], []
     for a, b in itertools.combinations(list(logits), 2):
-        result = _delong_from_components(components[a], components[b])
+        result = delong_from_components(components[a], components[b])
         for j, label in enumerate(label_names):
             rows.append({"a": a, "b": b, "label": label, **{key: _plain(result[key][j]) for key in shown}})
             p_values.append(result["p"][j])
@@ -398,7 +157,7 @@ def compare_workers(
     unordered pair of worker names in the given order (a before b). 'estimate' is the metric on the
     full test set (mean over runs), not the bootstrap mean.
     """
-    labels = _binary_labels(labels)
+    labels = binary_labels(labels)
     names = list(logits)
     if not names or any(len(logits[name]) == 0 for name in names):
         raise ValueError("compare_workers needs at least one worker, each with at least one run")
@@ -406,7 +165,7 @@ def compare_workers(
         raise ValueError(
             f"{len(label_names)} label names, {len(patient_ids)} patient ids, labels of shape {labels.shape}"
         )
-    counts, patient_index = _patient_counts(patient_ids, resamples, seed)
+    counts, patient_index = patient_counts(patient_ids, resamples, seed)
     # (P, 1 + B): a column of ones (the full test set), then every replicate's patient counts.
     # Integer counts are exact in float32 (sums stay far below 2**24), halving the memory traffic.
     weights_t = np.empty((counts.shape[1], resamples + 1), dtype=np.float32)

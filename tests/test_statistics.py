@@ -11,16 +11,9 @@ from scipy.special import ndtr
 from scipy.stats import rankdata
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from harness.statistics import (
-    ALPHA,
-    compare_workers,
-    delong_test,
-    holm,
-    paired_bootstrap_p,
-    patient_bootstrap_weights,
-    percentile_interval,
-    weighted_auroc_auprc,
-)
+from harness.bootstrap import patient_bootstrap_weights, weighted_auroc_auprc
+from harness.delong import delong_test
+from harness.statistics import ALPHA, compare_workers, holm, paired_bootstrap_p, percentile_interval
 
 # ---------------------------------------------------------------------------------------------
 # The published example: pROC's aSAH data set
