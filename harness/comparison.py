@@ -12,15 +12,24 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.statistics import compare_workers
+from harness.statistics import compare_workers, paired_run_tests
 
 
 def compare_run(run_dir: Path, resamples: int, seed: int) -> dict:
-    """Patient-level bootstrap intervals and pairwise tests (DeLong, paired bootstrap, Holm) of a run."""
+    """Patient-level bootstrap intervals and pairwise tests (DeLong, paired bootstrap, Holm) of a run,
+    and the paired test over runs (training noise)."""
     workers = json.loads((run_dir / "metrics.json").read_text())["workers"]
     labels = np.load(run_dir / "labels" / "test.npy")
     patients = np.asarray(json.loads((run_dir / "labels" / "samples.json").read_text())["test"]["patient_ids"])
     label_names = json.loads((run_dir / "run.json").read_text())["data"]["label_names"]
     logits = {name: [np.load(run_dir / result["logits"] / "test.npy") for result in worker["runs"]]
               for name, worker in workers.items()}
-    return compare_workers(logits, labels, patients, label_names, resamples=resamples, seed=seed)
+    result = compare_workers(logits, labels, patients, label_names, resamples=resamples, seed=seed)
+    # Runs pair up by (seed, fold) across workers: the same start and batches for both.
+    result["run_pairs"] = paired_run_tests({name: [run["test"]["macro_auroc"] for run in worker["runs"]]
+                                            for name, worker in workers.items()})
+    if any(pair["runs"] > 1 for pair in result["run_pairs"]):
+        result["notes"].append("Against training noise: run r of every worker had the same training seed and fold "
+                               "(the same start and batches), so the runs' macro AUROCs are compared pairwise with a "
+                               "paired t-test (3 or more runs needed), Holm-adjusted over the pairs of workers.")
+    return result

@@ -42,12 +42,33 @@ def label_verdict(a: str, b: str, rows: list[dict]) -> str:
     return f"{a} vs {b}, per label: {len(significant)} of {len(scored)} label differences are **significant**: {listed}."
 
 
+def run_verdict(pair: dict) -> str:
+    """One sentence on whether a pair's macro AUROC difference exceeds run-to-run (training) noise."""
+    head = (f"{pair['a']} vs {pair['b']} over {pair['runs']} paired runs (same seed and fold): mean difference "
+            f"{_signed(pair['difference'])}, sd {_plain(pair['sd'])}")
+    if pair.get("p_holm") is None:
+        return f"{head}: too few runs to test against training noise (3 or more needed)."
+    if pair["significant"]:
+        return f"{head}: **larger than run-to-run noise** (paired t-test, Holm-adjusted p {_p(pair['p_holm'])})."
+    return f"{head}: within run-to-run noise (paired t-test, Holm-adjusted p {_p(pair['p_holm'])})."
+
+
 def verdicts(significance: dict) -> list[str]:
-    """Every pair's macro verdict, then every pair's per-label verdict."""
+    """Every pair's macro verdict, then per-label verdicts, then the verdicts against training noise.
+
+    With one run per worker the tests see only the test set's sampling noise, and the last line says so.
+    """
     level = significance.get("level", 0.95)
     lines = [macro_verdict(pair, level) for pair in significance.get("macro_auroc_pairs", [])]
     pairs: dict[tuple[str, str], list[dict]] = {}
     for row in significance.get("label_pairs", []):
         pairs.setdefault((row["a"], row["b"]), []).append(row)
     lines += [label_verdict(a, b, rows) for (a, b), rows in pairs.items()]
+    run_pairs = significance.get("run_pairs", [])
+    if run_pairs and min(pair["runs"] for pair in run_pairs) > 1:
+        lines += [run_verdict(pair) for pair in run_pairs]
+    elif lines:
+        lines.append("Caution: one run per worker, so these tests cover the test set's sampling noise only, not "
+                     "training noise (another seed can move a worker's AUROC by several hundredths); "
+                     "use --seeds (and --folds) to measure it.")
     return lines

@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.stats import t as student_t
 
 from harness.bootstrap import as_columns, binary_labels, patient_counts, replicate_metrics
 from harness.delong import delong_from_components, worker_components
@@ -226,3 +227,27 @@ def _notes(resamples: int, level: float, workers: int, labels: int) -> list[str]
         f"p-values are Holm-adjusted over all {pairs} pair(s) x {labels} labels as one family.",
         f"A difference is called significant when its Holm-adjusted p-value is below {ALPHA}.",
     ]
+
+
+def paired_run_tests(run_values: dict[str, list[float]]) -> list[dict]:
+    """Is a difference larger than run-to-run noise? A paired t-test per pair of workers over their runs.
+
+    Run r of every worker used the same training seed and fold (the same starting weights and
+    batches), so run r of one worker pairs with run r of another. The bootstrap and DeLong see only
+    the test set's sampling noise; this sees training noise. p is None with fewer than 3 runs, or
+    when the differences do not vary. Holm over the pairs.
+    """
+    pairs = []
+    for a, b in itertools.combinations(list(run_values), 2):
+        differences = np.asarray(run_values[a], dtype=np.float64) - np.asarray(run_values[b], dtype=np.float64)
+        differences = differences[np.isfinite(differences)]
+        runs, mean = len(differences), float(differences.mean()) if len(differences) else math.nan
+        sd = float(differences.std(ddof=1)) if runs > 1 else math.nan
+        t = mean / (sd / math.sqrt(runs)) if runs >= 3 and sd > 0 else math.nan
+        p = float(2 * student_t.sf(abs(t), runs - 1)) if math.isfinite(t) else math.nan
+        pairs.append({"a": a, "b": b, "runs": runs, "difference": _plain(mean), "sd": _plain(sd),
+                      "t": _plain(t), "p": p})
+    for pair, p_holm in zip(pairs, holm([pair["p"] for pair in pairs])):
+        pair["p"], pair["p_holm"] = _plain(pair["p"]), _plain(p_holm)
+        pair["significant"] = bool(p_holm < ALPHA)
+    return pairs

@@ -13,7 +13,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from harness.bootstrap import patient_bootstrap_weights, weighted_auroc_auprc
 from harness.delong import delong_test
-from harness.statistics import ALPHA, compare_workers, holm, paired_bootstrap_p, percentile_interval
+from harness.significance_text import verdicts
+from harness.statistics import ALPHA, compare_workers, holm, paired_bootstrap_p, paired_run_tests, percentile_interval
 
 # ---------------------------------------------------------------------------------------------
 # The published example: pROC's aSAH data set
@@ -387,3 +388,37 @@ def test_compare_workers_refuses_logits_of_the_wrong_shape():
     patient_ids, labels, noise = small_test_set()
     with pytest.raises(ValueError, match="worker 'bad', run 1"):
         compare_workers({"bad": [noise, noise[:, :2]]}, labels, patient_ids, LABELS, resamples=10)
+
+
+def test_paired_run_test_matches_the_t_distribution_with_two_degrees_of_freedom():
+    # Differences 0.1, 0.2, 0.3: mean 0.2, sd 0.1, t = 0.2 / (0.1 / sqrt 3); with 2 degrees of
+    # freedom the two-sided p is 1 - t / sqrt(2 + t^2) in closed form.
+    (pair,) = paired_run_tests({"a": [0.8, 0.9, 1.0], "b": [0.7, 0.7, 0.7]})
+    t = 0.2 / (0.1 / math.sqrt(3))
+    assert pair["difference"] == pytest.approx(0.2, abs=1e-12) and pair["sd"] == pytest.approx(0.1, abs=1e-12)
+    assert pair["t"] == pytest.approx(t, abs=1e-9)
+    assert pair["p"] == pytest.approx(1 - t / math.sqrt(2 + t * t), abs=1e-9)
+    assert pair["p_holm"] == pair["p"] and pair["significant"] is False  # p 0.074
+
+
+def test_paired_run_test_needs_three_runs_and_holm_spans_the_pairs():
+    (two,) = paired_run_tests({"a": [0.8, 0.9], "b": [0.7, 0.7]})
+    assert two["p"] is None and two["significant"] is False
+    pairs = paired_run_tests({"a": [0.9, 0.91, 0.92, 0.93], "b": [0.7, 0.72, 0.71, 0.70], "c": [0.9, 0.92, 0.91, 0.93]})
+    assert [(p["a"], p["b"]) for p in pairs] == [("a", "b"), ("a", "c"), ("b", "c")]
+    assert pairs[0]["significant"] and not pairs[1]["significant"] and pairs[2]["significant"]
+    raw = [p["p"] for p in pairs]
+    assert [p["p_holm"] for p in pairs] == pytest.approx(list(holm(raw)))
+
+
+def test_verdicts_say_when_a_single_run_cannot_see_training_noise():
+    significance = {"level": 0.95, "macro_auroc_pairs": [{"a": "a", "b": "b", "estimate_a": 0.9, "estimate_b": 0.8,
+                    "difference": 0.1, "low": 0.05, "high": 0.15, "p_holm": 0.002, "significant": True}],
+                    "label_pairs": [], "run_pairs": [{"a": "a", "b": "b", "runs": 1, "difference": 0.1, "sd": None,
+                                                      "t": None, "p": None, "p_holm": None, "significant": False}]}
+    lines = verdicts(significance)
+    assert lines[0].startswith("a vs b: macro AUROC 0.900 vs 0.800, difference +0.100 (95% CI +0.050 to +0.150): **significant**")
+    assert lines[-1].startswith("Caution: one run per worker")
+    significance["run_pairs"] = paired_run_tests({"a": [0.9, 0.91, 0.92], "b": [0.7, 0.72, 0.71]})
+    assert verdicts(significance)[-1].startswith("a vs b over 3 paired runs (same seed and fold): mean difference +0.200")
+    assert "**larger than run-to-run noise**" in verdicts(significance)[-1]
