@@ -19,12 +19,11 @@ from harness.config import BenchmarkConfig
 from harness.datasets import load_dataset
 from harness.parity import Probe, compare, cross_load, nudged, parity_inputs, probe
 from harness.pixel_store import PixelStore
-from harness.registry import pinned_version, resolve_workers
 from harness.report import write_report
 from harness.results import RunDirectory
 from harness.run_summary import combine_runs
-from harness.runtime.environments import cache_root, ensure_environment
-from harness.runtime.local import LocalWorker
+from harness.runtime.environments import cache_root
+from harness.runtime.selection import runtime_for, selected_workers
 from harness.split_plan import SplitPlan, plan_splits
 from harness.splits import Split
 from harness.tracking import log_run
@@ -122,9 +121,10 @@ def run_benchmark(config: BenchmarkConfig) -> Path:
     On failure or interruption the exception propagates, after run.json has recorded it and the
     report has been written from whatever had completed.
     """
-    workers = resolve_workers(config.workers)
-    config.check_option_targets([folder.name for folder in workers])
+    workers = selected_workers(config)
+    config.check_option_targets([spec.label for spec in workers])
     cache = cache_root()
+    runtime = runtime_for(config, cache)
     store = load_dataset(config.dataset, config.image_size, config.seed, cache, config.patients, config.skip_bad)
     plan = plan_splits(store, config.split_fractions, config.seed, config.folds)
     smallest = min(len(split.train) for split in plan.splits)
@@ -164,11 +164,12 @@ def run_benchmark(config: BenchmarkConfig) -> Path:
     results: dict[str, dict] = {}
     run_results: dict[str, list[dict]] = {}
     try:
-        for folder in workers:
-            environment = ensure_environment(folder, cache)
-            with LocalWorker(folder, environment, run.worker_log(folder.name)) as worker:
-                client = worker.start()
-                request = configure_request(config, num_labels, folder.name)
+        runtime.prepare(workers)  # environments or images, engine and addresses: before any training
+        for spec in workers:
+            name = spec.label
+            with runtime.start(spec, run.worker_log(name)) as worker:
+                client = worker.client
+                request = configure_request(config, num_labels, name)
                 # Parity first (same start, same batches; then earlier workers' trained weights are
                 # loaded here), then a fresh model and optimizer from the same start for the timed run.
                 probed = probe(client, request, start.data, inputs, nudged_start)
@@ -176,11 +177,12 @@ def run_benchmark(config: BenchmarkConfig) -> Path:
                 probes.append(probed)
                 parity = compare(probes, architecture(config.architecture, num_labels).counts(), cross)
                 run.write_parity(parity)
-                configured = client.configure(configure_request(config, num_labels, folder.name, seeds[0]))
+                configured = client.configure(configure_request(config, num_labels, name, seeds[0]))
                 metadata = client.metadata()  # after Configure: threads and numerics as they are used
-                record["workers"][folder.name] = {
-                    "pinned_version": pinned_version(folder),
-                    "environment": {"key": environment.key, "lock_sha256": environment.lock_sha256},
+                record["workers"][name] = {
+                    "worker": spec.name,
+                    "framework_version": spec.framework_version,
+                    **worker.provenance,
                     "reported": {
                         "framework_versions": dict(metadata.framework_versions),
                         "device": metadata.device,
@@ -191,15 +193,15 @@ def run_benchmark(config: BenchmarkConfig) -> Path:
                     },
                 }
                 run.write_run(record)
-                run_results[folder.name] = []
+                run_results[name] = []
                 for number, (training_run, split) in enumerate(training_runs(seeds, plan)):
                     if number:  # a fresh model and optimizer for every run
-                        configured = client.configure(configure_request(config, num_labels, folder.name, training_run.seed))
+                        configured = client.configure(configure_request(config, num_labels, name, training_run.seed))
                     client.set_weights(starts[training_run.seed].data)
                     data = TrainingData(store=store, split=split, fit_labels=labels)
-                    run_results[folder.name].append(
+                    run_results[name].append(
                         train_and_evaluate(client, config, data, run, configured, training_run, measure_native=number == 0))
-                    results[folder.name] = combine_runs(run_results[folder.name])
+                    results[name] = combine_runs(run_results[name])
                     run.write_metrics({"workers": results})
             check_same_batches(run_results)
         if config.bootstrap and results:
@@ -211,6 +213,7 @@ def run_benchmark(config: BenchmarkConfig) -> Path:
         print(f"results written so far are kept in {run.path}", file=sys.stderr)
         raise
     finally:
+        runtime.close()
         record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         run.write_run(record)
         if results:

@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from harness.config import ARCHITECTURES, DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_IMAGE_SIZE, DEFAULT_LEARNING_RATE, PRECISIONS, BenchmarkConfig, require_image_size
+from harness.config import ARCHITECTURES, DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_IMAGE_SIZE, DEFAULT_LEARNING_RATE, PRECISIONS, RUNTIMES, BenchmarkConfig, require_image_size
 from harness.datasets import DATASET_FORMS
 from harness.parity import PARITY_BATCH_SIZE, PARITY_STEPS
 from harness.schedule import ScheduleSettings
@@ -16,7 +16,9 @@ from harness.schedule import ScheduleSettings
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
     """Options `benchmark` and `parity` share: what is built, from what, on which data."""
-    parser.add_argument("--workers", default="all", help="'all' or a comma-separated list, e.g. pytorch,keras (default: all)")
+    parser.add_argument("--workers", default="all",
+                        help="'all' or a comma-separated list, each optionally at a framework version, e.g. "
+                             "pytorch,keras or keras@3.14.0,keras@3.15.1 (side by side) (default: all)")
     parser.add_argument("--dataset", default="phantom", metavar="phantom|nih:PATH|chestmnist:PATH",
                         help=f"dataset: {DATASET_FORMS} (default: phantom)")
     parser.add_argument("--arch", default="resnet50", choices=ARCHITECTURES, help="architecture (default: resnet50)")
@@ -33,6 +35,18 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patients", type=int, default=None, help="phantom: number of patients (default: the phantom's)")
     parser.add_argument("--skip-bad", action="store_true",
                         help="nih: skip bad rows and images (all listed in the report) instead of stopping at the first")
+    runtime = parser.add_argument_group("runtime (where the workers run)")
+    runtime.add_argument("--runtime", default="local", choices=RUNTIMES,
+                         help="local: a virtual environment per worker (default; no Docker, no GPU needed); docker: "
+                              "compose.yaml's GPU containers, built when missing; remote: workers already running "
+                              "elsewhere (--worker)")
+    runtime.add_argument("--worker", action="append", default=[], metavar="NAME=HOST:PORT", dest="remote_workers",
+                         help="remote: where a worker listens, e.g. keras=gpu1.example.org:50051 (repeatable)")
+    runtime.add_argument("--tls-ca", default=None, metavar="PEM",
+                         help="remote: certificate(s) to trust for the workers' TLS (e.g. tls.crt from "
+                              "`harness credentials`); default: the system's roots")
+    runtime.add_argument("--token-file", default=None, metavar="FILE",
+                         help="remote: file holding the workers' bearer token (or set $CXRBENCH_TOKEN)")
 
 
 def _benchmark_parser(subparsers) -> None:
@@ -104,7 +118,9 @@ def _config_from(args: argparse.Namespace) -> BenchmarkConfig:
     return BenchmarkConfig(
         workers=args.workers, dataset=args.dataset, architecture=args.arch, batch_size=args.batch_size,
         image_size=args.image_size, learning_rate=args.lr, seed=args.seed, precision=args.precision,
-        threads=args.threads, patients=args.patients, init=args.init, skip_bad=args.skip_bad, options=tuple(args.option), **benchmark_only,
+        threads=args.threads, patients=args.patients, init=args.init, skip_bad=args.skip_bad, options=tuple(args.option),
+        runtime=args.runtime, remote_workers=tuple(args.remote_workers), tls_ca=args.tls_ca, token_file=args.token_file,
+        **benchmark_only,
     )
 
 
@@ -208,18 +224,31 @@ def _data_parser(subparsers) -> None:
 
 def _workers_list(args: argparse.Namespace) -> int:
     from harness.registry import discover_workers, pinned_version
-    from harness.runtime.environments import COMPLETE_MARKER, cache_root, environment_key
+    from harness.runtime.environments import COMPLETE_MARKER, environment_path
 
     for name, folder in discover_workers().items():
         if folder.requirements is None:
             environment = "runs in the harness's interpreter"
         else:
-            target = cache_root() / "envs" / f"{name}-{environment_key(folder.requirements)}"
+            target = environment_path(folder)
             environment = "environment ready" if (target / COMPLETE_MARKER).is_file() else "environment created on first use"
         version = pinned_version(folder)
         pin = f"{folder.framework_package}=={version}" if version else "-"
         listed = "" if folder.listed else " (not in 'all')"
         print(f"{name:<12} {pin:<18} {environment:<34} {folder.description}{listed}")
+    return 0
+
+
+def _credentials(args: argparse.Namespace) -> int:
+    from harness.runtime.credentials import make_credentials
+
+    made = make_credentials(args.out, args.host)
+    print(f"wrote {made.certificate} (self-signed, for localhost{''.join(', ' + h for h in args.host)}), "
+          f"{made.private_key} and {made.token}")
+    print(f"on each worker host: python -m cxrbench_worker --worker-dir workers/NAME --address 0.0.0.0:50051 "
+          f"--tls-cert {made.certificate.name} --tls-key {made.private_key.name} --token-file {made.token.name}")
+    print(f"here: harness benchmark --runtime remote --worker NAME=HOST:50051 --tls-ca {made.certificate} "
+          f"--token-file {made.token}")
     return 0
 
 
@@ -234,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
     _evaluation_options(report)
     report.add_argument("--mlflow", nargs="?", const="", default=None, metavar="URI",
                         help="also log the run to MLflow at URI (no URI: RUN_DIR/../mlflow.db)")
+    credentials = subparsers.add_parser(
+        "credentials", help="make a TLS certificate, key and token for workers that listen off loopback",
+        description="Write tls.crt (self-signed; give it to --tls-ca), tls.key and token into a folder.")
+    credentials.add_argument("--out", type=Path, required=True, help="folder to write into (made private, 0700)")
+    credentials.add_argument("--host", action="append", default=[], metavar="NAME_OR_IP",
+                             help="a host name or address the workers are reached at (repeatable; localhost is always in)")
     workers = subparsers.add_parser("workers", help="worker commands")
     workers_sub = workers.add_subparsers(dest="workers_command", required=True)
     workers_sub.add_parser("list", help="list the available workers")
@@ -248,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `harness` command."""
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)  # cleanup (stopping workers) runs as for Ctrl-C
-    handlers = {"benchmark": _benchmark, "parity": _parity, "report": _report, "workers": _workers_list, "data": _data_prepare}
+    handlers = {"benchmark": _benchmark, "parity": _parity, "report": _report, "workers": _workers_list, "data": _data_prepare,
+                "credentials": _credentials}
     try:
         return handlers[args.command](args)
     except (RuntimeError, OSError) as error:  # WorkerError, environment set-up, files

@@ -30,6 +30,22 @@ class WorkerError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class ChannelSecurity:
+    """How to reach a worker that is not on loopback: TLS (with these roots) and a bearer token."""
+
+    tls: bool = False
+    root_certificates: bytes | None = None  # None with tls: the system's trusted roots
+    token: str | None = None
+    server_name: str | None = None  # the name to check the certificate against, if not the address's
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        channel = grpc.ssl_channel_credentials(root_certificates=self.root_certificates)
+        if self.token is None:
+            return channel
+        return grpc.composite_channel_credentials(channel, grpc.access_token_call_credentials(self.token))
+
+
+@dataclass(frozen=True)
 class StepResult:
     """One training step as the worker reported it."""
 
@@ -42,12 +58,14 @@ class StepResult:
 class WorkerClient:
     """Calls one worker; checks that every batch digest comes back as it was sent."""
 
-    def __init__(self, name: str, address: str, on_failure: Callable[[], str] | None = None) -> None:
+    def __init__(self, name: str, address: str, on_failure: Callable[[], str] | None = None,
+                 security: ChannelSecurity | None = None) -> None:
         """`on_failure` returns extra context (e.g. the worker process's exit status) for errors."""
         self.name = name
         self.address = address
         self._on_failure = on_failure
-        self._channel = grpc.insecure_channel(address, options=list(GRPC_OPTIONS))
+        self.last_health_error: str | None = None  # why the last health check failed, for errors
+        self._channel = _channel(address, security or ChannelSecurity())
         self._stub = worker_pb2_grpc.WorkerStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -72,8 +90,10 @@ class WorkerClient:
         """True when grpc.health.v1 reports SERVING."""
         try:
             reply = self._health.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
-        except grpc.RpcError:
+        except grpc.RpcError as error:
+            self.last_health_error = f"{error.code().name}: {error.details()}"
             return False
+        self.last_health_error = f"health status {health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}"
         return reply.status == health_pb2.HealthCheckResponse.SERVING
 
     def metadata(self) -> worker_pb2.GetMetadataResponse:
@@ -190,6 +210,18 @@ class WorkerClient:
         return _plain(self._call("ExportNative", worker_pb2.ExportNativeRequest(), timeout=600.0))
 
 
+def _channel(address: str, security: ChannelSecurity) -> grpc.Channel:
+    if security.token is not None and not security.tls:
+        # gRPC sends call credentials only over TLS; a token in clear text would be readable anyway.
+        raise ValueError(f"{address}: a token is sent only over TLS")
+    if not security.tls:
+        return grpc.insecure_channel(address, options=list(GRPC_OPTIONS))
+    options = list(GRPC_OPTIONS)
+    if security.server_name:
+        options.append(("grpc.ssl_target_name_override", security.server_name))
+    return grpc.secure_channel(address, security.credentials(), options=options)
+
+
 def _plain(message) -> dict:
     """Every field of a reply of scalar fields, defaults included, as a plain dict."""
     return {field.name: getattr(message, field.name) for field in message.DESCRIPTOR.fields}
@@ -205,4 +237,5 @@ def wait_until_serving(client: WorkerClient, timeout: float, alive: Callable[[],
         if client.is_serving():
             return
         time.sleep(0.2)
-    raise WorkerError(client.name, "health", "DEADLINE_EXCEEDED", f"not SERVING after {timeout:.0f} s")
+    last = f"; last answer: {client.last_health_error}" if client.last_health_error else ""
+    raise WorkerError(client.name, "health", "DEADLINE_EXCEEDED", f"{client.address} not SERVING after {timeout:.0f} s{last}")

@@ -12,7 +12,7 @@ from harness.schedule import ScheduleSettings
 
 ARCHITECTURES = ("resnet50", "densenet121")
 PRECISIONS = ("fp32", "mixed")
-RUNTIMES = ("local",)
+RUNTIMES = ("local", "docker", "remote")
 # Sized for a 2-core laptop CPU: ResNet-50 at 64x64 trains at about 60 img/s there.
 DEFAULT_EPOCHS = 5
 DEFAULT_IMAGE_SIZE = 64
@@ -69,6 +69,10 @@ class BenchmarkConfig:
     early_stop: int = ScheduleSettings.early_stop
     bootstrap: int = 1000  # patient-level bootstrap resamples for confidence intervals and paired tests
     mlflow: str | None = None  # None: off; "": a local store in the results folder; else a tracking URI
+    # --runtime remote: "NAME=HOST:PORT" per worker; TLS trust roots (PEM) and the bearer token's file.
+    remote_workers: tuple[str, ...] = ()
+    tls_ca: str | None = None
+    token_file: str | None = None
 
     def __post_init__(self) -> None:
         def check(ok: bool, name: str, message: str) -> None:
@@ -81,6 +85,11 @@ class BenchmarkConfig:
         check(self.architecture in ARCHITECTURES, "arch", f"unknown {self.architecture!r} (known: {', '.join(ARCHITECTURES)})")
         check(self.precision in PRECISIONS, "precision", f"unknown {self.precision!r} (known: {', '.join(PRECISIONS)})")
         check(self.runtime in RUNTIMES, "runtime", f"unknown {self.runtime!r} (known: {', '.join(RUNTIMES)})")
+        check(self.runtime == "remote" or not self.remote_workers, "worker", "addresses are for --runtime remote")
+        check(self.runtime == "remote" or (self.tls_ca is None and self.token_file is None), "runtime",
+              "--tls-ca and --token-file are for --runtime remote")
+        check(self.runtime != "remote" or bool(self.remote_workers), "worker",
+              "--runtime remote needs at least one --worker NAME=HOST:PORT")
         check(self.epochs >= 1, "epochs", f"{self.epochs} must be at least 1")
         check(self.batch_size >= 2, "batch_size", f"{self.batch_size} must be at least 2 (BatchNorm needs 2 images)")
         check(self.eval_batch_size >= 1, "eval_batch_size", f"{self.eval_batch_size} must be at least 1")
@@ -118,22 +127,25 @@ class BenchmarkConfig:
         return Augmentation.parse(self.augment)
 
     def worker_options(self, worker: str) -> dict[str, str]:
-        """The --option switches addressed to `worker`, as KEY -> VALUE."""
-        chosen = {}
-        for option in self.options:
-            target, _, value = option.partition("=")
-            name, _, key = target.partition(".")
-            if not (name and key and "=" in option):
-                raise ValueError(f"--option: {option!r} must look like WORKER.KEY=VALUE, e.g. tensorflow.jit_compile=true")
-            if name == worker:
-                chosen[key] = value
+        """The --option switches addressed to `worker` ("keras", or "keras@3.14.0", which also takes
+        those addressed to "keras"), as KEY -> VALUE; the more specific wins."""
+        chosen: dict[str, str] = {}
+        for target in dict.fromkeys([worker.partition("@")[0], worker]):
+            for option in self.options:
+                setting, equals, value = option.partition("=")
+                if not (equals and "." in setting and setting.partition(".")[0] and setting.rpartition(".")[2]):
+                    raise ValueError(f"--option: {option!r} must look like WORKER.KEY=VALUE, e.g. tensorflow.jit_compile=true")
+                if target and setting.startswith(f"{target}.") and "@" not in setting[len(target) + 1:]:
+                    chosen[setting[len(target) + 1:]] = value
         return chosen
 
     def check_option_targets(self, workers: list[str]) -> None:
         """ValueError when an --option names a worker that is not in the run (a typo would go unseen)."""
+        targets = {name for worker in workers for name in (worker, worker.partition("@")[0])}
         for option in self.options:
-            name = option.partition(".")[0]
-            if name not in workers:
+            setting = option.partition("=")[0]
+            if not any(setting.startswith(f"{target}.") for target in targets):
+                name = setting.split(".")[0] if "@" not in setting else setting
                 raise ValueError(f"--option: {option!r} is for worker '{name}', which is not in this run ({', '.join(workers)})")
 
     def to_dict(self) -> dict:
@@ -142,5 +154,6 @@ class BenchmarkConfig:
         data["out"] = str(self.out)
         data["split_fractions"] = list(self.split_fractions)
         data["options"] = list(self.options)
+        data["remote_workers"] = list(self.remote_workers)
         data["seeds"] = list(self.training_seeds)
         return data

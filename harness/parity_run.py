@@ -16,9 +16,8 @@ from harness.architectures import architecture
 from harness.config import BenchmarkConfig
 from harness.datasets import load_dataset
 from harness.parity import PARITY_STEPS, compare, cross_load, nudged, parity_inputs, parity_lines, probe
-from harness.registry import resolve_workers
-from harness.runtime.environments import cache_root, ensure_environment
-from harness.runtime.local import LocalWorker
+from harness.runtime.environments import cache_root
+from harness.runtime.selection import runtime_for, selected_workers
 from harness.split_plan import plan_splits
 from harness.training import configure_request
 from harness.weights.start import starting_weights
@@ -26,8 +25,8 @@ from harness.weights.start import starting_weights
 
 def run_parity(config: BenchmarkConfig, steps: int = PARITY_STEPS, logs: Path | None = None) -> dict:
     """Probe the workers of `config` (its batch size is the parity batch size); returns the summary."""
-    workers = resolve_workers(config.workers)
-    config.check_option_targets([folder.name for folder in workers])
+    workers = selected_workers(config)
+    config.check_option_targets([spec.label for spec in workers])
     cache = cache_root()
     store = load_dataset(config.dataset, config.image_size, config.seed, cache, config.patients, config.skip_bad)
     split = plan_splits(store, config.split_fractions, config.seed).splits[0]
@@ -37,12 +36,13 @@ def run_parity(config: BenchmarkConfig, steps: int = PARITY_STEPS, logs: Path | 
     nudged_start = nudged(start.data, config.seed)
     logs = logs or cache / "parity-logs"
     logs.mkdir(parents=True, exist_ok=True)
+    runtime = runtime_for(config, cache)
     with ExitStack() as stack:
+        stack.callback(runtime.close)
+        runtime.prepare(workers)
         clients = {}
-        for folder in workers:
-            environment = ensure_environment(folder, cache)
-            worker = stack.enter_context(LocalWorker(folder, environment, logs / f"{folder.name}.log"))
-            clients[folder.name] = worker.start()
+        for spec in workers:
+            clients[spec.label] = stack.enter_context(runtime.start(spec, logs / f"{spec.label}.log")).client
         probes = []
         for name, client in tqdm(clients.items(), desc="parity probes", unit="worker", leave=False):
             probes.append(probe(client, configure_request(config, num_labels, name), start.data, inputs, nudged_start))

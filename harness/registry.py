@@ -1,12 +1,48 @@
-"""Finds worker folders (`workers/<name>/worker.toml`) and resolves `--workers` selections."""
+"""Finds worker folders (`workers/<name>/worker.toml`) and resolves `--workers` selections.
+
+A selection names workers, each optionally with a framework version: `keras@3.14.0,keras@3.15.1`
+runs two Keras versions side by side, each in its own environment (local) or image (docker), and
+each is its own column in the report, labelled as written.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+from cxrbench_worker.requirements import VERSION_PATTERN, pinned_version, requirements_text
 from cxrbench_worker.worker_folder import WorkerFolder
 
 WORKERS_ROOT = Path(__file__).resolve().parents[1] / "workers"
+
+__all__ = ["WorkerSpec", "discover_workers", "pinned_version", "resolve_workers", "WORKERS_ROOT"]
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """One worker of a run: its folder, the framework version asked for, and its label in results."""
+
+    folder: WorkerFolder
+    version: str | None = None  # None: the version its requirements file pins
+
+    @property
+    def name(self) -> str:
+        """The worker's folder name ("keras"): what its --option switches and compose service use."""
+        return self.folder.name
+
+    @property
+    def label(self) -> str:
+        """Its key in results, logs and the report: "keras", or "keras@3.14.0" when a version was asked."""
+        return f"{self.folder.name}@{self.version}" if self.version else self.folder.name
+
+    @property
+    def framework_version(self) -> str | None:
+        """The framework version this worker installs: the one asked for, else the pinned one."""
+        return self.version or pinned_version(self.folder)
+
+    def requirements(self, gpu: bool = False) -> str:
+        """Its requirements text (see cxrbench_worker.requirements for the rule)."""
+        return requirements_text(self.folder, self.version, gpu)
 
 
 def discover_workers(root: Path = WORKERS_ROOT) -> dict[str, WorkerFolder]:
@@ -20,42 +56,33 @@ def discover_workers(root: Path = WORKERS_ROOT) -> dict[str, WorkerFolder]:
     return found
 
 
-def resolve_workers(selection: str, root: Path = WORKERS_ROOT) -> list[WorkerFolder]:
-    """Turn "all" or "pytorch,null" into worker folders, in the order given.
+def resolve_workers(selection: str, root: Path = WORKERS_ROOT) -> list[WorkerSpec]:
+    """Turn "all" or "pytorch,keras@3.14.0" into worker specs, in the order given.
 
     "all" means every listed worker (the null worker, which only tests the harness, is unlisted but
-    can be named). A version suffix ("pytorch@2.14.1") must match the worker's pinned version until
-    side-by-side versions arrive.
+    can be named). A version ("keras@3.14.0") is checked for form here; whether pip can install it
+    is found out when its environment or image is made.
     """
     available = discover_workers(root)
     names = [name.strip() for name in selection.split(",") if name.strip()]
     if not names:
         raise ValueError("--workers: empty selection (try 'all')")
     if names == ["all"]:
-        return [folder for folder in available.values() if folder.listed]
-    chosen: list[WorkerFolder] = []
+        return [WorkerSpec(folder) for folder in available.values() if folder.listed]
+    chosen: list[WorkerSpec] = []
     for name in names:
-        base, _, version = name.partition("@")
+        base, at, version = name.partition("@")
         if base not in available:
             raise ValueError(f"--workers: unknown worker '{base}' (known: {', '.join(sorted(available))})")
         folder = available[base]
-        if version and version != pinned_version(folder):
-            raise ValueError(
-                f"--workers: {name} asks for version {version}, but {folder.requirements} pins "
-                f"{folder.framework_package}=={pinned_version(folder)}; running other versions is not supported yet"
-            )
-        if folder in chosen:
+        if at and not VERSION_PATTERN.match(version):
+            raise ValueError(f"--workers: '{name}': {version!r} is not a version (write e.g. {base}@3.14.0)")
+        if at and (folder.requirements is None or folder.framework_package is None):
+            raise ValueError(f"--workers: '{name}': worker '{base}' pins no framework, so it has no version to choose")
+        spec = WorkerSpec(folder, version or None)
+        if any(other.label == spec.label for other in chosen):
             raise ValueError(f"--workers: '{name}' is named twice")
-        chosen.append(folder)
+        if any(other.name == base and other.framework_version == spec.framework_version for other in chosen):
+            raise ValueError(f"--workers: '{name}' is the same {base} {spec.framework_version} as another worker in the list")
+        chosen.append(spec)
     return chosen
-
-
-def pinned_version(folder: WorkerFolder) -> str | None:
-    """The version its requirements file pins for the worker's framework package, if any."""
-    if folder.requirements is None or folder.framework_package is None:
-        return None
-    for line in folder.requirements.read_text().splitlines():
-        requirement = line.split("#", 1)[0].strip()
-        if requirement.lower().startswith(f"{folder.framework_package.lower()}=="):
-            return requirement.split("==", 1)[1].strip()
-    return None

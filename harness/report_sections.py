@@ -196,6 +196,15 @@ def epochs_table(rows: list[dict]) -> list[str]:
                   "new best", "seconds", "img/s"], body)
 
 
+def _ran_in(worker: dict) -> str:
+    """Where a worker ran: its environment's lock hash, its image, or its address."""
+    if worker.get("runtime") == "docker":
+        return f"image `{worker['image']}` (`{(worker.get('image_id') or 'unknown id')[:19]}`)"
+    if worker.get("runtime") == "remote":
+        return f"remote worker at `{worker['address']}`" + (" over TLS with a token" if worker.get("tls") else "")
+    return f"environment lock `{worker['environment']['lock_sha256'][:16]}`"
+
+
 def provenance_lines(run: dict, metrics: dict) -> list[str]:
     prov = run["provenance"]
     git, host, config = prov["git"], prov["host"], run["config"]
@@ -213,7 +222,7 @@ def provenance_lines(run: dict, metrics: dict) -> list[str]:
         numerics = metrics.get(name, {}).get("numerics", {})
         lines.append(
             f"- `{name}` reported: {versions}; device {reported.get('device')}; threads {reported.get('threads')}; "
-            f"numerics {json.dumps(numerics, sort_keys=True)}; environment lock `{worker['environment']['lock_sha256'][:16]}`."
+            f"numerics {json.dumps(numerics, sort_keys=True)}; {_ran_in(worker)}."
         )
     digests = {tuple(result.get("batch_order_sha256", [])) for result in metrics.values()}
     if len(metrics) > 1 and len(digests) == 1:

@@ -20,9 +20,9 @@ def worker_folder(tmp_path: Path, requirements: str) -> WorkerFolder:
 
 def test_key_changes_with_any_pin(tmp_path):
     folder = worker_folder(tmp_path, "numpy==2.4.6\n")
-    first = environment_key(folder.requirements)
+    first = environment_key(folder.requirements.read_text())
     folder.requirements.write_text("numpy==2.4.5\n")
-    assert environment_key(folder.requirements) != first
+    assert environment_key(folder.requirements.read_text()) != first
 
 
 def test_environment_is_created_once_and_hashes_what_is_installed(tmp_path):

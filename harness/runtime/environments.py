@@ -1,9 +1,10 @@
 """Worker environments for the local runtime: one virtual environment per worker and requirements.
 
-An environment is created on first use from the worker's pinned requirements file and cached under
-`<cache>/envs/<worker>-<key>`, the key hashing the requirements, the Python version and the
-platform: edit a pin and a new environment is made; nothing else ever reuses a stale one. A
-`.complete` marker is written last, so an interrupted creation is detected and redone.
+An environment is created on first use from the worker's pinned requirements (for a version asked
+with `keras@3.14.0`, the requirements `cxrbench_worker.requirements` derives for it) and cached
+under `<cache>/envs/<worker>-<key>`, the key hashing the requirements text, the Python version and
+the platform: edit a pin or ask another version and a new environment is made; nothing ever reuses
+a stale one. A `.complete` marker is written last, so an interrupted creation is detected and redone.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from cxrbench_worker.requirements import requirements_text
 from cxrbench_worker.worker_folder import WorkerFolder
 
 COMPLETE_MARKER = ".complete"
 LOCK_FILE = "requirements.lock"
+REQUIREMENTS_FILE = "requirements.txt"  # what was installed, as given to pip
 
 
 @dataclass(frozen=True)
@@ -41,9 +44,9 @@ def cache_root() -> Path:
     return Path(os.environ.get("CXRBENCH_CACHE", Path.home() / ".cache" / "cxrbench"))
 
 
-def environment_key(requirements: Path) -> str:
-    """Digest of the requirements file, the Python version and the platform."""
-    digest = hashlib.sha256(requirements.read_bytes())
+def environment_key(requirements: str) -> str:
+    """Digest of the requirements text, the Python version and the platform."""
+    digest = hashlib.sha256(requirements.encode())
     digest.update(f"{platform.python_version()} {sys.platform} {platform.machine()}".encode())
     return digest.hexdigest()[:16]
 
@@ -65,10 +68,12 @@ def _tick(bar: tqdm, done: threading.Event) -> None:
         bar.refresh()
 
 
-def _install(target: Path, requirements: Path, worker: str) -> None:
+def _install(target: Path, requirements_source: str, worker: str, source: str) -> None:
     """Create the venv and pip-install the requirements, showing progress; raises with the log's tail."""
     shutil.rmtree(target, ignore_errors=True)
     _run([sys.executable, "-m", "venv", str(target)], f"creating a virtual environment in {target}")
+    requirements = target / REQUIREMENTS_FILE
+    requirements.write_text(requirements_source)
     python = target / "bin" / "python"
     log_path = target / "install.log"
     command = [
@@ -96,24 +101,32 @@ def _install(target: Path, requirements: Path, worker: str) -> None:
         if process.returncode != 0:
             tail = "".join(log_path.read_text().splitlines(keepends=True)[-15:])
             raise RuntimeError(
-                f"creating the environment of worker '{worker}' from {requirements} failed "
+                f"creating the environment of worker '{worker}' from {source} failed "
                 f"(pip exit {process.returncode}); full log: {log_path}\n{tail}"
             )
     (target / LOCK_FILE).write_text(_freeze(python))
     (target / COMPLETE_MARKER).write_text("ok\n")
 
 
-def ensure_environment(folder: WorkerFolder, cache: Path | None = None) -> WorkerEnvironment:
-    """Return the worker's environment, creating it first if needed (about a minute for torch)."""
+def environment_path(folder: WorkerFolder, version: str | None = None, cache: Path | None = None) -> Path:
+    """Where the environment of `folder` (at framework `version`, None: as pinned) is cached."""
+    return (cache or cache_root()) / "envs" / f"{folder.name}-{environment_key(requirements_text(folder, version))}"
+
+
+def ensure_environment(folder: WorkerFolder, cache: Path | None = None, version: str | None = None) -> WorkerEnvironment:
+    """Return the worker's environment for framework `version` (None: as pinned), creating it first
+    if needed (about a minute for torch)."""
     if folder.requirements is None:
         return WorkerEnvironment(Path(sys.executable), "host", hashlib.sha256(_freeze(Path(sys.executable)).encode()).hexdigest())
-    key = environment_key(folder.requirements)
-    target = (cache or cache_root()) / "envs" / f"{folder.name}-{key}"
+    target = environment_path(folder, version, cache)
+    key = target.name.rsplit("-", 1)[1]
+    label = f"{folder.name}@{version}" if version else folder.name
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target.parent / f"{target.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two harnesses never build the same environment at once
         if not (target / COMPLETE_MARKER).is_file():
-            print(f"Creating the environment of worker '{folder.name}' in {target} (first use)...", file=sys.stderr)
-            _install(target, folder.requirements, folder.name)
+            print(f"Creating the environment of worker '{label}' in {target} (first use)...", file=sys.stderr)
+            source = f"{folder.requirements}" + (f" with {folder.framework_package}=={version}" if version else "")
+            _install(target, requirements_text(folder, version), label, source)
     lock_text = (target / LOCK_FILE).read_text()
     return WorkerEnvironment(target / "bin" / "python", key, hashlib.sha256(lock_text.encode()).hexdigest())

@@ -10,10 +10,14 @@ import os
 import signal
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from harness.client import WorkerClient, wait_until_serving
-from harness.runtime.environments import WorkerEnvironment
+from harness.registry import WorkerSpec
+from harness.runtime.environments import WorkerEnvironment, ensure_environment
+from harness.runtime.selection import RunningWorker
 from cxrbench_worker.worker_folder import WorkerFolder
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -27,8 +31,9 @@ class LocalWorker:
     """One running worker process. Use as a context manager: it is always stopped on exit."""
 
     def __init__(self, folder: WorkerFolder, environment: WorkerEnvironment, log_path: Path,
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None, label: str | None = None) -> None:
         self.folder = folder
+        self.label = label or folder.name  # "keras@3.14.0" when a version was asked for
         self.environment = environment
         self.log_path = log_path
         self._extra_env = extra_env or {}
@@ -51,7 +56,7 @@ class LocalWorker:
                 command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 start_new_session=True,  # its own process group: Ctrl-C reaches the harness, which stops it
             )
-        self.client = WorkerClient(self.folder.name, self.address, on_failure=lambda: self.exit_reason(grace=2.0))
+        self.client = WorkerClient(self.label, self.address, on_failure=lambda: self.exit_reason(grace=2.0))
         wait_until_serving(self.client, STARTUP_TIMEOUT_SECONDS, self.exit_reason)
         return self.client
 
@@ -102,3 +107,29 @@ class LocalWorker:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+class LocalRuntime:
+    """Workers as subprocesses in cached virtual environments (no Docker, no GPU needed)."""
+
+    name = "local"
+
+    def __init__(self, cache: Path) -> None:
+        self._cache = cache
+        self._environments: dict[str, WorkerEnvironment] = {}
+
+    def prepare(self, specs: list[WorkerSpec]) -> None:
+        """Create every missing environment now (a minute or so each), before any training."""
+        for spec in specs:
+            self._environments[spec.label] = ensure_environment(spec.folder, self._cache, spec.version)
+
+    def close(self) -> None:
+        """Nothing to release: environments stay cached for the next run."""
+
+    @contextmanager
+    def start(self, spec: WorkerSpec, log_path: Path) -> Iterator[RunningWorker]:
+        environment = self._environments.get(spec.label) or ensure_environment(spec.folder, self._cache, spec.version)
+        with LocalWorker(spec.folder, environment, log_path, label=spec.label) as worker:
+            client = worker.start()
+            yield RunningWorker(client, {"runtime": self.name, "environment": {
+                "key": environment.key, "lock_sha256": environment.lock_sha256, "python": str(environment.python)}})

@@ -12,8 +12,10 @@ import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cxrbench_worker.backend import Backend
+if TYPE_CHECKING:  # not at run time: reading a worker.toml needs only the standard library
+    from cxrbench_worker.backend import Backend
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,8 @@ class WorkerFolder:
     listed: bool  # False keeps it out of `--workers all` (the null worker)
     # Variables set in the worker process before its backend is imported (e.g. KERAS_BACKEND).
     environment: dict[str, str]
+    # GPU images only: package renames, e.g. {"tensorflow-cpu": "tensorflow[and-cuda]"} (same version).
+    gpu_packages: dict[str, str]
 
     @classmethod
     def read(cls, path: Path) -> "WorkerFolder":
@@ -51,6 +55,9 @@ class WorkerFolder:
         environment = data.get("environment", {})
         if not isinstance(environment, dict) or not all(isinstance(v, str) for v in environment.values()):
             raise ValueError(f"{toml_path}: table 'environment' must map names to strings")
+        gpu_packages = data.get("gpu", {}).get("packages", {})
+        if not isinstance(gpu_packages, dict) or not all(isinstance(v, str) for v in gpu_packages.values()):
+            raise ValueError(f"{toml_path}: table 'gpu.packages' must map package names to package names")
         return cls(
             path=path,
             name=data["name"],
@@ -60,9 +67,10 @@ class WorkerFolder:
             framework_package=data.get("framework_package"),
             listed=bool(data.get("listed", True)),
             environment=dict(environment),
+            gpu_packages=dict(gpu_packages),
         )
 
-    def load_backend(self) -> Backend:
+    def load_backend(self) -> "Backend":
         """Import the backend class from the folder and instantiate it (imports the framework)."""
         module_name, class_name = self.backend.split(":", 1)
         os.environ.update(self.environment)  # before the import: frameworks read these at import time
