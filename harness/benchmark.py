@@ -179,6 +179,7 @@ def run_benchmark(config: BenchmarkConfig) -> Path:
                 run.write_parity(parity)
                 configured = client.configure(configure_request(config, num_labels, name, seeds[0]))
                 metadata = client.metadata()  # after Configure: threads and numerics as they are used
+                spec.check_reported(dict(metadata.framework_versions))
                 record["workers"][name] = {
                     "worker": spec.name,
                     "framework_version": spec.framework_version,

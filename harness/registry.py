@@ -40,6 +40,21 @@ class WorkerSpec:
         """The framework version this worker installs: the one asked for, else the pinned one."""
         return self.version or pinned_version(self.folder)
 
+    def check_reported(self, reported: dict[str, str]) -> None:
+        """RuntimeError when a version was asked for and the running worker reports another one.
+
+        The worker reports its framework under the import name ("tensorflow" for tensorflow-cpu);
+        local build tags ("2.14.1+cu128") are ignored.
+        """
+        package = self.folder.framework_package
+        if not self.version or not package:
+            return
+        name = package.lower().removesuffix("-cpu").removesuffix("-gpu")
+        running = reported.get(name)
+        if running is not None and running.split("+", 1)[0] != self.version.split("+", 1)[0]:
+            raise RuntimeError(f"worker '{self.label}' reports {name} {running}, not the {self.version} asked for; "
+                               "its environment or image does not hold that version")
+
     def requirements(self, gpu: bool = False) -> str:
         """Its requirements text (see cxrbench_worker.requirements for the rule)."""
         return requirements_text(self.folder, self.version, gpu)

@@ -75,3 +75,13 @@ def test_naming_a_worker_twice_is_an_error():
 def test_bad_versions_are_refused_with_the_entry_named(selection, message):
     with pytest.raises(ValueError, match=message):
         resolve_workers(selection)
+
+
+def test_a_worker_reporting_another_version_than_asked_is_an_error():
+    (spec,) = resolve_workers("tensorflow@2.20.0")
+    spec.check_reported({"tensorflow": "2.20.0", "numpy": "2.4.6"})
+    with pytest.raises(RuntimeError, match=r"worker 'tensorflow@2.20.0' reports tensorflow 2.21.0, not the 2.20.0 asked for"):
+        spec.check_reported({"tensorflow": "2.21.0"})
+    (torch,) = resolve_workers("pytorch@2.14.1")
+    torch.check_reported({"torch": "2.14.1+cu128"})  # a local build tag is the same version
+    resolve_workers("pytorch")[0].check_reported({"torch": "9.9.9"})  # nothing asked, nothing to check

@@ -60,9 +60,12 @@ class DockerRuntime:
 
     name = "docker"
 
-    def __init__(self, compose_file: Path = COMPOSE_FILE, docker: str = "docker") -> None:
+    def __init__(self, compose_file: Path = COMPOSE_FILE, docker: str = "docker", secrets_root: Path | None = None) -> None:
+        """`secrets_root`: where each run's credentials folder is made (default: the system's temp
+        folder; the harness passes its cache, since Docker installed as a snap cannot mount /tmp)."""
         self.compose_file = compose_file
         self.docker = docker
+        self.secrets_root = secrets_root
         self._secrets_folder: Path | None = None
         self._credentials: Credentials | None = None
 
@@ -119,7 +122,9 @@ class DockerRuntime:
     def prepare(self, specs: list[WorkerSpec]) -> None:
         """Check the engine and compose.yaml, write this run's credentials, build missing images."""
         self.check_engine()
-        self._secrets_folder = Path(tempfile.mkdtemp(prefix="cxrbench-secrets-"))
+        if self.secrets_root is not None:
+            self.secrets_root.mkdir(parents=True, exist_ok=True)
+        self._secrets_folder = Path(tempfile.mkdtemp(prefix="run-", dir=self.secrets_root))
         self._credentials = make_credentials(self._secrets_folder)
         services = self.services()
         for spec in specs:

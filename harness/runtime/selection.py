@@ -51,7 +51,7 @@ def runtime_for(config: BenchmarkConfig, cache: Path) -> Runtime:
     if config.runtime == "docker":
         from harness.runtime.docker import DockerRuntime
 
-        return DockerRuntime()
+        return DockerRuntime(secrets_root=cache / "secrets")
     if config.runtime == "remote":
         from harness.runtime.remote import RemoteRuntime
 
