@@ -105,7 +105,7 @@ def test_two_keras_versions_are_built_started_and_torn_down_through_compose(fake
     compose = ["compose", "-f", str(REPO_ROOT / "compose.yaml")]
     assert calls(state)[0]["args"] == ["info", "--format", "{{.ServerVersion}}"]
     assert calls(state)[1]["args"] == ["compose", "version"]
-    assert calls(state)[2]["args"] == [*compose, "--profile", "*", "config", "--services"]
+    assert calls(state)[2]["args"] == [*compose, "--profile", "keras", "config", "--services"]
     builds = compose_calls(state, "build")
     projects = [call["args"][4] for call in builds]
     assert [call["args"] for call in builds] == [[*compose, "-p", project, "--profile", "keras", "build", "keras"]
@@ -161,7 +161,8 @@ def test_a_worker_without_a_compose_service_is_named(fake_docker, tmp_path):
     result = run_harness(["benchmark", "--runtime", "docker", "--workers", "null", "--epochs", "1",
                           "--out", str(tmp_path / "results"), *SMALL_RUN], REPO_ROOT, {**environment, "FAKE_DOCKER_SERVICES": "keras"})
     assert result.returncode == 2
-    assert "worker 'null' has no service in" in result.stderr and "compose.yaml (services: keras)" in result.stderr
+    assert "worker 'null' has no service 'null' with profile 'null' in" in result.stderr
+    assert "compose.yaml (found: keras)" in result.stderr
 
 
 def test_a_service_that_fails_to_start_is_torn_down_and_its_log_kept(fake_docker, tmp_path):

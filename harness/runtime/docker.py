@@ -107,9 +107,10 @@ class DockerRuntime:
                                f"start the engine (or set DOCKER_HOST), or run without --runtime docker: {NO_DOCKER}")
         self._run(["compose", "version"], "checking for the compose plugin ('docker compose version')")
 
-    def services(self) -> list[str]:
-        """The services compose.yaml defines, under every profile."""
-        listed = self._run(["compose", "-f", str(self.compose_file), "--profile", "*", "config", "--services"],
+    def services(self, profiles: list[str]) -> list[str]:
+        """The services compose.yaml defines under these profiles (each worker's profile is its name)."""
+        enabled = [part for profile in dict.fromkeys(profiles) for part in ("--profile", profile)]
+        listed = self._run(["compose", "-f", str(self.compose_file), *enabled, "config", "--services"],
                            f"reading {self.compose_file}", {"CXRBENCH_SECRETS": str(self._secrets_folder or ".")})
         return [line.strip() for line in listed.stdout.splitlines() if line.strip()]
 
@@ -126,11 +127,11 @@ class DockerRuntime:
             self.secrets_root.mkdir(parents=True, exist_ok=True)
         self._secrets_folder = Path(tempfile.mkdtemp(prefix="run-", dir=self.secrets_root))
         self._credentials = make_credentials(self._secrets_folder)
-        services = self.services()
+        services = self.services([spec.name for spec in specs])
         for spec in specs:
             if spec.name not in services:
-                raise ValueError(f"--runtime docker: worker '{spec.name}' has no service in {self.compose_file} "
-                                 f"(services: {', '.join(services)})")
+                raise ValueError(f"--runtime docker: worker '{spec.name}' has no service '{spec.name}' with profile "
+                                 f"'{spec.name}' in {self.compose_file} (found: {', '.join(services) or 'none'})")
         for spec in specs:
             if self.image_id(image_tag(spec)) is None:
                 print(f"building {image_tag(spec)} (docker compose build {spec.name}; the first build takes minutes)...", flush=True)
