@@ -123,15 +123,18 @@ class KerasBackend(Backend):
     def train_step(self, pixels: np.ndarray, labels: np.ndarray) -> float:
         """One Adam step in training mode; returns this batch's mean BCE-with-logits loss.
 
-        Keras computes the loss in the forward pass, before the update (as torch does), and
-        train_on_batch resets its loss tracker first, so the value is this batch's alone. The
-        result is fetched to the host, so the step has finished when this returns.
+        Keras computes the loss in the forward pass, before the update (as torch does). Its loss
+        tracker is reset first: Keras 3.14's train_on_batch returns the mean since the last reset
+        (found by `--workers keras@3.14.0,keras@3.15.1`: equal weights, different losses), 3.15's
+        resets by itself; so every version returns this batch's loss alone. The result is fetched
+        to the host, so the step has finished when this returns.
         """
         net = self._require("train_step")
         x = self._pixels(pixels)
         expected = (x.shape[0], self._spec.num_labels)
         if labels.shape != expected:
             raise ValueError(f"labels must have shape {expected}, got {labels.shape}")
+        net.model.reset_metrics()
         loss = net.model.train_on_batch(x, labels.astype(np.float32))
         return float(loss)
 
