@@ -23,7 +23,8 @@ from harness.report import write_report
 from harness.results import RunDirectory
 from harness.run_summary import combine_runs
 from harness.runtime.environments import cache_root
-from harness.runtime.selection import runtime_for, selected_workers
+from harness.registry import WorkerSpec
+from harness.runtime.selection import Runtime, runtime_for, selected_workers
 from harness.split_plan import SplitPlan, plan_splits
 from harness.splits import Split
 from harness.tracking import log_run
@@ -130,6 +131,16 @@ def run_benchmark(config: BenchmarkConfig) -> Path:
     smallest = min(len(split.train) for split in plan.splits)
     if smallest < config.batch_size:
         raise ValueError(f"--batch-size: {config.batch_size} is more than the {smallest} training images")
+    try:
+        runtime.prepare(workers)  # environments or images, engine, addresses: before a run directory exists
+        return _run(config, workers, runtime, store, plan, cache)
+    finally:
+        runtime.close()
+
+
+def _run(config: BenchmarkConfig, workers: list[WorkerSpec], runtime: Runtime, store: PixelStore, plan: SplitPlan,
+         cache: Path) -> Path:
+    """The run itself, once every worker is ready to start: see run_benchmark."""
     labels = store.labels
     if config.shuffle_labels:
         split = plan.splits[0]
@@ -164,7 +175,6 @@ def run_benchmark(config: BenchmarkConfig) -> Path:
     results: dict[str, dict] = {}
     run_results: dict[str, list[dict]] = {}
     try:
-        runtime.prepare(workers)  # environments or images, engine and addresses: before any training
         for spec in workers:
             name = spec.label
             with runtime.start(spec, run.worker_log(name)) as worker:
@@ -214,7 +224,6 @@ def run_benchmark(config: BenchmarkConfig) -> Path:
         print(f"results written so far are kept in {run.path}", file=sys.stderr)
         raise
     finally:
-        runtime.close()
         record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         run.write_run(record)
         if results:

@@ -1,8 +1,8 @@
 """Two versions of one worker in one local benchmark: separate environments, columns and records.
 
-The worker here is a copy of the null worker whose "framework" is numpy, so no framework is
-installed: the environments are stood in by the harness's own interpreter, each under the key of
-its own requirements. (A real two-Keras run is in the closing note of issue 6 and in the README.)
+The worker here is a copy of the null worker with a made-up framework, "toyframework", so nothing
+is installed: the environments are stood in by the harness's own interpreter, each under the key
+of its own requirements (and the null worker reports no toyframework version to check). (A real two-Keras run is in the closing note of issue 6 and in the README.)
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ def test_two_versions_run_side_by_side_and_the_report_shows_both(tmp_path, monke
     root = tmp_path / "workers"
     shutil.copytree(REPO_ROOT / "workers" / "null", root / "toy", ignore=shutil.ignore_patterns("__pycache__"))
     (root / "toy" / "worker.toml").write_text('name = "toy"\nbackend = "trainer:NullBackend"\n'
-                                             'requirements = "requirements.txt"\nframework_package = "numpy"\n')
-    (root / "toy" / "requirements.txt").write_text("numpy==2.4.6\ngrpcio==1.85.1\n")
+                                             'requirements = "requirements.txt"\nframework_package = "toyframework"\n')
+    (root / "toy" / "requirements.txt").write_text("toyframework==1.1\ngrpcio==1.85.1\n")
     installed: list[tuple[str | None, str]] = []
 
     def host_environment(folder, cache=None, version=None) -> WorkerEnvironment:
@@ -36,22 +36,22 @@ def test_two_versions_run_side_by_side_and_the_report_shows_both(tmp_path, monke
     monkeypatch.setattr(selection, "resolve_workers", lambda text: resolve_workers(text, root))
     monkeypatch.setattr(local, "ensure_environment", host_environment)
     out = tmp_path / "results"
-    assert cli.main(["benchmark", "--workers", "toy@2.4.5,toy@2.4.6", "--epochs", "1", "--bootstrap", "0",
+    assert cli.main(["benchmark", "--workers", "toy@1.0,toy@1.1", "--epochs", "1", "--bootstrap", "0",
                      "--out", str(out), *SMALL_RUN]) == 0
-    assert installed == [("2.4.5", "numpy==2.4.5\ngrpcio==1.85.1\n"), ("2.4.6", "numpy==2.4.6\ngrpcio==1.85.1\n")]
+    assert installed == [("1.0", "toyframework==1.0\ngrpcio==1.85.1\n"), ("1.1", "toyframework==1.1\ngrpcio==1.85.1\n")]
     printed = capsys.readouterr().out
-    assert "toy@2.4.5: test macro AUROC" in printed and "toy@2.4.6: test macro AUROC" in printed
+    assert "toy@1.0: test macro AUROC" in printed and "toy@1.1: test macro AUROC" in printed
 
     (run,) = out.iterdir()
     record = json.loads((run / "run.json").read_text())
-    assert list(record["workers"]) == ["toy@2.4.5", "toy@2.4.6"]
+    assert list(record["workers"]) == ["toy@1.0", "toy@1.1"]
     keys = [record["workers"][label]["environment"]["key"] for label in record["workers"]]
     assert keys[0] != keys[1]
-    assert [record["workers"][label]["framework_version"] for label in record["workers"]] == ["2.4.5", "2.4.6"]
+    assert [record["workers"][label]["framework_version"] for label in record["workers"]] == ["1.0", "1.1"]
     assert all(record["workers"][label]["worker"] == "toy" for label in record["workers"])
     metrics = json.loads((run / "metrics.json").read_text())["workers"]
-    assert list(metrics) == ["toy@2.4.5", "toy@2.4.6"]
-    assert (run / "logits" / "toy@2.4.5" / "test.npy").is_file() and (run / "workers" / "toy@2.4.6.log").is_file()
+    assert list(metrics) == ["toy@1.0", "toy@1.1"]
+    assert (run / "logits" / "toy@1.0" / "test.npy").is_file() and (run / "workers" / "toy@1.1.log").is_file()
     report = (run / "report.md").read_text()
-    for label in ("toy@2.4.5", "toy@2.4.6"):
+    for label in ("toy@1.0", "toy@1.1"):
         assert f"| {label} |" in report and f"- `{label}` reported:" in report
