@@ -158,3 +158,15 @@ def test_remote_settings_errors_name_the_flag(tmp_path, arguments, message):
 ])
 def test_loopback_is_recognised(address, loopback):
     assert is_loopback(address) is loopback
+
+
+def test_the_container_health_probe_answers_0_when_serving_and_1_otherwise(tls_worker):
+    address, credentials = tls_worker
+    port = address.rsplit(":", 1)[1]
+
+    def probe(worker_address: str) -> int:
+        environment = {**os.environ, "CXRBENCH_ADDRESS": worker_address, "CXRBENCH_TLS_CERT": str(credentials.certificate)}
+        return subprocess.run([sys.executable, "-m", "cxrbench_worker.health_probe"], env=environment, timeout=30).returncode
+
+    assert probe(f"0.0.0.0:{port}") == 0  # as in an image: it listens on all interfaces, the probe asks 127.0.0.1
+    assert probe(f"0.0.0.0:{free_port()}") == 1
