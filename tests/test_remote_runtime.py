@@ -170,3 +170,18 @@ def test_the_container_health_probe_answers_0_when_serving_and_1_otherwise(tls_w
 
     assert probe(f"0.0.0.0:{port}") == 0  # as in an image: it listens on all interfaces, the probe asks 127.0.0.1
     assert probe(f"0.0.0.0:{free_port()}") == 1
+
+
+def test_credentials_command_writes_a_certificate_for_the_hosts_a_key_and_a_token(tmp_path):
+    from cryptography import x509
+
+    out = tmp_path / "creds"
+    result = run_harness(["credentials", "--out", str(out), "--host", "gpu1.example.org", "--host", "10.0.0.7"], REPO_ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "--tls-ca" in result.stdout and "--token-file" in result.stdout
+    certificate = x509.load_pem_x509_certificate((out / "tls.crt").read_bytes())
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(names.get_values_for_type(x509.DNSName)) == {"localhost", "gpu1.example.org"}
+    assert {str(ip) for ip in names.get_values_for_type(x509.IPAddress)} == {"127.0.0.1", "::1", "10.0.0.7"}
+    assert len((out / "token").read_text().strip()) >= 40
+    assert (out.stat().st_mode & 0o777) == 0o700 and ((out / "tls.key").stat().st_mode & 0o777) == 0o644
