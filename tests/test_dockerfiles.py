@@ -1,209 +1,28 @@
-"""The docker runtime's files: compose.yaml, workers/*/Dockerfile and .dockerignore.
+"""workers/*/Dockerfile and .dockerignore: hadolint-clean, every COPY source present and let in,
+non-root with a gRPC health check, installing exactly what `python -m cxrbench_worker.requirements`
+gives (run here the way the image build runs it); and bin/gpu-smoke-test's commands.
 
 There is no Docker engine on the machine these tests run on (nor a GPU), so nothing here builds an
-image or starts a container. What they check is the files Docker would read: compose.yaml against
-the Compose specification's JSON schema, each Dockerfile with hadolint, every COPY source present
-and let into the build context, the same framework version in the Dockerfile, the requirements and
-compose.yaml, the structure the harness's docker runtime relies on (a profile, a GPU, a health check,
-ports on 127.0.0.1 only, secrets, a non-root user), and that the requirements an image installs are
-exactly what `python -m cxrbench_worker.requirements` gives, run the way the image build runs it.
-The one-command check on a real GPU host is bin/gpu-smoke-test (docs/GPU_SMOKE_TEST.md).
+image. The one-command check on a real GPU host is bin/gpu-smoke-test (docs/GPU_SMOKE_TEST.md).
 """
 
 from __future__ import annotations
 
-import copy
-import importlib.resources
 import json
 import os
-import re
 import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-import jsonschema
 import pytest
-from ruamel.yaml import YAML
 
 from cxrbench_worker.requirements import pinned_version
 from cxrbench_worker.worker_folder import WorkerFolder
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-COMPOSE_FILE = REPO_ROOT / "compose.yaml"
-CONTAINER_PORT = 50051
-SECRET_NAMES = ("worker_tls_cert", "worker_tls_key", "worker_token")
-# The image's variable -> the compose secret it must name (mounted at /run/secrets/<secret>).
-SECRET_VARIABLES = {"CXRBENCH_TLS_CERT": "worker_tls_cert", "CXRBENCH_TLS_KEY": "worker_tls_key",
-                    "CXRBENCH_TOKEN_FILE": "worker_token"}
-# What a GPU image installs instead of the local runtime's CPU package (worker.toml's [gpu] table),
-# written out here so the test does not take the rule from the code it checks.
-GPU_RENAMES = {"pytorch": {}, "tensorflow": {"tensorflow-cpu": "tensorflow[and-cuda]"},
-               "keras": {"tensorflow-cpu": "tensorflow[and-cuda]"}}
-
-
-def listed_workers() -> list[WorkerFolder]:
-    """Every worker folder that `--workers all` runs (the null worker is not listed)."""
-    folders = [WorkerFolder.read(toml.parent) for toml in sorted((REPO_ROOT / "workers").glob("*/worker.toml"))]
-    return [folder for folder in folders if folder.listed]
-
-
-WORKERS = listed_workers()
-WORKER_IDS = [folder.name for folder in WORKERS]
-
-
-def load_yaml(path: Path) -> dict:
-    return YAML(typ="safe").load(path.read_text())
-
-
-def compose() -> dict:
-    return load_yaml(COMPOSE_FILE)
-
-
-def compose_validator() -> jsonschema.protocols.Validator:
-    """A validator for the Compose specification's schema, as vendored by check-jsonschema."""
-    resource = importlib.resources.files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json"
-    schema = json.loads(resource.read_text(encoding="utf-8"))
-    validator_class = jsonschema.validators.validator_for(schema)  # the schema's own $schema draft
-    validator_class.check_schema(schema)
-    return validator_class(schema, format_checker=validator_class.FORMAT_CHECKER)
-
-
-def schema_errors(document: dict) -> list[str]:
-    return [f"{'/'.join(map(str, error.absolute_path)) or '(top)'}: {error.message}"
-            for error in compose_validator().iter_errors(document)]
-
-
-# --- Dockerfiles: just enough of the syntax to read these files ---------------------------------
-
-@dataclass(frozen=True)
-class Instruction:
-    keyword: str  # upper case: FROM, RUN, COPY, ...
-    arguments: str  # continuation lines joined
-
-
-def dockerfile_path(name: str) -> Path:
-    return REPO_ROOT / "workers" / name / "Dockerfile"
-
-
-def instructions(path: Path) -> list[Instruction]:
-    """The Dockerfile's instructions in order: comments dropped, backslash continuations joined."""
-    result, pending = [], ""
-    for line in path.read_text().splitlines():
-        if line.lstrip().startswith("#") or (not line.strip() and not pending):
-            continue  # a comment (parser directives included), or a blank line between instructions
-        if line.rstrip().endswith("\\"):
-            pending += line.rstrip()[:-1] + " "
-            continue
-        full = (pending + line).strip()
-        pending = ""
-        keyword, _, arguments = full.partition(" ")
-        result.append(Instruction(keyword.upper(), " ".join(arguments.split())))
-    assert not pending, f"{path}: ends inside a continued line"
-    return result
-
-
-def exec_form(arguments: str) -> list[str]:
-    """The JSON array of a CMD / HEALTHCHECK CMD, or fail."""
-    assert arguments.startswith("["), f"not exec form (a JSON array): {arguments}"
-    return json.loads(arguments)
-
-
-def copy_sources(instruction: Instruction) -> tuple[list[str], str]:
-    """(sources, destination) of a COPY or ADD, flags such as --chown dropped."""
-    words = json.loads(instruction.arguments) if instruction.arguments.startswith("[") else shlex.split(instruction.arguments)
-    words = [word for word in words if not word.startswith("--")]
-    return words[:-1], words[-1]
-
-
-def environment(path: Path) -> dict[str, str]:
-    """Every ENV the Dockerfile sets (KEY=VALUE form), later ones winning."""
-    values = {}
-    for instruction in instructions(path):
-        if instruction.keyword == "ENV":
-            for word in shlex.split(instruction.arguments):
-                key, _, value = word.partition("=")
-                values[key] = value
-    return values
-
-
-def arg_default(path: Path, name: str) -> str | None:
-    for instruction in instructions(path):
-        if instruction.keyword == "ARG" and instruction.arguments.startswith(f"{name}="):
-            return instruction.arguments.split("=", 1)[1].strip("\"'")
-    return None
-
-
-# --- .dockerignore, as Docker's pattern matcher reads it ----------------------------------------
-
-def _pattern_regex(pattern: str) -> re.Pattern:
-    """Docker's .dockerignore pattern as a regex: `**` any depth, `*` and `?` within one name."""
-    out, i = "", 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out, i = out + "(.*/)?", i + 3
-        elif pattern.startswith("**", i):
-            out, i = out + ".*", i + 2
-        elif pattern[i] == "*":
-            out, i = out + "[^/]*", i + 1
-        elif pattern[i] == "?":
-            out, i = out + "[^/]", i + 1
-        else:
-            out, i = out + re.escape(pattern[i]), i + 1
-    return re.compile(f"^{out}$")
-
-
-def dockerignore_rules() -> list[tuple[bool, re.Pattern]]:
-    """(is an exception '!', regex) for each pattern of .dockerignore, in order."""
-    rules = []
-    for line in (REPO_ROOT / ".dockerignore").read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        negated = line.startswith("!")
-        pattern = os.path.normpath(line[1:] if negated else line).lstrip("/")
-        rules.append((negated, _pattern_regex(pattern)))
-    return rules
-
-
-def excluded_from_context(relative: str) -> bool:
-    """Whether the build context leaves this path out: the last matching pattern decides, and a
-    pattern that matches a parent folder matches everything in it (moby/patternmatcher's rule)."""
-    parts = relative.split("/")
-    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-    excluded = False
-    for negated, regex in dockerignore_rules():
-        if any(regex.match(candidate) for candidate in candidates):
-            excluded = not negated
-    return excluded
-
-
-def is_build_junk(path: Path) -> bool:
-    return "__pycache__" in path.parts or path.suffix == ".pyc"
-
-
-# --- 1. compose.yaml is a valid Compose file ----------------------------------------------------
-
-def test_compose_file_validates_against_the_compose_specification_schema():
-    assert schema_errors(compose()) == []
-
-
-def test_compose_schema_validator_rejects_an_unknown_service_key():
-    """The check above can fail: a misspelt key in a service is an error, not ignored."""
-    broken = copy.deepcopy(compose())
-    broken["services"][WORKER_IDS[0]]["gpu_reservation"] = "nvidia"
-    errors = schema_errors(broken)
-    assert any("gpu_reservation" in error for error in errors), errors
-
-
-def test_compose_schema_validator_rejects_gpu_capabilities_given_as_a_string():
-    broken = copy.deepcopy(compose())
-    broken["services"][WORKER_IDS[0]]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] = "gpu"
-    errors = schema_errors(broken)
-    assert any("capabilities" in error for error in errors), errors
-
+from container_files import (CONTAINER_PORT, GPU_RENAMES, REPO_ROOT, SECRET_VARIABLES, WORKER_IDS, WORKERS, Instruction,
+                             arg_default, compose, copy_sources, dockerfile_path, environment, excluded_from_context,
+                             exec_form, instructions, is_build_junk)
 
 # --- 2. hadolint ---------------------------------------------------------------------------------
 
@@ -271,66 +90,6 @@ def test_build_context_leaves_out_secrets_environments_results_and_caches(relati
 ])
 def test_build_context_keeps_the_contract_and_the_workers(relative):
     assert not excluded_from_context(relative)
-
-
-# --- 4. one framework version everywhere ---------------------------------------------------------
-
-IMAGE_TAG = re.compile(r"^cxrbench/(?P<name>[a-z0-9_-]+):\$\{(?P<variable>[A-Z0-9_]+):-(?P<default>[^}]+)\}$")
-PUBLISHED_PORT = re.compile(rf"^127\.0\.0\.1:\$\{{(?P<variable>[A-Z0-9_]+):-(?P<default>[0-9]+)\}}:{CONTAINER_PORT}$")
-VERSION_VARIABLE = re.compile(r"^\$\{(?P<variable>[A-Z0-9_]+):-(?P<default>[^}]+)\}$")
-
-
-@pytest.mark.parametrize("folder", WORKERS, ids=WORKER_IDS)
-def test_framework_version_is_the_same_in_requirements_dockerfile_image_tag_and_build_argument(folder):
-    pinned = pinned_version(folder)
-    assert pinned, f"{folder.requirements}: no {folder.framework_package}== pin"
-    variable = f"{folder.name.upper()}_VERSION"
-    service = compose()["services"][folder.name]
-
-    assert arg_default(dockerfile_path(folder.name), "FRAMEWORK_VERSION") == pinned
-
-    tag = IMAGE_TAG.match(service["image"])
-    assert tag, f"image {service['image']!r}: expected cxrbench/{folder.name}:${{{variable}:-{pinned}}}"
-    assert (tag["name"], tag["variable"], tag["default"]) == (folder.name, variable, pinned)
-
-    build_argument = VERSION_VARIABLE.match(str(service["build"]["args"]["FRAMEWORK_VERSION"]))
-    assert build_argument, f"build.args.FRAMEWORK_VERSION must be ${{{variable}:-{pinned}}}"
-    assert (build_argument["variable"], build_argument["default"]) == (variable, pinned)
-
-
-# --- 5. what the docker runtime relies on ---------------------------------------------------------
-
-def test_compose_has_one_service_per_listed_worker_and_no_other():
-    assert sorted(compose()["services"]) == sorted(WORKER_IDS)
-    assert "null" not in compose()["services"]
-    assert not dockerfile_path("null").exists()
-
-
-@pytest.mark.parametrize("name", WORKER_IDS)
-def test_compose_service_has_its_profile_a_gpu_a_health_check_loopback_ports_and_the_secrets(name):
-    service = compose()["services"][name]
-    assert service["profiles"] == [name]
-    assert service["deploy"]["resources"]["reservations"]["devices"] == [
-        {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
-    assert service["healthcheck"]["test"] == ["CMD", "python", "-m", "cxrbench_worker.health_probe"]
-    assert service.get("network_mode") != "host", "host networking would bypass the loopback-only ports"
-    assert len(service["ports"]) == 1
-    for port in service["ports"]:
-        assert isinstance(port, str) and port.startswith("127.0.0.1:"), f"{port!r} is published beyond this host"
-        assert PUBLISHED_PORT.match(port) and PUBLISHED_PORT.match(port)["variable"] == f"{name.upper()}_PORT", \
-            f"{port!r}: expected 127.0.0.1:${{{name.upper()}_PORT:-<port>}}:{CONTAINER_PORT}"
-    assert sorted(service["secrets"]) == sorted(SECRET_NAMES)
-
-
-def test_compose_secrets_come_from_the_harness_secrets_folder_and_default_ports_differ():
-    document = compose()
-    assert {name: spec["file"] for name, spec in document["secrets"].items()} == {
-        "worker_tls_cert": "${CXRBENCH_SECRETS:-./.secrets}/tls.crt",
-        "worker_tls_key": "${CXRBENCH_SECRETS:-./.secrets}/tls.key",
-        "worker_token": "${CXRBENCH_SECRETS:-./.secrets}/token",
-    }
-    defaults = [PUBLISHED_PORT.match(service["ports"][0])["default"] for service in document["services"].values()]
-    assert len(set(defaults)) == len(defaults), f"two services default to the same host port: {defaults}"
 
 
 @pytest.mark.parametrize("name", WORKER_IDS)

@@ -1,0 +1,170 @@
+"""What the container-file tests share: the worker folders, compose.yaml and its schema, a reader
+of just enough Dockerfile syntax, and .dockerignore's matching (tests/test_compose_file.py,
+tests/test_dockerfiles.py). There is no Docker engine where these tests run: they read files."""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import os
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import jsonschema
+from ruamel.yaml import YAML
+
+from cxrbench_worker.worker_folder import WorkerFolder
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+COMPOSE_FILE = REPO_ROOT / "compose.yaml"
+CONTAINER_PORT = 50051
+SECRET_NAMES = ("worker_tls_cert", "worker_tls_key", "worker_token")
+# The image's variable -> the compose secret it must name (mounted at /run/secrets/<secret>).
+SECRET_VARIABLES = {"CXRBENCH_TLS_CERT": "worker_tls_cert", "CXRBENCH_TLS_KEY": "worker_tls_key",
+                    "CXRBENCH_TOKEN_FILE": "worker_token"}
+# What a GPU image installs instead of the local runtime's CPU package (worker.toml's [gpu] table),
+# written out here so the test does not take the rule from the code it checks.
+GPU_RENAMES = {"pytorch": {}, "tensorflow": {"tensorflow-cpu": "tensorflow[and-cuda]"},
+               "keras": {"tensorflow-cpu": "tensorflow[and-cuda]"}}
+
+
+def listed_workers() -> list[WorkerFolder]:
+    """Every worker folder that `--workers all` runs (the null worker is not listed)."""
+    folders = [WorkerFolder.read(toml.parent) for toml in sorted((REPO_ROOT / "workers").glob("*/worker.toml"))]
+    return [folder for folder in folders if folder.listed]
+
+
+WORKERS = listed_workers()
+WORKER_IDS = [folder.name for folder in WORKERS]
+
+
+def load_yaml(path: Path) -> dict:
+    return YAML(typ="safe").load(path.read_text())
+
+
+def compose() -> dict:
+    return load_yaml(COMPOSE_FILE)
+
+
+def compose_validator() -> jsonschema.protocols.Validator:
+    """A validator for the Compose specification's schema, as vendored by check-jsonschema."""
+    resource = importlib.resources.files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json"
+    schema = json.loads(resource.read_text(encoding="utf-8"))
+    validator_class = jsonschema.validators.validator_for(schema)  # the schema's own $schema draft
+    validator_class.check_schema(schema)
+    return validator_class(schema, format_checker=validator_class.FORMAT_CHECKER)
+
+
+def schema_errors(document: dict) -> list[str]:
+    return [f"{'/'.join(map(str, error.absolute_path)) or '(top)'}: {error.message}"
+            for error in compose_validator().iter_errors(document)]
+
+
+# --- Dockerfiles: just enough of the syntax to read these files ---------------------------------
+
+@dataclass(frozen=True)
+class Instruction:
+    keyword: str  # upper case: FROM, RUN, COPY, ...
+    arguments: str  # continuation lines joined
+
+
+def dockerfile_path(name: str) -> Path:
+    return REPO_ROOT / "workers" / name / "Dockerfile"
+
+
+def instructions(path: Path) -> list[Instruction]:
+    """The Dockerfile's instructions in order: comments dropped, backslash continuations joined."""
+    result, pending = [], ""
+    for line in path.read_text().splitlines():
+        if line.lstrip().startswith("#") or (not line.strip() and not pending):
+            continue  # a comment (parser directives included), or a blank line between instructions
+        if line.rstrip().endswith("\\"):
+            pending += line.rstrip()[:-1] + " "
+            continue
+        full = (pending + line).strip()
+        pending = ""
+        keyword, _, arguments = full.partition(" ")
+        result.append(Instruction(keyword.upper(), " ".join(arguments.split())))
+    assert not pending, f"{path}: ends inside a continued line"
+    return result
+
+
+def exec_form(arguments: str) -> list[str]:
+    """The JSON array of a CMD / HEALTHCHECK CMD, or fail."""
+    assert arguments.startswith("["), f"not exec form (a JSON array): {arguments}"
+    return json.loads(arguments)
+
+
+def copy_sources(instruction: Instruction) -> tuple[list[str], str]:
+    """(sources, destination) of a COPY or ADD, flags such as --chown dropped."""
+    words = json.loads(instruction.arguments) if instruction.arguments.startswith("[") else shlex.split(instruction.arguments)
+    words = [word for word in words if not word.startswith("--")]
+    return words[:-1], words[-1]
+
+
+def environment(path: Path) -> dict[str, str]:
+    """Every ENV the Dockerfile sets (KEY=VALUE form), later ones winning."""
+    values = {}
+    for instruction in instructions(path):
+        if instruction.keyword == "ENV":
+            for word in shlex.split(instruction.arguments):
+                key, _, value = word.partition("=")
+                values[key] = value
+    return values
+
+
+def arg_default(path: Path, name: str) -> str | None:
+    for instruction in instructions(path):
+        if instruction.keyword == "ARG" and instruction.arguments.startswith(f"{name}="):
+            return instruction.arguments.split("=", 1)[1].strip("\"'")
+    return None
+
+
+# --- .dockerignore, as Docker's pattern matcher reads it ----------------------------------------
+
+def _pattern_regex(pattern: str) -> re.Pattern:
+    """Docker's .dockerignore pattern as a regex: `**` any depth, `*` and `?` within one name."""
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(f"^{out}$")
+
+
+def dockerignore_rules() -> list[tuple[bool, re.Pattern]]:
+    """(is an exception '!', regex) for each pattern of .dockerignore, in order."""
+    rules = []
+    for line in (REPO_ROOT / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negated = line.startswith("!")
+        pattern = os.path.normpath(line[1:] if negated else line).lstrip("/")
+        rules.append((negated, _pattern_regex(pattern)))
+    return rules
+
+
+def excluded_from_context(relative: str) -> bool:
+    """Whether the build context leaves this path out: the last matching pattern decides, and a
+    pattern that matches a parent folder matches everything in it (moby/patternmatcher's rule)."""
+    parts = relative.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    excluded = False
+    for negated, regex in dockerignore_rules():
+        if any(regex.match(candidate) for candidate in candidates):
+            excluded = not negated
+    return excluded
+
+
+def is_build_junk(path: Path) -> bool:
+    return "__pycache__" in path.parts or path.suffix == ".pyc"
