@@ -123,7 +123,6 @@ def run_benchmark(config: BenchmarkConfig) -> Path:
     report has been written from whatever had completed.
     """
     workers = selected_workers(config)
-    config.check_option_targets([spec.label for spec in workers])
     cache = cache_root()
     runtime = runtime_for(config, cache)
     store = load_dataset(config.dataset, config.image_size, config.seed, cache, config.patients, config.skip_bad)

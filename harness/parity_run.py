@@ -26,7 +26,6 @@ from harness.weights.start import starting_weights
 def run_parity(config: BenchmarkConfig, steps: int = PARITY_STEPS, logs: Path | None = None) -> dict:
     """Probe the workers of `config` (its batch size is the parity batch size); returns the summary."""
     workers = selected_workers(config)
-    config.check_option_targets([spec.label for spec in workers])
     cache = cache_root()
     store = load_dataset(config.dataset, config.image_size, config.seed, cache, config.patients, config.skip_bad)
     split = plan_splits(store, config.split_fractions, config.seed).splits[0]

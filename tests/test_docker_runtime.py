@@ -95,6 +95,13 @@ def compose_calls(state: Path, command: str) -> list[dict]:
     return [call for call in calls(state) if call["args"][:1] == ["compose"] and command in call["args"]]
 
 
+def null_benchmark_in_docker(environment: dict[str, str], out: Path, **stand_in: str):
+    """`harness benchmark --runtime docker --workers null` with the stand-in, told FAKE_DOCKER_<KEY>=VALUE."""
+    variables = {f"FAKE_DOCKER_{key.upper()}": value for key, value in stand_in.items()}
+    return run_harness(["benchmark", "--runtime", "docker", "--workers", "null", "--epochs", "1", "--out", str(out),
+                        *SMALL_RUN], REPO_ROOT, {**environment, **variables})
+
+
 def test_two_keras_versions_are_built_started_and_torn_down_through_compose(fake_docker, tmp_path):
     environment, state = fake_docker
     out = tmp_path / "results"
@@ -143,8 +150,7 @@ def test_two_keras_versions_are_built_started_and_torn_down_through_compose(fake
 
 def test_no_reachable_engine_says_so_and_names_the_local_runtime(fake_docker, tmp_path):
     environment, state = fake_docker
-    result = run_harness(["benchmark", "--runtime", "docker", "--workers", "null", "--epochs", "1",
-                          "--out", str(tmp_path / "results"), *SMALL_RUN], REPO_ROOT, {**environment, "FAKE_DOCKER_NO_ENGINE": "1"})
+    result = null_benchmark_in_docker(environment, tmp_path / "results", no_engine="1")
     assert result.returncode == 1
     assert "no Docker engine is reachable (Cannot connect to the Docker daemon" in result.stderr
     assert "the local runtime (--runtime local, the default) needs no Docker" in result.stderr
@@ -158,8 +164,7 @@ def test_without_a_docker_command_the_error_says_what_to_install():
 
 def test_a_worker_without_a_compose_service_is_named(fake_docker, tmp_path):
     environment, state = fake_docker
-    result = run_harness(["benchmark", "--runtime", "docker", "--workers", "null", "--epochs", "1",
-                          "--out", str(tmp_path / "results"), *SMALL_RUN], REPO_ROOT, {**environment, "FAKE_DOCKER_SERVICES": "keras"})
+    result = null_benchmark_in_docker(environment, tmp_path / "results", services="keras")
     assert result.returncode == 2
     assert "worker 'null' has no service 'null' with profile 'null' in" in result.stderr
     assert "compose.yaml (found: keras)" in result.stderr
@@ -168,8 +173,7 @@ def test_a_worker_without_a_compose_service_is_named(fake_docker, tmp_path):
 def test_a_service_that_fails_to_start_is_torn_down_and_its_log_kept(fake_docker, tmp_path):
     environment, state = fake_docker
     out = tmp_path / "results"
-    result = run_harness(["benchmark", "--runtime", "docker", "--workers", "null", "--epochs", "1",
-                          "--out", str(out), *SMALL_RUN], REPO_ROOT, {**environment, "FAKE_DOCKER_UP_FAILS": "1"})
+    result = null_benchmark_in_docker(environment, out, up_fails="1")
     assert result.returncode == 1
     assert "starting 'null' failed" in result.stderr and "container cxrbench-keras-1 is unhealthy" in result.stderr
     assert len(compose_calls(state, "down")) == 1

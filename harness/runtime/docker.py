@@ -69,15 +69,20 @@ class DockerRuntime:
         self._secrets_folder: Path | None = None
         self._credentials: Credentials | None = None
 
+    def _call(self, arguments: list[str], environment: dict[str, str] | None = None,
+              capture: bool = True) -> subprocess.CompletedProcess:
+        """Run docker with compose.yaml's variables added to this environment; never raises on its exit code."""
+        return subprocess.run([self.docker, *arguments], env={**os.environ, **(environment or {})}, text=True,
+                              capture_output=capture, stdin=subprocess.DEVNULL)
+
     def _run(self, arguments: list[str], what: str, environment: dict[str, str] | None = None,
              capture: bool = True) -> subprocess.CompletedProcess:
         """Run docker; RuntimeError naming `what` and the command's last words when it fails."""
-        command = [self.docker, *arguments]
-        result = subprocess.run(command, env={**os.environ, **(environment or {})}, text=True,
-                                capture_output=capture, stdin=subprocess.DEVNULL)
+        result = self._call(arguments, environment, capture)
         if result.returncode != 0:
             said = ((result.stderr or "") + (result.stdout or "")).strip()[-1500:] if capture else "see above"
-            raise RuntimeError(f"--runtime docker: {what} failed (exit {result.returncode}: {' '.join(command)}): {said}")
+            raise RuntimeError(f"--runtime docker: {what} failed (exit {result.returncode}: "
+                               f"{' '.join([self.docker, *arguments])}): {said}")
         return result
 
     def _compose(self, spec: WorkerSpec, *arguments: str) -> list[str]:
@@ -99,8 +104,7 @@ class DockerRuntime:
         if shutil.which(self.docker) is None:
             raise RuntimeError(f"--runtime docker: no '{self.docker}' command found; install Docker with its compose "
                                f"plugin, or run without --runtime docker: {NO_DOCKER}")
-        info = subprocess.run([self.docker, "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL)
+        info = self._call(["info", "--format", "{{.ServerVersion}}"])
         if info.returncode != 0 or not info.stdout.strip():
             said = (info.stderr or info.stdout).strip().splitlines()
             raise RuntimeError(f"--runtime docker: no Docker engine is reachable ({said[-1] if said else 'docker info failed'}); "
@@ -116,8 +120,7 @@ class DockerRuntime:
 
     def image_id(self, tag: str) -> str | None:
         """The local image's id, or None when it has not been built."""
-        found = subprocess.run([self.docker, "image", "inspect", "--format", "{{.Id}}", tag], capture_output=True,
-                               text=True, stdin=subprocess.DEVNULL)
+        found = self._call(["image", "inspect", "--format", "{{.Id}}", tag])
         return found.stdout.strip() if found.returncode == 0 and found.stdout.strip() else None
 
     def prepare(self, specs: list[WorkerSpec]) -> None:
@@ -133,8 +136,9 @@ class DockerRuntime:
                 raise ValueError(f"--runtime docker: worker '{spec.name}' has no service '{spec.name}' with profile "
                                  f"'{spec.name}' in {self.compose_file} (found: {', '.join(services) or 'none'})")
         for spec in specs:
-            if self.image_id(image_tag(spec)) is None:
-                print(f"building {image_tag(spec)} (docker compose build {spec.name}; the first build takes minutes)...", flush=True)
+            tag = image_tag(spec)
+            if self.image_id(tag) is None:
+                print(f"building {tag} (docker compose build {spec.name}; the first build takes minutes)...", flush=True)
                 self._run(self._compose(spec, "build", spec.name), f"building the image of '{spec.label}'",
                           self._environment(spec), capture=False)
 
@@ -162,15 +166,14 @@ class DockerRuntime:
 
     def _stop(self, spec: WorkerSpec, environment: dict[str, str]) -> None:
         """`compose down`; a failure is printed, never raised over the run's own error."""
-        command = [self.docker, *self._compose(spec, "down", "--remove-orphans", "--timeout", "10")]
-        stopped = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **environment},
-                                 stdin=subprocess.DEVNULL)
+        arguments = self._compose(spec, "down", "--remove-orphans", "--timeout", "10")
+        stopped = self._call(arguments, environment)
         if stopped.returncode != 0:
-            print(f"warning: could not stop '{spec.label}' ({' '.join(command)}): {stopped.stderr.strip()[-500:]}", flush=True)
+            print(f"warning: could not stop '{spec.label}' (docker {' '.join(arguments)}): {stopped.stderr.strip()[-500:]}",
+                  flush=True)
 
     def _save_log(self, spec: WorkerSpec, environment: dict[str, str], log_path: Path) -> None:
-        logs = subprocess.run([self.docker, *self._compose(spec, "logs", "--no-color", spec.name)], capture_output=True,
-                              text=True, env={**os.environ, **environment}, stdin=subprocess.DEVNULL)
+        logs = self._call(self._compose(spec, "logs", "--no-color", spec.name), environment)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "a") as log:
             log.write(logs.stdout + logs.stderr)

@@ -39,11 +39,16 @@ class Runtime(Protocol):
 
 
 def selected_workers(config: BenchmarkConfig) -> list[WorkerSpec]:
-    """The run's workers: --workers, where "all" under --runtime remote means the --worker names."""
+    """The run's workers: --workers, where "all" under --runtime remote means the --worker names.
+
+    ValueError when an --option names a worker that is not among them.
+    """
     selection = config.workers
     if config.runtime == "remote" and selection == "all":
         selection = ",".join(entry.partition("=")[0] for entry in config.remote_workers)
-    return resolve_workers(selection)
+    workers = resolve_workers(selection)
+    config.check_option_targets([spec.label for spec in workers])
+    return workers
 
 
 def runtime_for(config: BenchmarkConfig, cache: Path) -> Runtime:

@@ -26,17 +26,22 @@ from cxrbench_worker.worker_folder import WorkerFolder
 VERSION_PATTERN = re.compile(r"^[0-9][0-9A-Za-z.+!_-]*$")
 
 
+def _normalized(package: str) -> str:
+    """A package name as pip compares them: lower case, "_" as "-"."""
+    return package.strip().lower().replace("_", "-")
+
+
 def _package_of(line: str) -> str | None:
-    """The package name a requirement line pins (lower case, extras dropped), or None."""
+    """The package name a requirement line pins (normalized, extras dropped), or None."""
     requirement = line.split("#", 1)[0].strip()
     if "==" not in requirement:
         return None
-    return requirement.split("==", 1)[0].split("[", 1)[0].strip().lower().replace("_", "-")
+    return _normalized(requirement.split("==", 1)[0].split("[", 1)[0])
 
 
 def _pin_of(text: str, package: str) -> str | None:
     for line in text.splitlines():
-        if _package_of(line) == package.lower().replace("_", "-"):
+        if _package_of(line) == _normalized(package):
             return line.split("#", 1)[0].split("==", 1)[1].strip()
     return None
 
@@ -79,14 +84,14 @@ def requirements_text(folder: WorkerFolder, version: str | None = None, gpu: boo
 
 
 def _repinned(line: str, package: str, version: str) -> str:
-    if _package_of(line) != package.lower().replace("_", "-"):
+    if _package_of(line) != _normalized(package):
         return line
     name = line.split("==", 1)[0]
     return f"{name}=={version}\n"
 
 
 def _renamed(line: str, package: str, replacement: str) -> str:
-    if _package_of(line) != package.lower().replace("_", "-"):
+    if _package_of(line) != _normalized(package):
         return line
     return f"{replacement}=={line.split('#', 1)[0].split('==', 1)[1].strip()}\n"
 
