@@ -30,8 +30,8 @@ import torch
 import torchvision
 from sklearn.metrics import roc_auc_score
 
-from harness.datasets.phantom import LABELS, PhantomConfig, generate_phantom
-from harness.splits import patient_wise_split
+from harness.data.datasets.phantom import LABELS, PhantomConfig, generate_phantom
+from harness.data.splits import patient_wise_split
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.augmentation import Augmentation, AugmentedPixels
-from harness.batches import epoch_order, evaluation_chunks, prediction_batches, training_batches, training_chunks
-from harness.prefetch import Prefetch
-from harness.registry import discover_workers
+from harness.data.augmentation import Augmentation, AugmentedPixels
+from harness.data.batches import epoch_order, evaluation_chunks, prediction_batches, training_batches, training_chunks
+from harness.data.prefetch import Prefetch
+from harness.runtime.registry import discover_workers
 from harness.runtime.environments import ensure_environment
 from harness.runtime.local import LocalWorker
-from harness.training import configure_request
-from harness.config import BenchmarkConfig
+from harness.training.settings import configure_request
+from harness.config import BenchmarkConfig, cache_root
 
 TARGET_IMAGES_PER_SECOND = 3000
 
@@ -67,9 +67,9 @@ def run(args: argparse.Namespace, scratch: Path) -> int:
     print(f"data path: {args.images} images of {args.image_size}x{args.image_size}, batches of {args.batch_size}, "
           f"{args.repeats} repeats, null worker over a Unix socket; augmentation: {augmentation.describe()}")
     train_rates, predict_rates = [], []
-    with LocalWorker(folder, ensure_environment(folder), log) as worker:
+    with LocalWorker(folder, ensure_environment(folder, cache_root()), log) as worker:
         client = worker.start()
-        client.configure(configure_request(config, num_labels=14))
+        client.configure(configure_request(config.training(), num_labels=14))
         for repeat in range(args.repeats):
             chunks = training_chunks(epoch_order(indices, seed=0, epoch=repeat), args.batch_size)
             batches = Prefetch(training_batches(AugmentedPixels(pixels, augmentation, 0, repeat), labels, chunks))

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.delong import delong_test
-from harness.statistics import compare_workers
+from harness.evaluation.delong import delong_test
+from harness.evaluation.statistics import compare_workers
 
 BUDGET_SECONDS = 30.0  # on a slow 2-core machine
 TEST_IMAGES = 25596  # official_split_sizes["test_list.txt"]

@@ -5,7 +5,7 @@
 patient-wise official lists. Disk use stays small: every image is a hard link to one of a pool of
 `--pool` distinct PNGs (256 x ~375 KB ~ 96 MB in all).
 
-The pool is made realistic for decode speed: phantom radiographs (harness.datasets.phantom) are
+The pool is made realistic for decode speed: phantom radiographs (harness.data.datasets.phantom) are
 smoothed with a Gaussian blur whose sigma is found by bisection so that the mean PNG size
 (zlib level 6) matches the real files' ~375 KB (42 GB / 112,120). Decode time also depends on the
 PNG row filter: with the Up filter (the default, `--png-filter up`) the pool decodes at the rate
@@ -33,8 +33,8 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.nih_tree import CSV_VARIANTS, LAYOUTS, NihRow, counts_from_histogram, csv_name, write_tree
-from harness.datasets.image_decode import decode_grayscale
-from harness.datasets.phantom import PhantomConfig, generate_phantom
+from harness.data.datasets.image_decode import decode_grayscale
+from harness.data.datasets.phantom import PhantomConfig, generate_phantom
 
 # reference/chestxray14_stats.json, "images_per_patient_histogram": {images per patient: patients};
 # 30,805 patients, 112,120 images.

@@ -1,7 +1,7 @@
 """Write synthetic trees in the NIH ChestX-ray14 layout: PNGs, Data_Entry CSV, official lists.
 
 One job: lay files out exactly as the NIH download does (reference/FACTS.md, "NIH ChestX-ray14 on
-disk"), so the reader (`harness.datasets.nih_index`) and the decoder can be tested and timed
+disk"), so the reader (`harness.data.datasets.nih_index`) and the decoder can be tested and timed
 without the 42 GB original. Small trees for tests use the default image writer; the full-size
 generator (`make_nih_tree.py`) passes its own `place_image` that hard-links a pool of realistic PNGs.
 
@@ -17,8 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from harness.datasets.nih_index import NIH_LABELS
-from harness.datasets.phantom_labels import latent_correlation, latent_thresholds, sample_labels
+from harness.data.datasets.nih_index import NIH_LABELS
+from harness.data.datasets.phantom_labels import latent_correlation, latent_thresholds, sample_labels
 
 LABELS = NIH_LABELS  # spelled and ordered as in the CSV
 CSV_VARIANTS = ("2017", "trailing_comma", "patient_sex", "v2020")

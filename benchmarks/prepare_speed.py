@@ -30,8 +30,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from harness.datasets.image_decode import decode_grayscale
-from harness.datasets.nih_index import read_nih_index
+from harness.data.datasets.image_decode import decode_grayscale
+from harness.data.datasets.nih_index import read_nih_index
 
 PER_CORE_TARGET = 150.0
 SPEEDUP_TARGET = 1.7
@@ -41,7 +41,7 @@ MEMORY_TARGET_BYTES = 2 * 1024**3
 _CHILD = """
 import json, resource, sys, time
 from pathlib import Path
-from harness.datasets.nih import prepare_nih
+from harness.data.datasets.nih import prepare_nih
 root, size, cache, processes = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
 start = time.perf_counter()
 store = prepare_nih(root, size, cache, processes=processes).store

@@ -22,9 +22,9 @@ import numpy as np
 
 from benchmarks.make_nih_tree import IMAGES_PER_PATIENT
 from benchmarks.nih_tree import counts_from_histogram
-from harness.datasets.phantom import LABELS
-from harness.datasets.phantom_labels import REFERENCE_IMAGES, reference_prevalence
-from harness.folds import fold_balance, fold_split, patient_wise_folds
+from harness.data.datasets.phantom import LABELS
+from harness.data.datasets.phantom_labels import REFERENCE_IMAGES, reference_prevalence
+from harness.data.folds import fold_balance, fold_split, patient_wise_folds
 
 REFERENCE_PATIENTS = 30805
 TARGET_SECONDS = 5.0  # on a slow 2-core machine

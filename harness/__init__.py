@@ -1,1 +1,9 @@
-"""The host-side harness: data, splits, batches, runtimes, metrics and reports. Imports no deep-learning framework."""
+"""The host-side harness. Imports no deep-learning framework.
+
+Packages follow the data, each importing only those before it (tests/test_layering.py):
+`data` (datasets, pixel store, splits, augmentation, batches) -> `models` (architectures, starting
+weights) -> `runtime` (where workers run, the client that talks to them) -> `results` (the run
+directory) -> `training` (the loop, the schedule, the parity probe) -> `evaluation` (metrics and
+statistics, pure arithmetic on arrays) -> `report`; the commands (`cli`, `config`, `benchmark`,
+`parity_check`, `tracking`) sit on top. `progress` (bars and log lines) is used by all.
+"""

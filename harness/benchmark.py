@@ -12,24 +12,25 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import provenance
-from harness.architectures import architecture
-from harness.comparison import compare_run
-from harness.config import BenchmarkConfig
-from harness.datasets import load_dataset
-from harness.parity import Probe, compare, cross_load, nudged, parity_inputs, probe
-from harness.pixel_store import PixelStore
-from harness.report import write_report
-from harness.results import RunDirectory
-from harness.run_summary import combine_runs
-from harness.runtime.environments import cache_root
-from harness.registry import WorkerSpec
-from harness.runtime.selection import Runtime, runtime_for, selected_workers
-from harness.split_plan import SplitPlan, plan_splits
-from harness.splits import Split
+from harness.config import BenchmarkConfig, cache_root
+from harness.data.datasets import load_dataset
+from harness.data.pixel_store import PixelStore
+from harness.data.split_plan import SplitPlan, plan_splits
+from harness.data.splits import Split
+from harness.evaluation.run_summary import combine_runs
+from harness.models.architectures import architecture
+from harness.models.weights.start import starting_weights
+from harness.report.assembly import write_report
+from harness.report.significance import compare_run
+from harness.results import provenance
+from harness.results.run_directory import RunDirectory
+from harness.runtime.base import Runtime
+from harness.runtime.registry import WorkerSpec
+from harness.runtime.selection import runtime_for
 from harness.tracking import log_run
-from harness.training import TrainingData, TrainingRun, configure_request, train_and_evaluate
-from harness.weights.start import starting_weights
+from harness.training.loop import TrainingData, TrainingRun, train_and_evaluate
+from harness.training.parity import Probe, compare, cross_load, nudged, parity_inputs, probe
+from harness.training.settings import configure_request
 
 
 def shuffled_labels(labels: np.ndarray, indices: np.ndarray, seed: int) -> np.ndarray:
@@ -122,9 +123,9 @@ def run_benchmark(config: BenchmarkConfig) -> Path:
     On failure or interruption the exception propagates, after run.json has recorded it and the
     report has been written from whatever had completed.
     """
-    workers = selected_workers(config)
+    workers = config.selected_workers()
     cache = cache_root()
-    runtime = runtime_for(config, cache)
+    runtime = runtime_for(config.runtime_choice, cache)
     store = load_dataset(config.dataset, config.image_size, config.seed, cache, config.patients, config.skip_bad)
     plan = plan_splits(store, config.split_fractions, config.seed, config.folds)
     smallest = min(len(split.train) for split in plan.splits)
@@ -178,7 +179,8 @@ def _run(config: BenchmarkConfig, workers: list[WorkerSpec], runtime: Runtime, s
             name = spec.label
             with runtime.start(spec, run.worker_log(name)) as worker:
                 client = worker.client
-                request = configure_request(config, num_labels, name)
+                settings = config.training(name)  # the same for every worker but for its --option switches
+                request = configure_request(settings, num_labels)
                 # Parity first (same start, same batches; then earlier workers' trained weights are
                 # loaded here), then a fresh model and optimizer from the same start for the timed run.
                 probed = probe(client, request, start.data, inputs, nudged_start)
@@ -186,7 +188,7 @@ def _run(config: BenchmarkConfig, workers: list[WorkerSpec], runtime: Runtime, s
                 probes.append(probed)
                 parity = compare(probes, architecture(config.architecture, num_labels).counts(), cross)
                 run.write_parity(parity)
-                configured = client.configure(configure_request(config, num_labels, name, seeds[0]))
+                configured = client.configure(configure_request(settings, num_labels, seeds[0]))
                 metadata = client.metadata()  # after Configure: threads and numerics as they are used
                 spec.check_reported(dict(metadata.framework_versions))
                 record["workers"][name] = {
@@ -206,11 +208,11 @@ def _run(config: BenchmarkConfig, workers: list[WorkerSpec], runtime: Runtime, s
                 run_results[name] = []
                 for number, (training_run, split) in enumerate(training_runs(seeds, plan)):
                     if number:  # a fresh model and optimizer for every run
-                        configured = client.configure(configure_request(config, num_labels, name, training_run.seed))
+                        configured = client.configure(configure_request(settings, num_labels, training_run.seed))
                     client.set_weights(starts[training_run.seed].data)
                     data = TrainingData(store=store, split=split, fit_labels=labels)
                     run_results[name].append(
-                        train_and_evaluate(client, config, data, run, configured, training_run, measure_native=number == 0))
+                        train_and_evaluate(client, settings, data, run, configured, training_run, measure_native=number == 0))
                     results[name] = combine_runs(run_results[name])
                     run.write_metrics({"workers": results})
             check_same_batches(run_results)

@@ -1,113 +1,191 @@
-"""The benchmark configuration: one dataclass, validated on creation, saved with every run."""
+"""What a command was asked to do: one dataclass per command, each field declared once with its option.
+
+`BenchmarkConfig` decides a benchmark run (and, with `ParityOptions`, a `harness parity` run); it is
+validated on creation and saved with every run. Every field that is a command-line option is
+declared with `harness.options.option`, so its flag, default, help, choices and check live on the
+field alone: the parsers, the validation and the README's table all come from here.
+"""
 
 from __future__ import annotations
 
-import math
+import os
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness.augmentation import Augmentation
-from harness.datasets import parse_dataset
-from harness.schedule import ScheduleSettings
+from harness.data.augmentation import Augmentation
+from harness.data.datasets import parse_dataset
+from harness.options import (
+    at_least, integer_list, markdown_table, option, positive_finite, raise_problems, readme_with_table, within,
+)
+from harness.runtime.registry import WorkerSpec, resolve_workers
+from harness.runtime.selection import RUNTIMES, RuntimeChoice
+from harness.models.architectures import ARCHITECTURE_NAMES
+from harness.training.parity import PARITY_BATCH_SIZE, PARITY_STEPS
+from harness.training.schedule import (
+    DEFAULT_EARLY_STOP, DEFAULT_FACTOR, DEFAULT_MIN_LR, DEFAULT_PATIENCE, DEFAULT_THRESHOLD, ScheduleSettings,
+)
+from harness.training.settings import PRECISIONS, TrainingSettings
 
-ARCHITECTURES = ("resnet50", "densenet121")
-PRECISIONS = ("fp32", "mixed")
-RUNTIMES = ("local", "docker", "remote")
-# Sized for a 2-core laptop CPU: ResNet-50 at 64x64 trains at about 60 img/s there.
-DEFAULT_EPOCHS = 5
-DEFAULT_IMAGE_SIZE = 64
-DEFAULT_BATCH_SIZE = 32
-DEFAULT_LEARNING_RATE = 1e-3
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+BENCHMARK_AND_PARITY = ("benchmark", "parity")
+RUNTIME_GROUP = "runtime (where the workers run)"
+SCHEDULE_GROUP = "schedule (decided by the harness from validation loss, the same for every worker)"
 
 
-def require_image_size(size: int) -> None:
-    """ValueError naming --image-size unless ResNet-50 and DenseNet-121 can take `size` (and it is sane)."""
-    if not 32 <= size <= 1024:
-        raise ValueError(f"--image-size: {size} must be within 32..1024")
+def cache_root() -> Path:
+    """Where environments, pixel stores and converted weights are cached: $CXRBENCH_CACHE or ~/.cache/cxrbench."""
+    return Path(os.environ.get("CXRBENCH_CACHE", Path.home() / ".cache" / "cxrbench"))
+
+
+def _refusal(parse):
+    """A check from a parser that raises ValueError: its message, without the flag it already names."""
+    def check(value) -> str | None:
+        try:
+            parse(value)
+        except ValueError as error:
+            return str(error).partition(": ")[2] or str(error)
+        return None
+    return check
+
+
+def _not_negative(why: str = ""):
+    return lambda value: None if value >= 0 else f"{value} must be >= 0{why}"
+
+
+def _init_check(value: str) -> str | None:
+    if value == "random" or (value.startswith("imagenet=") and len(value) > len("imagenet=")):
+        return None
+    return f"{value!r} must be 'random' or 'imagenet=PATH' (a torchvision checkpoint file)"
+
+
+def _seeds_check(seeds: tuple[int, ...]) -> str | None:
+    if all(seed >= 0 for seed in seeds) and len(set(seeds)) == len(seeds):
+        return None
+    return f"{','.join(map(str, seeds))} must be distinct integers >= 0"
+
+
+def _option_form(options: tuple[str, ...]) -> str | None:
+    for entry in options:
+        setting, equals, _ = entry.partition("=")
+        if not (equals and "." in setting and setting.partition(".")[0] and setting.rpartition(".")[2]):
+            return f"{entry!r} must look like WORKER.KEY=VALUE, e.g. tensorflow.jit_compile=true"
+    return None
 
 
 @dataclass(frozen=True)
 class BenchmarkConfig:
-    """Everything that decides what a benchmark run does."""
+    """Everything that decides what a benchmark run does (fields without an option are for tests)."""
 
-    workers: str = "all"
-    dataset: str = "phantom"  # phantom, nih:PATH or chestmnist:PATH
-    architecture: str = "resnet50"
-    epochs: int = DEFAULT_EPOCHS
-    batch_size: int = DEFAULT_BATCH_SIZE
+    workers: str = option(
+        "all", "--workers", "`all` (every listed worker), or a comma list; `NAME@VERSION` runs that framework "
+        "version, e.g. `keras@3.14.0,keras@3.15.1` side by side", metavar="LIST")
+    dataset: str = option(
+        "phantom", "--dataset", "`phantom` (built-in synthetic radiographs), `nih:PATH` (an NIH ChestX-ray14 folder) or "
+        "`chestmnist:PATH` (a MedMNIST `.npz` file or folder)",
+        metavar="phantom|nih:PATH|chestmnist:PATH", check=_refusal(parse_dataset))
+    architecture: str = option(
+        "resnet50", "--arch", "`resnet50` (torchvision's v1.5) or `densenet121`, both with a 14-logit head",
+        choices=ARCHITECTURE_NAMES)
+    epochs: int = option(5, "--epochs", "training epochs", commands=("benchmark",), parse=int, check=at_least(1))
+    batch_size: int = option(
+        32, "--batch-size", "images per training batch; an incomplete last batch is dropped for every worker alike",
+        parse=int, check=at_least(2, " (BatchNorm needs 2 images)"), command_defaults={"parity": PARITY_BATCH_SIZE})
     eval_batch_size: int = 128
-    image_size: int = DEFAULT_IMAGE_SIZE
-    learning_rate: float = DEFAULT_LEARNING_RATE
-    seed: int = 0
-    out: Path = Path("results")
-    shuffle_labels: bool = False
-    runtime: str = "local"
-    precision: str = "fp32"
+    # Sized for a 2-core laptop CPU: ResNet-50 at 64x64 trains at about 60 img/s there.
+    image_size: int = option(64, "--image-size", "square image side in pixels",
+                             commands=("benchmark", "parity", "data prepare"), parse=int, check=within(32, 1024))
+    learning_rate: float = option(1e-3, "--lr", "Adam learning rate", parse=float, check=positive_finite)
+    seed: int = option(
+        0, "--seed", "the data seed: the phantom, the patient split and folds; also the training seed "
+        "unless `--seeds` is given", parse=int, check=_not_negative())
+    seeds: tuple[int, ...] = option(
+        (), "--seeds", "training seeds, e.g. `0,1,2`: one run per seed (and fold), each with its own starting "
+        "weights, batch order and augmentation; mean ± std over runs", commands=("benchmark",), parse=integer_list,
+        metavar="S,S,...", check=_seeds_check, shown_default="`--seed`")
+    folds: int = option(1, "--folds", "K > 1: K-fold cross-validation grouped by patient; mean ± std over folds",
+                        commands=("benchmark",), parse=int, check=within(1, 20, " (1: no cross-validation)"))
+    augment: str = option(
+        "flip,rotate=20", "--augment", "training augmentation by the harness: `flip`, `rotate=DEG`, both "
+        "comma-separated, or `none`", commands=("benchmark",), metavar="SPEC", check=_refusal(Augmentation.parse))
+    init: str = option(
+        "random", "--init", "`random` (torchvision's scheme, drawn by the harness) or `imagenet=PATH`: a torchvision "
+        "checkpoint you have (`.pth`, read without torch; never downloaded), backbone kept, 14-logit head drawn",
+        metavar="random|imagenet=PATH", check=_init_check)
+    options: tuple[str, ...] = option(
+        (), "--option", "`WORKER.KEY=VALUE`, repeatable: a framework switch, e.g. `tensorflow.jit_compile=true` "
+        "(XLA, off by default)", kind="repeat", metavar="WORKER.KEY=VALUE", check=_option_form)
+    precision: str = option("fp32", "--precision", "numerics for every worker; `mixed` needs a CUDA device; TF32 is "
+                            "always off", choices=PRECISIONS)
     deterministic: bool = True
-    threads: int = 0
-    patients: int | None = None
+    threads: int = option(0, "--threads", "intra-op threads per worker; 0: the framework's default", parse=int,
+                          check=_not_negative(" (0: the framework's default)"))
+    patients: int | None = option(None, "--patients", "phantom: number of patients", parse=int, check=at_least(10),
+                                  shown_default="the phantom's")
+    skip_bad: bool = option(False, "--skip-bad", "`nih`: skip and list bad rows and images instead of stopping at "
+                            "the first", commands=("benchmark", "parity", "data prepare"), kind="switch")
+    out: Path = option(Path("results"), "--out", "where run directories go", commands=("benchmark",), parse=Path)
+    shuffle_labels: bool = option(False, "--shuffle-labels", "control run: training and validation labels permuted "
+                                  "across images; expect a test AUROC near 0.5", commands=("benchmark",), kind="switch")
     split_fractions: tuple[float, float, float] = field(default=(0.7, 0.1, 0.2))
-    # "random" (torchvision's scheme, drawn by the harness from the seed) or "imagenet=PATH".
-    init: str = "random"
-    # Framework-specific switches, "WORKER.KEY=VALUE" (e.g. "tensorflow.jit_compile=true").
-    options: tuple[str, ...] = ()
-    # 1: one train / validation / test split; K > 1: K patient-wise cross-validation folds.
-    folds: int = 1
-    # Done by the harness, the same bytes for every worker: "flip,rotate=20" (the reference study's) or "none".
-    augment: str = "flip,rotate=20"
-    skip_bad: bool = False  # nih: skip (and list) bad rows and files instead of stopping at the first
-    # Training seeds (starting weights, batch order, augmentation), one run each; () means (seed,).
-    # `seed` alone fixes the data, the test set and the folds, so every run scores the same images.
-    seeds: tuple[int, ...] = ()
-    # The harness's schedule (harness.schedule): ReduceLROnPlateau, checkpoint choice, early stopping.
-    lr_factor: float = ScheduleSettings.factor
-    lr_patience: int = ScheduleSettings.patience
-    min_lr: float = ScheduleSettings.min_lr
-    lr_threshold: float = ScheduleSettings.threshold
-    early_stop: int = ScheduleSettings.early_stop
-    bootstrap: int = 1000  # patient-level bootstrap resamples for confidence intervals and paired tests
-    mlflow: str | None = None  # None: off; "": a local store in the results folder; else a tracking URI
-    # --runtime remote: "NAME=HOST:PORT" per worker; TLS trust roots (PEM) and the bearer token's file.
-    remote_workers: tuple[str, ...] = ()
-    tls_ca: str | None = None
-    token_file: str | None = None
+    # The harness's schedule (harness.training.schedule): ReduceLROnPlateau, checkpoint choice, early stopping.
+    lr_factor: float = option(
+        DEFAULT_FACTOR, "--lr-factor", "ReduceLROnPlateau: multiply the rate by this on a plateau",
+        commands=("benchmark",), parse=float, group=SCHEDULE_GROUP,
+        check=lambda value: None if 0 < value < 1 else f"{value} must be within (0, 1)")
+    lr_patience: int = option(
+        DEFAULT_PATIENCE, "--lr-patience", "ReduceLROnPlateau: reduce once more than this many epochs in a "
+        "row did not improve validation loss (torch's rule)", commands=("benchmark",), parse=int, group=SCHEDULE_GROUP,
+        check=_not_negative())
+    min_lr: float = option(
+        DEFAULT_MIN_LR, "--min-lr", "ReduceLROnPlateau: never below this rate", commands=("benchmark",),
+        parse=float, group=SCHEDULE_GROUP, check=lambda value: None if value >= 0 else f"{value} must be >= 0")
+    lr_threshold: float = option(
+        DEFAULT_THRESHOLD, "--lr-threshold", "ReduceLROnPlateau: relative improvement of validation loss "
+        "that counts", commands=("benchmark",), parse=float, group=SCHEDULE_GROUP,
+        check=lambda value: None if 0 <= value < 1 else f"{value} must be within [0, 1)")
+    early_stop: int = option(
+        DEFAULT_EARLY_STOP, "--early-stop", "stop after this many epochs without a new best validation loss "
+        "(0: never); the best checkpoint is the one tested", commands=("benchmark",), parse=int, group=SCHEDULE_GROUP,
+        check=_not_negative(" (0: never stop early)"))
+    bootstrap: int = option(
+        1000, "--bootstrap", "patient-level bootstrap resamples for confidence intervals and paired tests (0: none)",
+        commands=("benchmark", "report"), parse=int,
+        check=lambda value: None if value == 0 or value >= 100 else f"{value} must be 0 (off) or at least 100")
+    mlflow: str | None = option(
+        None, "--mlflow", "log parameters, per-epoch and final metrics and the report to MLflow at URI; no URI: a "
+        "SQLite store beside the run directories, `RESULTS/mlflow.db` (browse it with the full `mlflow` package: "
+        "`mlflow ui --backend-store-uri sqlite:///results/mlflow.db`)", commands=("benchmark", "report"),
+        kind="optional", const="", metavar="URI")
+    runtime: str = option(
+        "local", "--runtime", "`local` (a virtual environment per worker; no Docker, no GPU needed), `docker` "
+        "(`compose.yaml`'s GPU containers, built when missing) or `remote` (workers already running elsewhere: "
+        "`--worker`)", choices=RUNTIMES, group=RUNTIME_GROUP)
+    remote_workers: tuple[str, ...] = option(
+        (), "--worker", "remote: where a worker listens, e.g. `keras=gpu1.example.org:50051` (repeatable)",
+        kind="repeat", metavar="NAME=HOST:PORT", group=RUNTIME_GROUP)
+    tls_ca: str | None = option(
+        None, "--tls-ca", "remote: certificate(s) to trust for the workers' TLS (e.g. `tls.crt` from "
+        "`harness credentials`)", metavar="PEM", group=RUNTIME_GROUP, shown_default="the system's roots")
+    token_file: str | None = option(
+        None, "--token-file", "remote: file holding the workers' bearer token", metavar="FILE", group=RUNTIME_GROUP,
+        shown_default="`$CXRBENCH_TOKEN`")
 
     def __post_init__(self) -> None:
-        def check(ok: bool, name: str, message: str) -> None:
-            if not ok:
-                raise ValueError(f"--{name.replace('_', '-')}: {message}")
+        raise_problems(self)
 
-        parse_dataset(self.dataset)  # ValueError naming --dataset
-        Augmentation.parse(self.augment)  # ValueError naming --augment
-        check(1 <= self.folds <= 20, "folds", f"{self.folds} must be within 1..20 (1: no cross-validation)")
-        check(self.architecture in ARCHITECTURES, "arch", f"unknown {self.architecture!r} (known: {', '.join(ARCHITECTURES)})")
-        check(self.precision in PRECISIONS, "precision", f"unknown {self.precision!r} (known: {', '.join(PRECISIONS)})")
-        check(self.runtime in RUNTIMES, "runtime", f"unknown {self.runtime!r} (known: {', '.join(RUNTIMES)})")
-        check(self.runtime == "remote" or not self.remote_workers, "worker", "addresses are for --runtime remote")
-        check(self.runtime == "remote" or (self.tls_ca is None and self.token_file is None), "runtime",
-              "--tls-ca and --token-file are for --runtime remote")
-        check(self.runtime != "remote" or bool(self.remote_workers), "worker",
-              "--runtime remote needs at least one --worker NAME=HOST:PORT")
-        check(self.epochs >= 1, "epochs", f"{self.epochs} must be at least 1")
-        check(self.batch_size >= 2, "batch_size", f"{self.batch_size} must be at least 2 (BatchNorm needs 2 images)")
+        def check(ok: bool, flag: str, message: str) -> None:
+            if not ok:
+                raise ValueError(f"{flag}: {message}")
+
+        # Rules that tie options together (each option's own rule is on its declaration).
         check(self.eval_batch_size >= 1, "eval_batch_size", f"{self.eval_batch_size} must be at least 1")
-        require_image_size(self.image_size)
-        check(math.isfinite(self.learning_rate) and self.learning_rate > 0, "lr", f"{self.learning_rate} must be > 0")
-        check(self.seed >= 0, "seed", f"{self.seed} must be >= 0")
-        check(self.threads >= 0, "threads", f"{self.threads} must be >= 0 (0: the framework's default)")
-        check(self.patients is None or self.patients >= 10, "patients", f"{self.patients} must be at least 10")
-        check(self.init == "random" or (self.init.startswith("imagenet=") and len(self.init) > len("imagenet=")),
-              "init", f"{self.init!r} must be 'random' or 'imagenet=PATH' (a torchvision checkpoint file)")
-        check(all(seed >= 0 for seed in self.seeds) and len(set(self.seeds)) == len(self.seeds), "seeds",
-              f"{','.join(map(str, self.seeds))} must be distinct integers >= 0")
-        check(len(self.training_seeds) * self.folds <= 100, "seeds",
+        check(self.runtime == "remote" or not self.remote_workers, "--worker", "addresses are for --runtime remote")
+        check(self.runtime == "remote" or (self.tls_ca is None and self.token_file is None), "--runtime",
+              "--tls-ca and --token-file are for --runtime remote")
+        check(self.runtime != "remote" or bool(self.remote_workers), "--worker",
+              "--runtime remote needs at least one --worker NAME=HOST:PORT")
+        check(len(self.training_seeds) * self.folds <= 100, "--seeds",
               f"{len(self.training_seeds)} seeds x {self.folds} folds is more than 100 runs per worker")
-        for option, message in self.schedule.problems():
-            check(False, option, message)
-        check(self.bootstrap == 0 or self.bootstrap >= 100, "bootstrap", f"{self.bootstrap} must be 0 (off) or at least 100")
-        self.worker_options("")  # validates every --option
 
     @property
     def dataset_kind(self) -> str:
@@ -116,6 +194,7 @@ class BenchmarkConfig:
 
     @property
     def training_seeds(self) -> tuple[int, ...]:
+        """The runs' training seeds: --seeds, else the data seed."""
         return self.seeds or (self.seed,)
 
     @property
@@ -126,27 +205,48 @@ class BenchmarkConfig:
     def augmentation(self) -> Augmentation:
         return Augmentation.parse(self.augment)
 
+    @property
+    def runtime_choice(self) -> RuntimeChoice:
+        """What the runtime needs of this config."""
+        return RuntimeChoice(self.runtime, self.remote_workers, self.tls_ca, self.token_file)
+
+    def training(self, worker: str = "") -> TrainingSettings:
+        """What the training loop and the parity probe need: the same for every worker but for its --option switches."""
+        return TrainingSettings(
+            architecture=self.architecture, image_size=self.image_size, learning_rate=self.learning_rate, seed=self.seed,
+            epochs=self.epochs, batch_size=self.batch_size, eval_batch_size=self.eval_batch_size,
+            augmentation=self.augmentation, schedule=self.schedule, precision=self.precision,
+            deterministic=self.deterministic, threads=self.threads, options=self.worker_options(worker),
+        )
+
     def worker_options(self, worker: str) -> dict[str, str]:
         """The --option switches addressed to `worker` ("keras", or "keras@3.14.0", which also takes
         those addressed to "keras"), as KEY -> VALUE; the more specific wins."""
         chosen: dict[str, str] = {}
         for target in dict.fromkeys([worker.partition("@")[0], worker]):
-            for option in self.options:
-                setting, equals, value = option.partition("=")
-                if not (equals and "." in setting and setting.partition(".")[0] and setting.rpartition(".")[2]):
-                    raise ValueError(f"--option: {option!r} must look like WORKER.KEY=VALUE, e.g. tensorflow.jit_compile=true")
+            for entry in self.options:
+                setting, _, value = entry.partition("=")
                 if target and setting.startswith(f"{target}.") and "@" not in setting[len(target) + 1:]:
                     chosen[setting[len(target) + 1:]] = value
         return chosen
 
-    def check_option_targets(self, workers: list[str]) -> None:
-        """ValueError when an --option names a worker that is not in the run (a typo would go unseen)."""
-        targets = {name for worker in workers for name in (worker, worker.partition("@")[0])}
-        for option in self.options:
-            setting = option.partition("=")[0]
+    def selected_workers(self) -> list[WorkerSpec]:
+        """The run's workers: --workers, where "all" under --runtime remote means the --worker names.
+
+        ValueError when an --option names a worker that is not among them (a typo would go unseen).
+        """
+        selection = self.workers
+        if self.runtime == "remote" and selection == "all":
+            selection = ",".join(entry.partition("=")[0] for entry in self.remote_workers)
+        workers = resolve_workers(selection)
+        labels = [spec.label for spec in workers]
+        targets = {name for label in labels for name in (label, label.partition("@")[0])}
+        for entry in self.options:
+            setting = entry.partition("=")[0]
             if not any(setting.startswith(f"{target}.") for target in targets):
                 name = setting.split(".")[0] if "@" not in setting else setting
-                raise ValueError(f"--option: {option!r} is for worker '{name}', which is not in this run ({', '.join(workers)})")
+                raise ValueError(f"--option: {entry!r} is for worker '{name}', which is not in this run ({', '.join(labels)})")
+        return workers
 
     def to_dict(self) -> dict:
         """Plain JSON-ready values."""
@@ -157,3 +257,36 @@ class BenchmarkConfig:
         data["remote_workers"] = list(self.remote_workers)
         data["seeds"] = list(self.training_seeds)
         return data
+
+
+@dataclass(frozen=True)
+class ParityOptions:
+    """What `harness parity` takes beyond the BenchmarkConfig options it shares with `benchmark`."""
+
+    steps: int = option(PARITY_STEPS, "--steps", "training steps compared", commands=("parity",), parse=int,
+                        check=at_least(1))
+    json: Path | None = option(None, "--json", "also write the summary to this JSON file", commands=("parity",),
+                               parse=Path, metavar="PATH")
+
+    def __post_init__(self) -> None:
+        raise_problems(self)
+
+
+def options_table() -> str:
+    """The README's table of `benchmark` and `parity` options."""
+    return markdown_table((BenchmarkConfig, ParityOptions), BENCHMARK_AND_PARITY)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m harness.config README.md`: regenerate the README's options table in place."""
+    paths = [Path(arg) for arg in (sys.argv[1:] if argv is None else argv)] or [Path("README.md")]
+    for path in paths:
+        text = path.read_text()
+        updated = readme_with_table(text, options_table())
+        path.write_text(updated)
+        print(f"{path}: options table {'updated' if updated != text else 'already current'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import BenchmarkConfig
-from harness.registry import discover_workers
+from harness.config import BenchmarkConfig, cache_root
+from harness.runtime.registry import discover_workers
 from harness.runtime.environments import ensure_environment
 from harness.runtime.local import LocalWorker
-from harness.training import configure_request
+from harness.training.settings import configure_request
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Small and fast: enough patients for every split, images big enough for ResNet-50's strides.
@@ -24,10 +24,10 @@ SMALL_RUN = ["--patients", "40", "--image-size", "32", "--batch-size", "8"]
 def null_worker(tmp_path):
     """A null worker process, configured for 32x32 images and 14 labels; stopped afterwards."""
     folder = discover_workers()["null"]
-    worker = LocalWorker(folder, ensure_environment(folder), tmp_path / "null.log")
+    worker = LocalWorker(folder, ensure_environment(folder, cache_root()), tmp_path / "null.log")
     try:
         client = worker.start()
-        client.configure(configure_request(BenchmarkConfig(workers="null", image_size=32), num_labels=14))
+        client.configure(configure_request(BenchmarkConfig(workers="null", image_size=32).training(), num_labels=14))
         yield worker, client
     finally:
         worker.stop()

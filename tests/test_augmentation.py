@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from cxrbench.worker.v1.tensors import decode_tensor
-from harness.augmentation import ACCEPTED, Augmentation, AugmentedPixels, augment_batch, epoch_parameters
-from harness.batches import training_batches
+from harness.data.augmentation import ACCEPTED, Augmentation, AugmentedPixels, augment_batch, epoch_parameters
+from harness.data.batches import training_batches
 
 
 def random_store(samples: int = 20, height: int = 24, width: int = 24, seed: int = 0) -> np.ndarray:

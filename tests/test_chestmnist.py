@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.datasets import load_dataset
-from harness.datasets.bad_input import DatasetError
-from harness.datasets.chestmnist import resolve_file
-from harness.datasets.summary import summary_lines
-from harness.split_plan import plan_splits
-from harness.splits import PRESET_TEST, PRESET_TRAIN, PRESET_VALIDATION
+from harness.data.datasets import load_dataset
+from harness.data.datasets.bad_input import DatasetError
+from harness.data.datasets.chestmnist import resolve_file
+from harness.data.datasets.summary import summary_lines
+from harness.data.split_plan import plan_splits
+from harness.data.pixel_store import PRESET_TEST, PRESET_TRAIN, PRESET_VALIDATION
 
 COUNTS = {"train": 40, "val": 12, "test": 16}
 

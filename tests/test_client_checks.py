@@ -16,7 +16,7 @@ import pytest
 
 from cxrbench.worker.v1 import worker_pb2, worker_pb2_grpc
 from cxrbench.worker.v1.tensors import make_batch
-from harness.client import WorkerClient, WorkerError
+from harness.runtime.client import WorkerClient, WorkerError
 
 
 class MisbehavingWorker(worker_pb2_grpc.WorkerServicer):

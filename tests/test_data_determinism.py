@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.batches import epoch_order, order_digest, training_batches, training_chunks
-from harness.datasets import load_dataset
-from harness.splits import patient_wise_split
+from harness.data.batches import epoch_order, order_digest, training_batches, training_chunks
+from harness.data.datasets import load_dataset
+from harness.data.splits import patient_wise_split
 
 
 def batch_digests(store, seed: int, epoch: int) -> list[str]:
@@ -45,7 +45,7 @@ def test_training_drops_only_an_incomplete_last_batch():
 
 
 # The phantom's output for one small config, pinned. When a change to the generator alters it,
-# bump PHANTOM_GENERATOR_VERSION in harness/datasets/__init__.py (so cached pixel stores built by
+# bump PHANTOM_GENERATOR_VERSION in harness/data/datasets/__init__.py (so cached pixel stores built by
 # the old generator are never reused) and record the new digest here.
 PINNED_PHANTOM = (2, "b2412e7cc03db09878fad066e2a7eb3344953bcc2ca8344306fa2e743382b73e")
 
@@ -53,8 +53,8 @@ PINNED_PHANTOM = (2, "b2412e7cc03db09878fad066e2a7eb3344953bcc2ca8344306fa2e7433
 def test_phantom_output_is_pinned_to_the_generator_version():
     import hashlib
 
-    from harness.datasets import PHANTOM_GENERATOR_VERSION
-    from harness.datasets.phantom import PhantomConfig, generate_phantom
+    from harness.data.datasets import PHANTOM_GENERATOR_VERSION
+    from harness.data.datasets.phantom import PhantomConfig, generate_phantom
 
     data = generate_phantom(PhantomConfig(seed=3, patients=20, image_size=32))
     digest = hashlib.sha256(

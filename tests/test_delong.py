@@ -9,7 +9,7 @@ import pytest
 from scipy.special import ndtr
 from sklearn.metrics import roc_auc_score
 
-from harness.delong import delong_test
+from harness.evaluation.delong import delong_test
 
 # ---------------------------------------------------------------------------------------------
 # The published example: pROC's aSAH data set

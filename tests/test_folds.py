@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from harness.datasets.phantom_labels import reference_prevalence
-from harness.folds import fold_balance, fold_split, patient_wise_folds
+from harness.data.datasets.phantom_labels import reference_prevalence
+from harness.data.folds import fold_balance, fold_split, patient_wise_folds
 
 SEEDS = range(8)
 FOLD_COUNTS = range(2, 6)

@@ -62,7 +62,7 @@ assert not loaded
 
 
 def test_no_worker_computes_a_metric():
-    # Workers return logits; AUROC & co. live in harness/metrics.py alone.
+    # Workers return logits; AUROC & co. live in harness/evaluation/metrics.py alone.
     metric_modules = {"sklearn", "harness", "torchmetrics", "scipy"}
     offenders = []
     for path in sorted((REPO_ROOT / "workers").rglob("*.py")):

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from harness.datasets import image_decode
-from harness.datasets.image_decode import BadImage, decode_grayscale, to_grayscale_u8
+from harness.data.datasets import image_decode
+from harness.data.datasets.image_decode import BadImage, decode_grayscale, to_grayscale_u8
 
 
 def write_png(path: Path, pixels: np.ndarray) -> Path:

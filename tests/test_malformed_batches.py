@@ -8,7 +8,7 @@ import pytest
 
 from cxrbench.worker.v1 import worker_pb2
 from cxrbench.worker.v1.tensors import make_batch
-from harness.client import WorkerError
+from harness.runtime.client import WorkerError
 
 SIZE = 32
 
@@ -91,10 +91,10 @@ def test_worker_echoes_the_digest_of_every_batch_in_order(null_worker):
 
 def test_unknown_architecture_is_invalid_argument_naming_the_field(null_worker):
     from harness.config import BenchmarkConfig
-    from harness.training import configure_request
+    from harness.training.settings import configure_request
 
     _, client = null_worker
-    request = configure_request(BenchmarkConfig(workers="null", image_size=SIZE), 14)
+    request = configure_request(BenchmarkConfig(workers="null", image_size=SIZE).training(), 14)
     request.architecture = "vgg16"
     with pytest.raises(WorkerError) as caught:
         client.configure(request)
@@ -104,10 +104,10 @@ def test_unknown_architecture_is_invalid_argument_naming_the_field(null_worker):
 
 def test_unsupported_precision_is_unimplemented(null_worker):
     from harness.config import BenchmarkConfig
-    from harness.training import configure_request
+    from harness.training.settings import configure_request
 
     _, client = null_worker
-    request = configure_request(BenchmarkConfig(workers="null", image_size=SIZE, precision="mixed"), 14)
+    request = configure_request(BenchmarkConfig(workers="null", image_size=SIZE, precision="mixed").training(), 14)
     with pytest.raises(WorkerError) as caught:
         client.configure(request)
     assert caught.value.code == "UNIMPLEMENTED"

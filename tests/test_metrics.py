@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from harness.metrics import best_f1_thresholds, bce_with_logits, evaluate, macro_auroc, per_label_auroc, roc_points, sigmoid
+from harness.evaluation.metrics import best_f1_thresholds, bce_with_logits, evaluate, macro_auroc, per_label_auroc, roc_points, sigmoid
 
 
 def rank_sum_auroc(scores: np.ndarray, labels: np.ndarray) -> float:

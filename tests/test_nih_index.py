@@ -12,8 +12,8 @@ import pytest
 from benchmarks.nih_tree import (
     CSV_VARIANTS, NihRow, csv_name, write_csv, write_images, write_official_lists, write_tree,
 )  # fmt: skip
-from harness.datasets.bad_input import BadInput, DatasetError
-from harness.datasets.nih_index import NIH_LABELS, SKIP_BAD_HINT, index_fingerprint, read_nih_index
+from harness.data.datasets.bad_input import BadInput, DatasetError
+from harness.data.datasets.nih_index import NIH_LABELS, SKIP_BAD_HINT, index_fingerprint, read_nih_index
 
 CSV = "Data_Entry_2017.csv"
 KNOWN = "Atelectasis, Cardiomegaly, Effusion, Infiltration, Mass, Nodule, Pneumonia, Pneumothorax, " \

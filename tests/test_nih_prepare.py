@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -15,12 +13,12 @@ import pytest
 
 from benchmarks.nih_tree import synthetic_radiograph, write_tree
 from conftest import harness_process, run_harness
-from harness.datasets.bad_input import DatasetError
-from harness.datasets.nih import CHUNK_IMAGES, prepare_nih
-from harness.datasets.summary import summary_lines
-from harness.split_plan import plan_splits
-from harness.splits import PRESET_TEST, PRESET_TRAIN_VAL
-from harness.store_builder import JOURNAL_FILE
+from harness.data.datasets.bad_input import DatasetError
+from harness.data.datasets.nih import CHUNK_IMAGES, prepare_nih
+from harness.data.datasets.summary import summary_lines
+from harness.data.split_plan import plan_splits
+from harness.data.pixel_store import PRESET_TEST, PRESET_TRAIN_VAL
+from harness.data.store_builder import JOURNAL_FILE
 
 
 def image_path(root: Path, name: str) -> Path:

@@ -8,7 +8,7 @@ import numpy as np
 
 from benchmarks import make_nih_tree
 from benchmarks.nih_tree import counts_from_histogram
-from harness.datasets.nih_index import read_nih_index
+from harness.data.datasets.nih_index import read_nih_index
 
 
 def test_counts_from_the_real_histogram_reproduce_it_exactly():

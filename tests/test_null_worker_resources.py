@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 from cxrbench_worker.neutral_weights import weights_to_bytes
-from harness.client import WorkerError
-from harness.config import BenchmarkConfig
-from harness.registry import discover_workers
+from harness.runtime.client import WorkerError
+from harness.config import BenchmarkConfig, cache_root
+from harness.runtime.registry import discover_workers
 from harness.runtime.environments import ensure_environment
 from harness.runtime.local import LocalWorker
-from harness.training import configure_request
+from harness.training.settings import configure_request
 
 MIB = 2**20
 # One 64 MiB tensor: big enough that its upload shows in the resident set, whatever malloc keeps.
@@ -29,7 +29,7 @@ def null_process(tmp_path):
     """A null worker, not yet configured, whose $TMPDIR is tmp_path/tmp."""
     folder = discover_workers()["null"]
     (tmp_path / "tmp").mkdir()
-    worker = LocalWorker(folder, ensure_environment(folder), tmp_path / "null.log", {"TMPDIR": str(tmp_path / "tmp")})
+    worker = LocalWorker(folder, ensure_environment(folder, cache_root()), tmp_path / "null.log", {"TMPDIR": str(tmp_path / "tmp")})
     try:
         worker.start()
         yield worker, tmp_path / "tmp"
@@ -38,7 +38,7 @@ def null_process(tmp_path):
 
 
 def configure(client) -> None:
-    client.configure(configure_request(BenchmarkConfig(workers="null", image_size=32), num_labels=14))
+    client.configure(configure_request(BenchmarkConfig(workers="null", image_size=32).training(), num_labels=14))
 
 
 def test_null_worker_reports_process_memory_and_no_device(null_process):

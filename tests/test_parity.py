@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT, run_harness
-from harness.parity import Probe, Tolerances, compare, parity_inputs, parity_lines, relative_difference
+from harness.report.parity_tables import parity_lines
+from harness.training.parity import Probe, Tolerances, compare, parity_inputs, relative_difference
 
 COUNTS = (100, 10)
 

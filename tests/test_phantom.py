@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.datasets import phantom
-from harness.datasets.phantom import LABELS, PhantomConfig, PhantomData, generate_phantom
+from harness.data.datasets import phantom
+from harness.data.datasets.phantom import LABELS, PhantomConfig, PhantomData, generate_phantom
 
 SMALL = PhantomConfig(seed=3, patients=40, image_size=32)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.pixel_store import DatasetArrays, open_or_build, store_key
+from harness.data.pixel_store import DatasetArrays, open_or_build, store_key
 
 
 def tiny_arrays(value: int = 7) -> DatasetArrays:

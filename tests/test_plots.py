@@ -1,4 +1,4 @@
-"""The report's figures (harness.plots) and its self-contained HTML page (harness.report_html)."""
+"""The report's figures (harness.report.plots) and its self-contained HTML page (harness.report.html)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import struct
 import numpy as np
 import pytest
 
-from harness import plots
-from harness.report_html import render_html
+from harness.report import plots
+from harness.report.html import render_html
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NIH_LABELS = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",

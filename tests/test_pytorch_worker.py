@@ -11,12 +11,12 @@ import pytest
 
 from conftest import REPO_ROOT, run_harness
 from cxrbench.worker.v1.tensors import make_batch
-from harness.client import WorkerError
-from harness.config import BenchmarkConfig
-from harness.registry import discover_workers
+from harness.runtime.client import WorkerError
+from harness.config import BenchmarkConfig, cache_root
+from harness.runtime.registry import discover_workers
 from harness.runtime.environments import ensure_environment
 from harness.runtime.local import LocalWorker
-from harness.training import configure_request
+from harness.training.settings import configure_request
 
 pytestmark = pytest.mark.framework
 
@@ -31,7 +31,7 @@ SIZE = 32
 @pytest.fixture(scope="module")
 def pytorch_worker(tmp_path_factory):
     folder = discover_workers()["pytorch"]
-    worker = LocalWorker(folder, ensure_environment(folder), tmp_path_factory.mktemp("pytorch") / "pytorch.log")
+    worker = LocalWorker(folder, ensure_environment(folder, cache_root()), tmp_path_factory.mktemp("pytorch") / "pytorch.log")
     try:
         yield worker.start()
     finally:
@@ -40,7 +40,7 @@ def pytorch_worker(tmp_path_factory):
 
 def configure(client, architecture: str, seed: int = 0):
     config = BenchmarkConfig(workers="pytorch", architecture=architecture, image_size=SIZE, seed=seed, threads=2)
-    return client.configure(configure_request(config, num_labels=14))
+    return client.configure(configure_request(config.training(), num_labels=14))
 
 
 def batch(index: int, n: int = 4, labels: bool = False):
@@ -71,7 +71,7 @@ def test_mixed_precision_on_cpu_is_unimplemented(pytorch_worker):
         pytest.skip("this check is about CPU-only machines")
     config = BenchmarkConfig(workers="pytorch", image_size=SIZE, precision="mixed")
     with pytest.raises(WorkerError) as caught:
-        pytorch_worker.configure(configure_request(config, 14))
+        pytorch_worker.configure(configure_request(config.training(), 14))
     assert caught.value.code == "UNIMPLEMENTED"
 
 

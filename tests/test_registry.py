@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cxrbench_worker.requirements import requirements_text
-from harness.registry import discover_workers, pinned_version, resolve_workers
+from harness.runtime.registry import discover_workers, pinned_version, resolve_workers
 from harness.runtime.environments import environment_path
 
 
@@ -26,9 +26,9 @@ def test_two_versions_of_one_worker_are_two_workers_with_their_own_requirements_
     changed = [(a, b) for a, b in zip(pinned, older.requirements().splitlines()) if a != b]
     assert changed == [("keras==3.15.1", "keras==3.14.0")]  # only the framework's own pin moves
     assert newer.requirements() == discover_workers()["keras"].requirements.read_text()
-    paths = {environment_path(spec.folder, spec.version, tmp_path) for spec in (older, newer)}
+    paths = {environment_path(spec.folder, tmp_path, spec.version) for spec in (older, newer)}
     assert len(paths) == 2 and all(path.name.startswith("keras-") for path in paths)
-    assert environment_path(newer.folder, None, tmp_path) in paths  # the pinned version reuses the usual environment
+    assert environment_path(newer.folder, tmp_path) in paths  # the pinned version reuses the usual environment
 
 
 def test_a_pinned_version_without_at_keeps_the_plain_name():

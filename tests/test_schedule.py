@@ -1,7 +1,7 @@
 """The harness's training decisions: ReduceLROnPlateau, checkpoint choice and early stopping.
 
 The unit tests pin the rules; the fake-worker tests drive the real training loop
-(harness.training.train_and_evaluate) with in-process workers whose validation losses are scripted,
+(harness.training.loop.train_and_evaluate) with in-process workers whose validation losses are scripted,
 and prove that equal losses give equal decisions whichever worker produced them.
 """
 
@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 
 from cxrbench.worker.v1.tensors import decode_tensor
-from harness.client import StepResult
+from harness.runtime.client import StepResult
 from harness.config import BenchmarkConfig
-from harness.pixel_store import PixelStore
-from harness.report_sections import schedule_lines
-from harness.results import RunDirectory
-from harness.schedule import ScheduleSettings, TrainingSchedule
-from harness.splits import Split
-from harness.training import TrainingData, TrainingRun, train_and_evaluate
+from harness.data.pixel_store import PixelStore
+from harness.report.sections import schedule_lines
+from harness.results.run_directory import RunDirectory
+from harness.training.schedule import ScheduleSettings, TrainingSchedule
+from harness.data.splits import Split
+from harness.training.loop import TrainingData, TrainingRun, train_and_evaluate
 
 LABELS = 3
 
@@ -74,11 +74,12 @@ def test_a_diverged_loss_never_becomes_the_checkpoint():
     assert schedule.best_epoch == 4
 
 
-def test_settings_out_of_range_are_named():
-    assert [name for name, _ in ScheduleSettings(factor=1.0, patience=-1, min_lr=-1, threshold=1, early_stop=-1).problems()] == [
-        "lr-factor", "lr-patience", "min-lr", "lr-threshold", "early-stop"]
-    with pytest.raises(ValueError, match="--lr-factor"):
-        BenchmarkConfig(lr_factor=0)
+@pytest.mark.parametrize(("field", "value", "flag"), [
+    ("lr_factor", 1.0, "--lr-factor"), ("lr_factor", 0, "--lr-factor"), ("lr_patience", -1, "--lr-patience"),
+    ("min_lr", -1, "--min-lr"), ("lr_threshold", 1, "--lr-threshold"), ("early_stop", -1, "--early-stop")])
+def test_settings_out_of_range_are_named(field: str, value: float, flag: str):
+    with pytest.raises(ValueError, match=f"^{flag}: "):
+        BenchmarkConfig(**{field: value})
 
 
 def softplus_inverse(loss: float) -> float:
@@ -162,7 +163,7 @@ def train(worker: ScriptedWorker, data: TrainingData, out: Path) -> tuple[dict, 
     config = BenchmarkConfig(workers=worker.name, epochs=10, batch_size=4, eval_batch_size=7, image_size=32,
                              augment="none", learning_rate=1e-3, lr_factor=0.1, lr_patience=1, early_stop=3)
     run_dir = RunDirectory.create(out, worker.name)
-    result = train_and_evaluate(worker, config, data, run_dir, Configured(), TrainingRun(0, None, ""), measure_native=True)
+    result = train_and_evaluate(worker, config.training(worker.name), data, run_dir, Configured(), TrainingRun(0, None, ""), measure_native=True)
     return result, run_dir.read_epochs()
 
 

@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 from conftest import REPO_ROOT, SMALL_RUN
-from harness import cli
-from harness.registry import resolve_workers
-from harness.runtime import local, selection
+from harness import cli, config
+from harness.runtime.registry import resolve_workers
+from harness.runtime import local
 from harness.runtime.environments import WorkerEnvironment, environment_key
 from cxrbench_worker.requirements import requirements_text
 
@@ -33,7 +33,7 @@ def test_two_versions_run_side_by_side_and_the_report_shows_both(tmp_path, monke
         installed.append((version, text))
         return WorkerEnvironment(Path(sys.executable), environment_key(text), "0" * 64)
 
-    monkeypatch.setattr(selection, "resolve_workers", lambda text: resolve_workers(text, root))
+    monkeypatch.setattr(config, "resolve_workers", lambda text: resolve_workers(text, root))
     monkeypatch.setattr(local, "ensure_environment", host_environment)
     out = tmp_path / "results"
     assert cli.main(["benchmark", "--workers", "toy@1.0,toy@1.1", "--epochs", "1", "--bootstrap", "0",

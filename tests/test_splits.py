@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.datasets import load_dataset
-from harness.splits import patient_wise_split
+from harness.data.datasets import load_dataset
+from harness.data.splits import patient_wise_split
 
 
 def assert_no_patient_in_two_parts(patient_ids, split):

@@ -18,11 +18,12 @@ import numpy as np
 import pytest
 
 from cxrbench_worker.neutral_weights import weights_from_bytes
-from harness.architectures import ARCHITECTURE_NAMES, architecture
-from harness.registry import discover_workers
+from harness.models.architectures import ARCHITECTURE_NAMES, architecture
+from harness.runtime.registry import discover_workers
+from harness.config import cache_root
 from harness.runtime.environments import ensure_environment
-from harness.weights.initial import initial_weights
-from harness.weights.start import starting_weights
+from harness.models.weights.initial import initial_weights
+from harness.models.weights.start import starting_weights
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FACTS = REPO_ROOT.parent / "shared" / "reference" / "FACTS.md"
@@ -75,7 +76,7 @@ json.dump(found, sys.stdout)
 
 @pytest.mark.framework
 def test_initial_weights_follow_torchvisions_scheme():
-    python = ensure_environment(discover_workers()["pytorch"]).python
+    python = ensure_environment(discover_workers()["pytorch"], cache_root()).python
     done = subprocess.run([str(python), "-c", TORCHVISION_STATISTICS], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     reference = json.loads(done.stdout)
@@ -107,7 +108,7 @@ for arch in ("resnet50", "densenet121"):
 @pytest.fixture(scope="module")
 def imagenet_checkpoints(tmp_path_factory) -> Path:
     """torchvision-format checkpoints with a 1000-class head, written by real torch."""
-    python = ensure_environment(discover_workers()["pytorch"]).python
+    python = ensure_environment(discover_workers()["pytorch"], cache_root()).python
     folder = tmp_path_factory.mktemp("imagenet")
     done = subprocess.run([str(python), "-c", MAKE_IMAGENET_CHECKPOINTS, str(folder)],
                           capture_output=True, text=True, timeout=300)
@@ -118,7 +119,7 @@ def imagenet_checkpoints(tmp_path_factory) -> Path:
 @pytest.mark.framework
 @pytest.mark.parametrize("arch", ARCHITECTURE_NAMES)
 def test_imagenet_checkpoint_keeps_its_backbone_and_gets_the_runs_head(imagenet_checkpoints, tmp_path, arch):
-    from harness.weights.torch_checkpoint import read_torch_checkpoint
+    from harness.models.weights.torch_checkpoint import read_torch_checkpoint
 
     path = imagenet_checkpoints / f"{arch}.pth"
     made = starting_weights(f"imagenet={path}", arch, 14, 0, tmp_path)

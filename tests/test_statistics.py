@@ -11,9 +11,9 @@ import pytest
 from scipy.stats import rankdata
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from harness.bootstrap import patient_bootstrap_weights, weighted_auroc_auprc
-from harness.significance_text import verdicts
-from harness.statistics import ALPHA, compare_workers, holm, paired_bootstrap_p, paired_run_tests, percentile_interval
+from harness.evaluation.bootstrap import patient_bootstrap_weights, weighted_auroc_auprc
+from harness.report.verdicts import verdicts
+from harness.evaluation.statistics import ALPHA, compare_workers, holm, paired_bootstrap_p, paired_run_tests, percentile_interval
 
 
 def rank_sum_auroc(scores: np.ndarray, positive: np.ndarray) -> float:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.pixel_store import DatasetArrays, content_digest, open_or_build
-from harness.store_builder import JOURNAL_FILE, StoreBuilder, finished_store
+from harness.data.pixel_store import DatasetArrays, content_digest, open_or_build
+from harness.data.store_builder import JOURNAL_FILE, StoreBuilder, finished_store
 
 SOURCE = {"dataset": "t", "version": 1}
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from harness.client import WorkerError
-from harness.config import BenchmarkConfig
-from harness.registry import discover_workers
+from harness.runtime.client import WorkerError
+from harness.config import BenchmarkConfig, cache_root
+from harness.runtime.registry import discover_workers
 from harness.runtime.environments import ensure_environment
 from harness.runtime.local import LocalWorker
-from harness.training import configure_request
+from harness.training.settings import configure_request
 
 pytestmark = pytest.mark.framework
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.framework
 @pytest.fixture(scope="module", params=["tensorflow", "keras"])
 def worker(request, tmp_path_factory):
     folder = discover_workers()[request.param]
-    process = LocalWorker(folder, ensure_environment(folder), tmp_path_factory.mktemp(request.param) / "worker.log")
+    process = LocalWorker(folder, ensure_environment(folder, cache_root()), tmp_path_factory.mktemp(request.param) / "worker.log")
     try:
         yield process.start()
     finally:
@@ -28,7 +28,7 @@ def worker(request, tmp_path_factory):
 def configure(client, deterministic: bool = True, *options: str):
     config = BenchmarkConfig(workers=client.name, image_size=32, deterministic=deterministic, threads=2,
                              options=tuple(f"{client.name}.{option}" for option in options))
-    return client.configure(configure_request(config, 14, client.name))
+    return client.configure(configure_request(config.training(client.name), 14))
 
 
 def test_xla_is_off_by_default_and_reported(worker):

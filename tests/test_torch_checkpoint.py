@@ -1,4 +1,4 @@
-"""harness.weights.torch_checkpoint reads real torch.save() files exactly, without torch, and safely."""
+"""harness.models.weights.torch_checkpoint reads real torch.save() files exactly, without torch, and safely."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.registry import discover_workers
+from harness.runtime.registry import discover_workers
+from harness.config import cache_root
 from harness.runtime.environments import ensure_environment
-from harness.weights.torch_checkpoint import read_torch_checkpoint
+from harness.models.weights.torch_checkpoint import read_torch_checkpoint
 
 # Run by the PyTorch worker's interpreter: writes checkpoints and, beside each, what torch itself
 # holds, as .npz (bfloat16 widened to float32, the reader's documented result).
@@ -55,7 +56,7 @@ dump(torch.load(f"{out}/resnet50.pt", weights_only=True), "resnet50")
 @pytest.fixture(scope="session")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder of checkpoints written by real torch, with the expected arrays beside them."""
-    python = ensure_environment(discover_workers()["pytorch"]).python
+    python = ensure_environment(discover_workers()["pytorch"], cache_root()).python
     folder = tmp_path_factory.mktemp("checkpoints")
     command = [str(python), "-c", MAKE_CHECKPOINTS, str(folder)]
     result = subprocess.run(command, capture_output=True, text=True)

@@ -20,10 +20,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from harness.client import ChannelSecurity, WorkerClient, wait_until_serving
-from harness.registry import WorkerSpec
+from harness.runtime.client import ChannelSecurity, WorkerClient, wait_until_serving
+from harness.runtime.registry import WorkerSpec
 from harness.runtime.credentials import Credentials, make_credentials
-from harness.runtime.selection import RunningWorker
+from harness.runtime.base import RunningWorker
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "compose.yaml"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import os
 import platform
 import shutil
 import subprocess
@@ -19,8 +18,9 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from tqdm import tqdm
+from harness.progress import progress_bar
 
 from cxrbench_worker.requirements import requirements_text
 from cxrbench_worker.worker_folder import WorkerFolder
@@ -37,11 +37,6 @@ class WorkerEnvironment:
     python: Path
     key: str  # "host" for workers that run in the harness's own interpreter
     lock_sha256: str  # SHA-256 of `pip freeze` in the environment (provenance)
-
-
-def cache_root() -> Path:
-    """Where environments and pixel stores are cached: $CXRBENCH_CACHE or ~/.cache/cxrbench."""
-    return Path(os.environ.get("CXRBENCH_CACHE", Path.home() / ".cache" / "cxrbench"))
 
 
 def environment_key(requirements: str) -> str:
@@ -63,7 +58,7 @@ def _freeze(python: Path) -> str:
     return _run([str(python), "-m", "pip", "freeze", "--all"], f"listing the packages of {python}")
 
 
-def _tick(bar: tqdm, done: threading.Event) -> None:
+def _tick(bar: Any, done: threading.Event) -> None:
     while not done.wait(1.0):
         bar.refresh()
 
@@ -80,7 +75,7 @@ def _install(target: Path, requirements_source: str, worker: str, source: str) -
         str(python), "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off",
         "-r", str(requirements),
     ]
-    with open(log_path, "w") as log, tqdm(desc=f"environment {worker}", unit=" step", leave=True) as bar:
+    with open(log_path, "w") as log, progress_bar(desc=f"environment {worker}", unit=" step", leave=True) as bar:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert process.stdout is not None
         ticking = threading.Event()
@@ -108,17 +103,17 @@ def _install(target: Path, requirements_source: str, worker: str, source: str) -
     (target / COMPLETE_MARKER).write_text("ok\n")
 
 
-def environment_path(folder: WorkerFolder, version: str | None = None, cache: Path | None = None) -> Path:
+def environment_path(folder: WorkerFolder, cache: Path, version: str | None = None) -> Path:
     """Where the environment of `folder` (at framework `version`, None: as pinned) is cached."""
-    return (cache or cache_root()) / "envs" / f"{folder.name}-{environment_key(requirements_text(folder, version))}"
+    return cache / "envs" / f"{folder.name}-{environment_key(requirements_text(folder, version))}"
 
 
-def ensure_environment(folder: WorkerFolder, cache: Path | None = None, version: str | None = None) -> WorkerEnvironment:
+def ensure_environment(folder: WorkerFolder, cache: Path, version: str | None = None) -> WorkerEnvironment:
     """Return the worker's environment for framework `version` (None: as pinned), creating it first
     if needed (about a minute for torch)."""
     if folder.requirements is None:
         return WorkerEnvironment(Path(sys.executable), "host", hashlib.sha256(_freeze(Path(sys.executable)).encode()).hexdigest())
-    target = environment_path(folder, version, cache)
+    target = environment_path(folder, cache, version)
     key = target.name.rsplit("-", 1)[1]
     label = f"{folder.name}@{version}" if version else folder.name
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from harness.client import WorkerClient, wait_until_serving
-from harness.registry import WorkerSpec
+from harness.runtime.client import WorkerClient, wait_until_serving
+from harness.runtime.registry import WorkerSpec
 from harness.runtime.environments import WorkerEnvironment, ensure_environment
-from harness.runtime.selection import RunningWorker
+from harness.runtime.base import RunningWorker
 from cxrbench_worker.worker_folder import WorkerFolder
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

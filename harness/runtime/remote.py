@@ -13,10 +13,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.client import ChannelSecurity, WorkerClient, wait_until_serving
-from harness.config import BenchmarkConfig
-from harness.registry import WorkerSpec
-from harness.runtime.selection import RunningWorker
+from harness.runtime.client import ChannelSecurity, WorkerClient, wait_until_serving
+from harness.runtime.registry import WorkerSpec
+from harness.runtime.base import RunningWorker
 from cxrbench_worker.transport_security import is_loopback
 
 CONNECT_TIMEOUT_SECONDS = 30.0
@@ -47,23 +46,23 @@ class RemoteRuntime:
     name: str = "remote"
 
     @classmethod
-    def from_config(cls, config: BenchmarkConfig) -> "RemoteRuntime":
+    def from_files(cls, workers: tuple[str, ...], tls_ca: str | None, token_file: str | None) -> "RemoteRuntime":
         """Read --worker, --tls-ca and --token-file (or $CXRBENCH_TOKEN); ValueError naming the flag."""
         roots = None
-        if config.tls_ca is not None:
+        if tls_ca is not None:
             try:
-                roots = Path(config.tls_ca).expanduser().read_bytes()
+                roots = Path(tls_ca).expanduser().read_bytes()
             except OSError as error:
-                raise ValueError(f"--tls-ca: cannot read {config.tls_ca} ({error.strerror})") from None
+                raise ValueError(f"--tls-ca: cannot read {tls_ca} ({error.strerror})") from None
         token = os.environ.get(TOKEN_VARIABLE) or None
-        if config.token_file is not None:
+        if token_file is not None:
             try:
-                token = Path(config.token_file).expanduser().read_text().strip()
+                token = Path(token_file).expanduser().read_text().strip()
             except OSError as error:
-                raise ValueError(f"--token-file: cannot read {config.token_file} ({error.strerror})") from None
+                raise ValueError(f"--token-file: cannot read {token_file} ({error.strerror})") from None
             if not token:
-                raise ValueError(f"--token-file: {config.token_file} is empty")
-        return cls(parse_worker_addresses(config.remote_workers), roots, token)
+                raise ValueError(f"--token-file: {token_file} is empty")
+        return cls(parse_worker_addresses(workers), roots, token)
 
     def security_for(self, address: str) -> ChannelSecurity:
         """TLS whenever roots are given or the host is off loopback; the token only ever with TLS."""

@@ -1,66 +1,37 @@
-"""The three runtimes behind one interface: `local` (venvs), `docker` (compose), `remote` (addresses).
-
-A runtime prepares every worker of a run before any training (environments made, images built,
-engine and addresses checked), so a missing piece fails the run before its first epoch, then
-starts one worker at a time: the benchmark trains workers in turn, each alone on the machine.
-"""
+"""`--runtime`: the runtime a run asked for, by name, with what it needs to reach its workers."""
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
-from harness.client import WorkerClient
-from harness.config import BenchmarkConfig
-from harness.registry import WorkerSpec, resolve_workers
+from harness.runtime.base import Runtime
 
-
-@dataclass
-class RunningWorker:
-    """A started worker: its client, and where it ran (recorded in run.json and the report)."""
-
-    client: WorkerClient
-    provenance: dict = field(default_factory=dict)  # runtime, and the env lock, image id or address
+RUNTIMES = ("local", "docker", "remote")
 
 
-class Runtime(Protocol):
-    name: str
+@dataclass(frozen=True)
+class RuntimeChoice:
+    """The runtime options of a run: its name and, for `remote`, the addresses and credentials."""
 
-    def prepare(self, specs: list[WorkerSpec]) -> None:
-        """Everything each worker needs before the run starts; raises with what is missing."""
-
-    def start(self, spec: WorkerSpec, log_path: Path) -> AbstractContextManager[RunningWorker]:
-        """Start the worker and wait until it serves; stopped (and cleaned up) on exit."""
-
-    def close(self) -> None:
-        """Release what prepare() made for the run (e.g. its credentials)."""
+    name: str = "local"
+    remote_workers: tuple[str, ...] = ()  # "NAME=HOST:PORT" per worker
+    tls_ca: str | None = None  # PEM trust roots for the workers' TLS
+    token_file: str | None = None  # file holding the bearer token
 
 
-def selected_workers(config: BenchmarkConfig) -> list[WorkerSpec]:
-    """The run's workers: --workers, where "all" under --runtime remote means the --worker names.
-
-    ValueError when an --option names a worker that is not among them.
-    """
-    selection = config.workers
-    if config.runtime == "remote" and selection == "all":
-        selection = ",".join(entry.partition("=")[0] for entry in config.remote_workers)
-    workers = resolve_workers(selection)
-    config.check_option_targets([spec.label for spec in workers])
-    return workers
-
-
-def runtime_for(config: BenchmarkConfig, cache: Path) -> Runtime:
-    """The runtime `config.runtime` names (already validated by BenchmarkConfig)."""
-    if config.runtime == "docker":
+def runtime_for(choice: RuntimeChoice, cache: Path) -> Runtime:
+    """The runtime `choice.name` names; ValueError naming --runtime for an unknown one."""
+    if choice.name == "docker":
         from harness.runtime.docker import DockerRuntime
 
         return DockerRuntime(secrets_root=cache / "secrets")
-    if config.runtime == "remote":
+    if choice.name == "remote":
         from harness.runtime.remote import RemoteRuntime
 
-        return RemoteRuntime.from_config(config)
-    from harness.runtime.local import LocalRuntime
+        return RemoteRuntime.from_files(choice.remote_workers, choice.tls_ca, choice.token_file)
+    if choice.name == "local":
+        from harness.runtime.local import LocalRuntime
 
-    return LocalRuntime(cache)
+        return LocalRuntime(cache)
+    raise ValueError(f"--runtime: unknown {choice.name!r} (known: {', '.join(RUNTIMES)})")

@@ -17,15 +17,15 @@ import pytest
 from cxrbench.worker.v1 import worker_pb2
 from cxrbench.worker.v1.tensors import make_batch
 from cxrbench_worker.neutral_weights import weights_from_bytes, weights_to_bytes
-from harness.architectures import ARCHITECTURE_NAMES, architecture
-from harness.client import WorkerError
-from harness.config import BenchmarkConfig
-from harness.parity import Tolerances, relative_difference
-from harness.registry import discover_workers
+from harness.models.architectures import ARCHITECTURE_NAMES, architecture
+from harness.runtime.client import WorkerError
+from harness.config import BenchmarkConfig, cache_root
+from harness.training.parity import Tolerances, relative_difference
+from harness.runtime.registry import discover_workers
 from harness.runtime.environments import ensure_environment
 from harness.runtime.local import LocalWorker
-from harness.training import configure_request
-from harness.weights.start import starting_weights
+from harness.training.settings import configure_request
+from harness.models.weights.start import starting_weights
 
 pytestmark = pytest.mark.framework
 
@@ -40,7 +40,7 @@ def start_worker(name: str, directory: Path) -> LocalWorker:
     folder = discover_workers()[name]
     temp = temp_dir_of(directory)
     temp.mkdir(exist_ok=True)
-    return LocalWorker(folder, ensure_environment(folder), directory / f"{name}.log", {"TMPDIR": str(temp)})
+    return LocalWorker(folder, ensure_environment(folder, cache_root()), directory / f"{name}.log", {"TMPDIR": str(temp)})
 
 
 def temp_dir_of(directory: Path) -> Path:
@@ -74,7 +74,7 @@ def start(tmp_path_factory):
 def request_for(name: str, arch: str = "resnet50", size: int = SIZE, **options: str) -> worker_pb2.ConfigureRequest:
     config = BenchmarkConfig(workers=name, architecture=arch, image_size=size, seed=0, threads=2,
                              options=tuple(f"{name}.{k}={v}" for k, v in options.items()))
-    return configure_request(config, LABELS, name)
+    return configure_request(config.training(name), LABELS)
 
 
 def images(seed: int, n: int, size: int = SIZE) -> np.ndarray:

@@ -1,0 +1,232 @@
+"""The report's sections as Markdown lines, each built only from what a run saved.
+
+run.json (config, data, provenance, workers), metrics.json (per worker: mean over runs, every
+run), significance.json (intervals and paired tests) and epochs.csv.
+"""
+
+from __future__ import annotations
+
+import json
+
+from harness.report.verdicts import verdicts
+
+MIB = 1024 * 1024
+
+
+def number(value, digits: int = 3) -> str:
+    if value is None or value == "":
+        return "n/a"
+    return f"{float(value):.{digits}f}"
+
+
+def integer(value) -> str:
+    return "n/a" if value is None else f"{int(value):,}"
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines + [""]
+
+
+def _with_std(result: dict, path: tuple[str, ...], bold: bool = False) -> str:
+    """A test metric (mean over runs) with its std across runs when there are several."""
+    value, std = result["test"], result.get("test_std")
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+        std = std.get(key) if isinstance(std, dict) else None
+    text = number(value)
+    text = f"**{text}**" if bold and value is not None else text
+    return text if std is None or len(result.get("runs", [])) < 2 else f"{text} ± {number(std)}"
+
+
+def _interval(entry: dict | None) -> str:
+    if not entry or entry.get("low") is None:
+        return "n/a"
+    return f"{number(entry['low'])}–{number(entry['high'])}"
+
+
+def _spread(entry: dict, digits: int = 1, scale: float = 1.0) -> str:
+    """Median of repeated measurements with their range, e.g. "12.3 (11.9–13.0)"."""
+    if entry.get("median") is None:
+        return "n/a"
+    median = number(entry["median"] / scale, digits)
+    if entry["n"] < 2:
+        return median
+    return f"{median} ({number(entry['min'] / scale, digits)}–{number(entry['max'] / scale, digits)})"
+
+
+def framework(run: dict, name: str) -> str:
+    versions = run["workers"].get(name, {}).get("reported", {}).get("framework_versions", {})
+    return ", ".join(f"{k} {v}" for k, v in sorted(versions.items()) if k not in ("python", "numpy")) or "n/a"
+
+
+def accuracy_table(metrics: dict, significance: dict | None) -> list[str]:
+    """Table 1 of the reference studies, completed: ranking and thresholded metrics, one row per worker."""
+    rows = []
+    for name, result in metrics.items():
+        interval = (significance or {}).get("workers", {}).get(name, {}).get("macro_auroc")
+        tuned = "at_validation_thresholds" in result["test"]
+        rows.append([
+            name, _with_std(result, ("macro_auroc",), bold=True), _interval(interval),
+            _with_std(result, ("micro_auroc",)), _with_std(result, ("macro_auprc",)),
+            _with_std(result, ("precision",)), _with_std(result, ("recall",)), _with_std(result, ("f1",)),
+            _with_std(result, ("at_validation_thresholds", "f1")) if tuned else "n/a",
+        ])
+    level = (significance or {}).get("level", 0.95)
+    return table(["worker", "macro AUROC", f"{level:.0%} CI (patients)", "micro AUROC", "macro AUPRC",
+                  "precision @0.5", "recall @0.5", "F1 @0.5", "F1 @validation thresholds"], rows)
+
+
+def frameworks_line(run: dict, metrics: dict) -> list[str]:
+    """Which framework each worker ran, as the running worker reported it."""
+    return ["Frameworks, as each worker reported them: " + "; ".join(f"{name}: {framework(run, name)}" for name in metrics) + ".", ""]
+
+
+def _millions(value) -> str:
+    return "n/a" if value is None else (f"{value / 1e6:.2f} M" if value >= 1e5 else f"{int(value):,}")
+
+
+def efficiency_table(metrics: dict) -> list[str]:
+    """Table 2 of the reference studies, completed: time, throughput, memory, parameters, size."""
+    rows = []
+    for name, result in metrics.items():
+        efficiency, parameters, sizes = result["efficiency"], result["parameters"], result["model_size_bytes"]
+        native = sizes.get("native")
+        device, rss = efficiency.get("device_peak_bytes"), efficiency.get("peak_rss_bytes")
+        rows.append([
+            name, _spread(efficiency["seconds_per_epoch"]), _spread(efficiency["train_images_per_second"]),
+            _spread(efficiency["compute_images_per_second"]), _spread(efficiency["first_step_seconds"], 2),
+            _spread(efficiency["prediction_images_per_second"]),
+            "n/a" if not rss else number(rss / MIB, 0), "n/a (CPU)" if device is None else number(device / MIB, 0),
+            f"{_millions(parameters['trainable'])} / {_millions(parameters['non_trainable'])}",
+            f"{number(sizes['neutral_safetensors'] / MIB, 1)} / " + (number(native["size_bytes"] / MIB, 1) if native else "n/a"),
+        ])
+    formats = [f"{name}: {result['model_size_bytes']['native']['format']}" for name, result in metrics.items()
+               if result["model_size_bytes"].get("native")]
+    note = (["Model size: neutral safetensors / the framework's own format (" + "; ".join(formats) + ")."] if formats else [])
+    return table(["worker", "s/epoch", "train img/s (end to end)", "train img/s (compute)", "warm-up s (first step)",
+                  "predict img/s", "peak RSS MiB", "device peak MiB", "parameters trainable / non-trainable",
+                  "size MiB neutral / native"], rows) + note + ([""] if note else [])
+
+
+def significance_lines(significance: dict) -> list[str]:
+    """The verdicts in words, then how they were computed."""
+    lines = [f"- {line}" for line in verdicts(significance)] + [""]
+    return lines + ["How this was computed:", ""] + [f"- {note}" for note in significance.get("notes", [])] + [""]
+
+
+def delong_table(significance: dict) -> list[str]:
+    """Every per-label DeLong test (a label with too few positives to test says so)."""
+    def verdict(row: dict) -> str:
+        if row.get("p_holm") is None:
+            return "not testable"
+        return "significant" if row["significant"] else "not significant"
+
+    rows = [[row["label"], f"{row['a']} vs {row['b']}", number(row["auroc_a"]), number(row["auroc_b"]),
+             number(row["difference"]), number(row["z"], 2), number(row["p"], 4), number(row["p_holm"], 4), verdict(row)]
+            for row in significance.get("label_pairs", [])]
+    return table(["label", "pair", "AUROC a", "AUROC b", "difference", "z", "p", "p (Holm)", "verdict"], rows) if rows else []
+
+
+def per_label_table(metrics: dict, label_names: list[str], significance: dict | None) -> list[str]:
+    names = list(metrics)
+    first = metrics[names[0]]["test"]
+    intervals = (significance or {}).get("workers", {})
+
+    def cell(name: str, label: str) -> str:
+        value = _with_std(metrics[name], ("auroc", label))
+        entry = intervals.get(name, {}).get("auroc", {}).get(label)
+        return value if not entry or entry.get("low") is None else f"{value} [{_interval(entry)}]"
+
+    rows = [[label, str(first["positives"][label])] + [cell(n, label) for n in names] for label in label_names]
+    rows.append(["**macro mean**", f"{first['samples']} images"] + [_with_std(metrics[n], ("macro_auroc",), bold=True) for n in names])
+    return table(["label", "test positives"] + names, rows)
+
+
+def _run_name(run: dict) -> str:
+    return f"seed {run['seed']}" + (f", fold {run['fold']}" if run.get("fold") else "")
+
+
+def schedule_lines(config: dict, metrics: dict) -> list[str]:
+    """The settings, then for every worker and run: the epoch kept, early stopping, each rate change."""
+    stop = f"stop after {config['early_stop']} epochs without a new best" if config.get("early_stop") else "no early stopping"
+    lines = [f"Decided by the harness from the validation loss it computes from each worker's logits, by the same "
+             f"rules for every worker: ReduceLROnPlateau (factor {config['lr_factor']}, patience {config['lr_patience']} "
+             f"by torch's rule, minimum {config['min_lr']:g}); {stop}; the checkpoint with the lowest validation loss "
+             "is restored (SetWeights) and is the one tested.", ""]
+    rows = []
+    for name, result in metrics.items():
+        for run in result["runs"]:
+            schedule = run["schedule"]
+            changes = "; ".join(f"after epoch {c['epoch']}: {c['from']:g} → {c['to']:g}" for c in schedule["lr_changes"]) or "none"
+            rows.append([name, _run_name(run), str(schedule["epochs_trained"]),
+                         f"{schedule['best_epoch']} ({number(schedule['best_validation_loss'], 4)})",
+                         "yes" if schedule["stopped_early"] else "no", changes])
+    return lines + table(["worker", "run", "epochs trained", "kept epoch (validation loss)", "stopped early",
+                          "learning-rate changes"], rows)
+
+
+def runs_table(metrics: dict) -> list[str]:
+    """Every run's test metrics, so the spread behind each mean ± std is visible."""
+    rows, spreads = [], []
+    for name, result in metrics.items():
+        if len(result["runs"]) < 2:
+            continue
+        for run in result["runs"]:
+            test = run["test"]
+            rows.append([name, str(run["seed"]), str(run.get("fold") or "-"), number(test["macro_auroc"]),
+                         number(test["macro_auprc"]), number(test["f1"]), str(run["schedule"]["best_epoch"])])
+        spread = result.get("spread", {}).get("macro_auroc", {})
+        parts = [f"across folds {number(spread[k], 4)}" if k == "folds" else f"across seeds {number(spread[k], 4)}"
+                 for k in ("folds", "seeds") if spread.get(k) is not None]
+        if parts:
+            spreads.append(f"- {name}: standard deviation of the macro AUROC " + ", ".join(parts) + ".")
+    if not rows:
+        return []
+    return table(["worker", "seed", "fold", "macro AUROC", "macro AUPRC", "F1 @0.5", "kept epoch"], rows) + spreads + [""]
+
+
+def epochs_table(rows: list[dict]) -> list[str]:
+    body = [[r["worker"], r.get("seed", ""), r.get("fold") or "-", r["epoch"], number(r["learning_rate"], 6),
+             number(r["train_loss"], 4), number(r["validation_loss"], 4), number(r["validation_macro_auroc"]),
+             "✓" if r.get("checkpoint") == "1" else "", number(r["seconds"], 1), number(r["train_images_per_second"], 1)]
+            for r in rows]
+    return table(["worker", "seed", "fold", "epoch", "learning rate", "train loss", "validation loss", "validation AUROC",
+                  "new best", "seconds", "img/s"], body)
+
+
+def _ran_in(worker: dict) -> str:
+    """Where a worker ran: its environment's lock hash, its image, or its address."""
+    if worker.get("runtime") == "docker":
+        return f"image `{worker['image']}` (`{(worker.get('image_id') or 'unknown id')[:19]}`)"
+    if worker.get("runtime") == "remote":
+        return f"remote worker at `{worker['address']}`" + (" over TLS with a token" if worker.get("tls") else "")
+    return f"environment lock `{worker['environment']['lock_sha256'][:16]}`"
+
+
+def provenance_lines(run: dict, metrics: dict) -> list[str]:
+    prov = run["provenance"]
+    git, host, config = prov["git"], prov["host"], run["config"]
+    memory = f", {host['memory_bytes'] / 1024**3:.0f} GiB" if host.get("memory_bytes") else ""
+    lines = [
+        f"- Commit `{git['commit'] or 'unknown'}`" + (" (with uncommitted changes)" if git.get("dirty") else "") + ".",
+        f"- Host: {host['cpu']}, {host['cpu_count']} cores{memory}, {host['platform']}, Python {host['python']}.",
+        f"- Data seed {config['seed']} (data, test set, folds); training seeds {', '.join(map(str, config.get('seeds') or [config['seed']]))} "
+        f"(starting weights, batch order, augmentation). Data digest `{run['data']['content_sha256']}`.",
+        "- Harness packages: " + ", ".join(f"{k} {v}" for k, v in prov["harness_packages"].items()) + ".",
+    ]
+    for name, worker in run["workers"].items():
+        reported = worker.get("reported", {})
+        versions = ", ".join(f"{k} {v}" for k, v in sorted(reported.get("framework_versions", {}).items()))
+        numerics = metrics.get(name, {}).get("numerics", {})
+        lines.append(
+            f"- `{name}` reported: {versions}; device {reported.get('device')}; threads {reported.get('threads')}; "
+            f"numerics {json.dumps(numerics, sort_keys=True)}; {_ran_in(worker)}."
+        )
+    digests = {tuple(result.get("batch_order_sha256", [])) for result in metrics.values()}
+    if len(metrics) > 1 and len(digests) == 1:
+        runs = max(len(result["runs"]) for result in metrics.values())
+        lines.append("- Every worker received byte-identical training batches (augmented pixels and labels) in the "
+                     "same order: its echoed batch digests are equal, epoch by epoch" + (", run by run" if runs > 1 else "") + ".")
+    return lines + [""]

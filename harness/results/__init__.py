@@ -1,0 +1,1 @@
+"""What a run leaves behind: the run directory `results/<run-id>/` and the provenance recorded in it."""

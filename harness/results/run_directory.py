@@ -1,0 +1,118 @@
+"""The run directory, `results/<run-id>/`: everything a run produces, written as it happens.
+
+    run.json        config, provenance, dataset and split facts, worker metadata, status
+    epochs.csv      one row per worker, run and epoch, appended and flushed as each epoch ends
+    epochs/<worker>/<run>.csv   the same rows, one file per worker and run (fold, seed), like Keras's CSVLogger
+    labels/         indices, labels, sample and patient ids of each part of the split
+    logits/<worker>/[seed<s>/][fold<k>/]validation_epoch_NNN.npy, test.npy   (seed and fold folders with several)
+    metrics.json    all metrics, computed by harness.evaluation.metrics from the saved logits
+    significance.json   confidence intervals and paired tests between workers (harness.evaluation.statistics)
+    report.md, report.html, plots/   the report, rebuilt from the files above by `harness report`
+    workers/<worker>.log   the worker process's output
+
+Nothing already written is ever removed: when a run fails, run.json says so and why.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+EPOCH_COLUMNS = (
+    "worker", "seed", "fold", "epoch", "learning_rate", "train_loss", "validation_loss", "validation_macro_auroc",
+    "checkpoint", "next_learning_rate", "stopped_early", "seconds", "train_images_per_second",
+    "compute_images_per_second", "prediction_images_per_second", "first_step_seconds", "batch_order_sha256",
+)
+
+
+def _write_json_atomically(path: Path, data: dict) -> None:
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    os.replace(temporary, path)
+
+
+class RunDirectory:
+    """Creates and fills one run's directory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def create(cls, out: Path, name: str) -> "RunDirectory":
+        """A new, empty run directory under `out` (a numeric suffix avoids collisions)."""
+        out.mkdir(parents=True, exist_ok=True)
+        stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
+        for attempt in range(1000):
+            path = out / (stem if attempt == 0 else f"{stem}-{attempt}")
+            try:
+                path.mkdir()
+                return cls(path)
+            except FileExistsError:
+                continue
+        raise RuntimeError(f"{out}: could not create a new run directory named {stem}")
+
+    def write_run(self, data: dict) -> None:
+        """Write (or rewrite) run.json atomically."""
+        _write_json_atomically(self.path / "run.json", data)
+
+    def read_run(self) -> dict:
+        return json.loads((self.path / "run.json").read_text())
+
+    def write_metrics(self, data: dict) -> None:
+        _write_json_atomically(self.path / "metrics.json", data)
+
+    def write_significance(self, data: dict) -> None:
+        _write_json_atomically(self.path / "significance.json", data)
+
+    def read_significance(self) -> dict | None:
+        path = self.path / "significance.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def write_parity(self, summary: dict) -> None:
+        """parity.json: the parity summary so far (rewritten as each worker is probed)."""
+        _write_json_atomically(self.path / "parity.json", summary)
+
+    def read_parity(self) -> dict | None:
+        path = self.path / "parity.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def write_samples(self, parts: dict) -> None:
+        """labels/samples.json: sample and patient ids of each part, in the order logits are saved."""
+        path = self.path / "labels" / "samples.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_json_atomically(path, parts)
+
+    def append_epoch(self, row: dict, run: str) -> None:
+        """Append one row to epochs.csv and to epochs/<run>.csv, each flushed to disk at once."""
+        for path in (self.path / "epochs.csv", self.path / "epochs" / f"{run}.csv"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            new = not path.exists()
+            with open(path, "a", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=EPOCH_COLUMNS)
+                if new:
+                    writer.writeheader()
+                writer.writerow({key: row.get(key, "") for key in EPOCH_COLUMNS})
+                handle.flush()
+                os.fsync(handle.fileno())
+
+    def read_epochs(self) -> list[dict]:
+        path = self.path / "epochs.csv"
+        if not path.exists():
+            return []
+        with open(path, newline="") as handle:
+            return list(csv.DictReader(handle))
+
+    def save_array(self, relative: str, array: np.ndarray) -> Path:
+        """Save one array as .npy under the run directory."""
+        path = self.path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, array)
+        return path
+
+    def worker_log(self, worker: str) -> Path:
+        return self.path / "workers" / f"{worker}.log"

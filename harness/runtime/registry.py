@@ -1,0 +1,103 @@
+"""Finds worker folders (`workers/<name>/worker.toml`) and resolves `--workers` selections.
+
+A selection names workers, each optionally with a framework version: `keras@3.14.0,keras@3.15.1`
+runs two Keras versions side by side, each in its own environment (local) or image (docker), and
+each is its own column in the report, labelled as written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cxrbench_worker.requirements import VERSION_PATTERN, pinned_version, requirements_text
+from cxrbench_worker.worker_folder import WorkerFolder
+
+WORKERS_ROOT = Path(__file__).resolve().parents[2] / "workers"
+
+__all__ = ["WorkerSpec", "discover_workers", "pinned_version", "resolve_workers", "WORKERS_ROOT"]
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """One worker of a run: its folder, the framework version asked for, and its label in results."""
+
+    folder: WorkerFolder
+    version: str | None = None  # None: the version its requirements file pins
+
+    @property
+    def name(self) -> str:
+        """The worker's folder name ("keras"): what its --option switches and compose service use."""
+        return self.folder.name
+
+    @property
+    def label(self) -> str:
+        """Its key in results, logs and the report: "keras", or "keras@3.14.0" when a version was asked."""
+        return f"{self.folder.name}@{self.version}" if self.version else self.folder.name
+
+    @property
+    def framework_version(self) -> str | None:
+        """The framework version this worker installs: the one asked for, else the pinned one."""
+        return self.version or pinned_version(self.folder)
+
+    def check_reported(self, reported: dict[str, str]) -> None:
+        """RuntimeError when a version was asked for and the running worker reports another one.
+
+        The worker reports its framework under the import name ("tensorflow" for tensorflow-cpu);
+        local build tags ("2.14.1+cu128") are ignored.
+        """
+        package = self.folder.framework_package
+        if not self.version or not package:
+            return
+        name = package.lower().removesuffix("-cpu").removesuffix("-gpu")
+        running = reported.get(name)
+        if running is not None and running.split("+", 1)[0] != self.version.split("+", 1)[0]:
+            raise RuntimeError(f"worker '{self.label}' reports {name} {running}, not the {self.version} asked for; "
+                               "its environment or image does not hold that version")
+
+    def requirements(self, gpu: bool = False) -> str:
+        """Its requirements text (see cxrbench_worker.requirements for the rule)."""
+        return requirements_text(self.folder, self.version, gpu)
+
+
+def discover_workers(root: Path = WORKERS_ROOT) -> dict[str, WorkerFolder]:
+    """Every folder under `root` with a worker.toml, by worker name (the SDK folder has none)."""
+    found: dict[str, WorkerFolder] = {}
+    for toml in sorted(root.glob("*/worker.toml")):
+        folder = WorkerFolder.read(toml.parent)
+        if folder.name in found:
+            raise ValueError(f"{toml}: worker name '{folder.name}' is also used by {found[folder.name].path}")
+        found[folder.name] = folder
+    return found
+
+
+def resolve_workers(selection: str, root: Path = WORKERS_ROOT) -> list[WorkerSpec]:
+    """Turn "all" or "pytorch,keras@3.14.0" into worker specs, in the order given.
+
+    "all" means every listed worker (the null worker, which only tests the harness, is unlisted but
+    can be named). A version ("keras@3.14.0") is checked for form here; whether pip can install it
+    is found out when its environment or image is made.
+    """
+    available = discover_workers(root)
+    names = [name.strip() for name in selection.split(",") if name.strip()]
+    if not names:
+        raise ValueError("--workers: empty selection (try 'all')")
+    if names == ["all"]:
+        return [WorkerSpec(folder) for folder in available.values() if folder.listed]
+    chosen: list[WorkerSpec] = []
+    for name in names:
+        base, at, version = name.partition("@")
+        if base not in available:
+            raise ValueError(f"--workers: unknown worker '{base}' (known: {', '.join(sorted(available))})")
+        folder = available[base]
+        if at and not VERSION_PATTERN.match(version):
+            raise ValueError(f"--workers: '{name}': {version!r} is not a version (write e.g. {base}@3.14.0)")
+        if at and (folder.requirements is None or folder.framework_package is None):
+            raise ValueError(f"--workers: '{name}': worker '{base}' pins no framework, so it has no version to choose")
+        spec = WorkerSpec(folder, version or None)
+        if any(other.label == spec.label for other in chosen):
+            raise ValueError(f"--workers: '{name}' is named twice")
+        if any(other.name == base and other.framework_version == spec.framework_version for other in chosen):
+            raise ValueError(f"--workers: '{name}' is the same {base} {spec.framework_version} as another worker in the list")
+        chosen.append(spec)
+    return chosen

@@ -1,0 +1,208 @@
+"""Training and evaluation of one worker, driven entirely by the harness.
+
+The worker only steps and predicts. The harness decides the order of batches, computes validation
+loss and AUROC from the logits it collects, and from that loss alone decides the learning rate,
+the checkpoint kept and when to stop (harness.training.schedule); it logs every epoch as it ends, restores
+the chosen checkpoint, and scores the test set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from harness.progress import announce, progress_bar
+
+from cxrbench.worker.v1 import worker_pb2
+from harness.data.augmentation import AugmentedPixels
+from harness.data.batches import (
+    epoch_order,
+    evaluation_chunks,
+    order_digest,
+    prediction_batches,
+    training_batches,
+    training_chunks,
+)
+from harness.runtime.client import WorkerClient
+from harness.evaluation.metrics import bce_with_logits, best_f1_thresholds, evaluate, macro_auroc
+from harness.data.pixel_store import PixelStore
+from harness.data.prefetch import Prefetch
+from harness.results.run_directory import RunDirectory
+from harness.training.schedule import EpochDecision, TrainingSchedule
+from harness.training.settings import TrainingSettings
+from harness.data.splits import Split
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What the harness feeds every worker alike."""
+
+    store: PixelStore
+    split: Split
+    fit_labels: np.ndarray  # labels for training and validation (shuffled in the control run), indexed like the store
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """One of a worker's runs: a training seed and a cross-validation fold (None without folds).
+
+    The training seed fixes the starting weights (chosen by the caller), the batch order and the
+    augmentation; the data, the test set and the folds come from the data seed and never change.
+    """
+
+    seed: int
+    fold: int | None
+    folder: str  # under logits/<worker>/: "", "fold2", "seed1" or "seed1/fold2"
+
+    @property
+    def name(self) -> str:
+        """How the run is named in logs and reports, e.g. "seed 1, fold 2" ("" for a lone run)."""
+        parts = [f"seed {self.seed}"] if "seed" in self.folder else []
+        return ", ".join(parts + ([f"fold {self.fold}"] if self.fold else []))
+
+
+def predict_set(client: WorkerClient, store: PixelStore, indices: np.ndarray, batch_size: int) -> tuple[np.ndarray, dict]:
+    """Logits of `indices` (in index order) and the timing of the prediction pass."""
+    batches = Prefetch(prediction_batches(store.pixels, evaluation_chunks(indices, batch_size)))
+    start = time.perf_counter()
+    try:
+        logits, compute = client.predict(batches)
+    finally:
+        batches.close()
+    seconds = time.perf_counter() - start
+    return logits, {"seconds": seconds, "images_per_second": len(indices) / seconds if seconds else None,
+                    "compute_seconds": compute}
+
+
+def train_epoch(client: WorkerClient, settings: TrainingSettings, data: TrainingData, seed: int, epoch: int,
+                run_text: str = "") -> dict:
+    """Stream one epoch of training batches; returns losses, digests and timing.
+
+    Throughput leaves out each epoch's first step (warm-up: graph tracing, compilation, autotuning,
+    the stream's start), which is reported on its own as `first_step_seconds`.
+    """
+    order = epoch_order(data.split.train, seed, epoch)
+    chunks = training_chunks(order, settings.batch_size)
+    # Augmented in the prefetch thread, from (seed, epoch, sample) alone: the same bytes for every worker.
+    pixels = AugmentedPixels(data.store.pixels, settings.augmentation, seed, epoch)
+    batches = Prefetch(training_batches(pixels, data.fit_labels, chunks))
+    losses, digests, compute = [], [], []
+    first_step = None
+    start = time.perf_counter()
+    bar = progress_bar(total=len(chunks) * settings.batch_size, desc=f"{client.name}{run_text} epoch {epoch}/{settings.epochs}",
+               unit="img", leave=False)
+    try:
+        for step in client.train(batches):
+            if first_step is None:
+                first_step = time.perf_counter() - start
+            losses.append(step.loss)
+            digests.append(step.digest)
+            compute.append(step.compute_seconds)
+            bar.update(settings.batch_size)
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", refresh=False)
+    finally:
+        batches.close()
+        bar.close()
+    seconds = time.perf_counter() - start
+    steady_images = (len(chunks) - 1) * settings.batch_size
+    steady_seconds, steady_compute = seconds - (first_step or 0.0), sum(compute[1:])
+    return {
+        "train_loss": float(np.mean(losses)) if losses else float("nan"),
+        "seconds": seconds,
+        "train_images_per_second": steady_images / steady_seconds if steady_images and steady_seconds > 0 else None,
+        "compute_images_per_second": steady_images / steady_compute if steady_images and steady_compute > 0 else None,
+        "first_step_seconds": first_step,
+        "batch_order_sha256": order_digest(digests),
+    }
+
+
+def _announce(name: str, decision: EpochDecision, row: dict, epochs: int) -> None:
+    events = (["checkpoint"] if decision.checkpoint else []) + (
+        [f"learning rate {decision.learning_rate:g} -> {decision.next_learning_rate:g}"] if decision.lr_changed else []) + (
+        ["early stop"] if decision.stop and decision.epoch < epochs else [])
+    speed = row["train_images_per_second"]
+    announce(
+        f"{name} epoch {decision.epoch}/{epochs}: loss {row['train_loss']:.4f}, validation loss "
+        f"{row['validation_loss']:.4f}, validation AUROC {row['validation_macro_auroc']:.3f}, "
+        f"{row['seconds']:.0f} s ({'n/a' if speed is None else f'{speed:.0f}'} img/s)" + (f"; {', '.join(events)}" if events else "")
+    )
+
+
+def train_and_evaluate(client: WorkerClient, settings: TrainingSettings, data: TrainingData, run_dir: RunDirectory,
+                       configured: worker_pb2.ConfigureResponse, run: TrainingRun, measure_native: bool = False) -> dict:
+    """Train a configured worker under the harness's schedule, restore its best checkpoint, evaluate.
+
+    Returns the run's results (plain values). Logits go to logits/<worker>/<run.folder>/.
+    `measure_native` also saves the trained model in the framework's own format to weigh it.
+    """
+    name = client.name
+    logits_dir = "/".join(part for part in (f"logits/{name}", run.folder) if part)
+    run_text = f" ({run.name})" if run.name else ""
+    store, split = data.store, data.split
+    validation_labels = data.fit_labels[split.validation]
+    schedule = TrainingSchedule(settings.schedule, settings.learning_rate, settings.epochs)
+    client.resource_usage(reset_peak=True)  # the peaks below are this run's
+    best_weights: bytes | None = None
+    rows, predictions = [], []
+    for epoch in range(1, settings.epochs + 1):
+        trained = train_epoch(client, settings, data, run.seed, epoch, run_text)
+        logits, predicted = predict_set(client, store, split.validation, settings.eval_batch_size)
+        predictions.append(predicted["images_per_second"])
+        run_dir.save_array(f"{logits_dir}/validation_epoch_{epoch:03d}.npy", logits)
+        validation_loss = bce_with_logits(logits, validation_labels)
+        decision = schedule.after_epoch(epoch, validation_loss)
+        if decision.checkpoint:
+            best_weights = client.get_weights()
+        if decision.lr_changed:
+            client.set_learning_rate(decision.next_learning_rate)
+        row = {
+            "worker": name, "seed": run.seed, "fold": run.fold or "", "epoch": epoch,
+            "learning_rate": decision.learning_rate,
+            "validation_loss": validation_loss,
+            "validation_macro_auroc": macro_auroc(logits, validation_labels),
+            "checkpoint": int(decision.checkpoint), "next_learning_rate": decision.next_learning_rate,
+            "stopped_early": int(decision.stop and epoch < settings.epochs),
+            "prediction_images_per_second": predicted["images_per_second"],
+            **trained,
+        }
+        run_dir.append_epoch(row, f"{name}/{run.folder or 'run'}")
+        rows.append(row)
+        _announce(f"{name}{run_text}", decision, row, settings.epochs)
+        if decision.stop:
+            break
+    chosen = schedule.best_epoch
+    if best_weights is not None and chosen != rows[-1]["epoch"]:
+        client.set_weights(best_weights)  # the checkpoint with the lowest validation loss is what is tested
+    test_logits, prediction = predict_set(client, store, split.test, settings.eval_batch_size)
+    predictions.append(prediction["images_per_second"])
+    run_dir.save_array(f"{logits_dir}/test.npy", test_logits)
+    usage = client.resource_usage()
+    weights = best_weights if best_weights is not None else client.get_weights()
+    native = client.export_native() if measure_native else None
+    # Per-label thresholds for the tuned F1: chosen on the validation predictions of the kept checkpoint.
+    chosen_logits = np.load(run_dir.path / logits_dir / f"validation_epoch_{(chosen or rows[-1]['epoch']):03d}.npy")
+    thresholds, _ = best_f1_thresholds(chosen_logits, validation_labels)
+    return {
+        "seed": run.seed,
+        "fold": run.fold,
+        "logits": logits_dir,
+        "schedule": {**schedule.summary(), "checkpoint_sha256": hashlib.sha256(weights).hexdigest()},
+        "test": evaluate(test_logits, store.labels[split.test], store.label_names, thresholds),
+        "parameters": {
+            "trainable": configured.trainable_parameters,
+            "non_trainable": configured.non_trainable_parameters,
+        },
+        "numerics": dict(configured.numerics),
+        "model_size_bytes": {"neutral_safetensors": len(weights), **({"native": native} if native else {})},
+        "timings": {
+            "epoch_seconds": [row["seconds"] for row in rows],
+            "train_images_per_second": [row["train_images_per_second"] for row in rows],
+            "compute_images_per_second": [row["compute_images_per_second"] for row in rows],
+            "prediction_images_per_second": predictions,
+            "first_step_seconds": rows[0]["first_step_seconds"],
+        },
+        "memory": usage,
+        "batch_order_sha256": [row["batch_order_sha256"] for row in rows],
+    }
