@@ -27,7 +27,7 @@ from harness.evaluation.statistics import compare_workers
 
 BUDGET_SECONDS = 30.0  # on a slow 2-core machine
 TEST_IMAGES = 25596  # official_split_sizes["test_list.txt"]
-DEFAULT_STATS = Path(__file__).resolve().parents[2] / "shared/reference/chestxray14_stats.json"
+DEFAULT_STATS = Path(__file__).resolve().parents[1] / "reference" / "chestxray14_stats.json"
 PER_IMAGE = 0.6  # chance that an image of a patient with a finding shows it
 
 

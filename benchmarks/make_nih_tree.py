@@ -9,7 +9,7 @@ The pool is made realistic for decode speed: phantom radiographs (harness.data.d
 smoothed with a Gaussian blur whose sigma is found by bisection so that the mean PNG size
 (zlib level 6) matches the real files' ~375 KB (42 GB / 112,120). Decode time also depends on the
 PNG row filter: with the Up filter (the default, `--png-filter up`) the pool decodes at the rate
-measured on the real NIH files (reference/FACTS.md: 170-185 img/s per core with OpenCV); libpng's
+measured on the real NIH files (170-185 img/s per core with OpenCV, as reported for the real files); libpng's
 default adaptive choice (`--png-filter adaptive`, mostly Paeth on smooth images) decodes about 2x
 slower at the same size and is the worst case. (Hard links share inodes: the page cache holds only
 the pool, so cold-disk reads are not represented.)

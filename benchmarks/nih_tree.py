@@ -1,7 +1,7 @@
 """Write synthetic trees in the NIH ChestX-ray14 layout: PNGs, Data_Entry CSV, official lists.
 
-One job: lay files out exactly as the NIH download does (reference/FACTS.md, "NIH ChestX-ray14 on
-disk"), so the reader (`harness.data.datasets.nih_index`) and the decoder can be tested and timed
+One job: lay files out exactly as the NIH download does (`images_0NN/images/*.png`, the Data_Entry
+CSV, the official lists), so the reader (`harness.data.datasets.nih_index`) and the decoder can be tested and timed
 without the 42 GB original. Small trees for tests use the default image writer; the full-size
 generator (`make_nih_tree.py`) passes its own `place_image` that hard-links a pool of realistic PNGs.
 

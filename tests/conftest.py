@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from harness.runtime.local import LocalWorker
 from harness.training.settings import configure_request
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = REPO_ROOT / "reference"  # published figures the tests check against (reference/README.md)
 # Small and fast: enough patients for every split, images big enough for ResNet-50's strides.
 SMALL_RUN = ["--patients", "40", "--image-size", "32", "--batch-size", "8"]
 
@@ -47,3 +49,9 @@ def harness_process(args: list[str], cwd: Path, env: dict[str, str] | None = Non
         [sys.executable, "-m", "harness.cli", *args], cwd=cwd, env={**os.environ, **(env or {})},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+
+
+def reference_parameter_counts() -> dict[str, tuple[int, int]]:
+    """torchvision's (trainable, non-trainable) counts per architecture with a 14-logit head."""
+    counts = json.loads((REFERENCE / "parameter_counts.json").read_text())["torchvision"]
+    return {arch: (entry["trainable"], entry["non_trainable"]) for arch, entry in counts.items()}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import REFERENCE
 from harness.data.datasets import phantom
 from harness.data.datasets.phantom import LABELS, PhantomConfig, PhantomData, generate_phantom
 
@@ -139,11 +139,7 @@ def test_latent_correlation_is_a_correlation_matrix() -> None:
 
 
 def test_embedded_reference_matches_the_stats_file() -> None:
-    candidates = [Path(__file__).resolve().parents[2] / "shared/reference/chestxray14_stats.json"]
-    found = [path for path in candidates if path.exists()]
-    if not found:
-        pytest.skip("reference/chestxray14_stats.json not present beside the repository")
-    stats = json.loads(found[0].read_text())
+    stats = json.loads((REFERENCE / "chestxray14_stats.json").read_text())
     assert tuple(stats["labels"]) == LABELS
     assert tuple(stats["label_count"]) == phantom.REFERENCE_LABEL_COUNT
     assert [tuple(row) for row in stats["cooccurrence"]] == list(phantom.REFERENCE_COOCCURRENCE)

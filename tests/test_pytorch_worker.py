@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, run_harness
+from conftest import REPO_ROOT, reference_parameter_counts, run_harness
 from cxrbench.worker.v1.tensors import make_batch
 from harness.runtime.client import WorkerError
 from harness.config import BenchmarkConfig, cache_root
@@ -20,11 +20,7 @@ from harness.training.settings import configure_request
 
 pytestmark = pytest.mark.framework
 
-# ../shared/reference/FACTS.md, "Architectures and parameter counts (14-label head)".
-FACTS_PARAMETERS = {
-    "resnet50": (23_536_718, 53_120),
-    "densenet121": (6_968_206, 83_648),
-}
+FACTS_PARAMETERS = reference_parameter_counts()
 SIZE = 32
 
 

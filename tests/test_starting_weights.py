@@ -1,6 +1,6 @@
 """The harness's canonical architectures and starting weights.
 
-- the parameter counts of the canonical descriptions equal ../shared/reference/FACTS.md;
+- the parameter counts of the canonical descriptions equal reference/parameter_counts.json;
 - initial weights are a function of the seed alone and follow torchvision's initialisation scheme
   (compared against torchvision itself, in the PyTorch worker's interpreter);
 - `--init imagenet=PATH` converts a torchvision checkpoint once, keeps its backbone exactly and gives
@@ -10,13 +10,13 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import reference_parameter_counts
 from cxrbench_worker.neutral_weights import weights_from_bytes
 from harness.models.architectures import ARCHITECTURE_NAMES, architecture
 from harness.runtime.registry import discover_workers
@@ -25,10 +25,7 @@ from harness.runtime.environments import ensure_environment
 from harness.models.weights.initial import initial_weights
 from harness.models.weights.start import starting_weights
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-FACTS = REPO_ROOT.parent / "shared" / "reference" / "FACTS.md"
-# FACTS.md, "Architectures and parameter counts (14-label head)": torchvision trainable, BN buffers.
-FACTS_PARAMETERS = {"resnet50": (23_536_718, 53_120), "densenet121": (6_968_206, 83_648)}
+FACTS_PARAMETERS = reference_parameter_counts()
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURE_NAMES)
@@ -36,14 +33,9 @@ def test_canonical_parameter_counts_equal_the_reference(arch):
     assert architecture(arch, 14).counts() == FACTS_PARAMETERS[arch]
 
 
-def test_the_reference_counts_are_those_in_facts_md():
-    if not FACTS.is_file():
-        pytest.skip(f"{FACTS} not present (the shared folder sits beside the checkout)")
-    text = FACTS.read_text()
-    for arch, label in (("resnet50", "ResNet-50"), ("densenet121", "DenseNet-121")):
-        row = re.search(rf"^\| {label} \| ([\d,]+) \| ([\d,]+) \|", text, re.MULTILINE)
-        assert row, f"{label} row not found in FACTS.md"
-        assert tuple(int(x.replace(",", "")) for x in row.groups()) == FACTS_PARAMETERS[arch]
+def test_the_reference_holds_every_architecture_and_the_published_resnet50_count():
+    assert set(FACTS_PARAMETERS) == set(ARCHITECTURE_NAMES)
+    assert FACTS_PARAMETERS["resnet50"] == (23_536_718, 53_120)
 
 
 def test_starting_weights_depend_on_the_seed_alone(tmp_path):

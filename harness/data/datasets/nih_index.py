@@ -5,7 +5,7 @@ One job: read `Data_Entry_2017*.csv`, the image folders and the official split l
 store). Every problem names its file or CSV row and says what to do. Bad rows either stop the
 read at the first one (the default) or, with skip_bad, are dropped and listed in `skipped`.
 
-What it accepts (reference/FACTS.md, "NIH ChestX-ray14 on disk")
+What it accepts (NIH ChestX-ray14 as NIH publishes it)
     - the 2020 revision `Data_Entry_2017_v2020.csv` (preferred) or `Data_Entry_2017.csv`;
     - header cells mapped by name (the bracketed names span two fields), `Patient Gender` or
       `Patient Sex`, a trailing comma on the header and/or the rows;
