@@ -1,4 +1,4 @@
-"""The `harness` command line: benchmark, parity, data prepare, report, workers list."""
+"""The `harness` command line: benchmark, parity, data prepare, report, workers list and lock."""
 
 from __future__ import annotations
 
@@ -129,12 +129,25 @@ def _workers_list(args: argparse.Namespace) -> int:
             environment = "runs in the harness's interpreter"
         else:
             target = environment_path(folder, cache_root())
-            environment = "environment ready" if (target / COMPLETE_MARKER).is_file() else "environment created on first use"
+            ready = target is not None and (target / COMPLETE_MARKER).is_file()
+            environment = "environment ready" if ready else "environment created on first use"
         version = pinned_version(folder)
         pin = f"{folder.framework_package}=={version}" if version else "-"
         listed = "" if folder.listed else " (not in 'all')"
         print(f"{name:<12} {pin:<18} {environment:<34} {folder.description}{listed}")
     return 0
+
+
+def _workers_lock(args: argparse.Namespace) -> int:
+    from harness.runtime.worker_locks import lock_workers
+
+    for path, state in lock_workers(args.selection, args.upgrade):
+        print(f"{state:<8} {path}")
+    return 0
+
+
+def _workers(args: argparse.Namespace) -> int:
+    return _workers_lock(args) if args.workers_command == "lock" else _workers_list(args)
 
 
 def _credentials(args: argparse.Namespace) -> int:
@@ -168,6 +181,15 @@ def build_parser() -> argparse.ArgumentParser:
     workers = subparsers.add_parser("workers", help="worker commands")
     workers_sub = workers.add_subparsers(dest="workers_command", required=True)
     workers_sub.add_parser("list", help="list the available workers")
+    lock = workers_sub.add_parser(
+        "lock", help="resolve the workers' hashed lock files (workers/<name>/locks/) that are missing or stale",
+        description="Resolve with uv, into workers/<name>/locks/<version>-cpu.txt and -gpu.txt, every package a "
+                    "worker version installs, with hashes. Current locks are kept. Commit what it writes.")
+    lock.add_argument("selection", nargs="?", default=None, metavar="NAME[@VERSION],...",
+                      help="workers to lock, e.g. keras or keras@3.14.0 (default: every listed worker at its "
+                           "pinned version, and every version that already has a lock)")
+    lock.add_argument("--upgrade", action="store_true",
+                      help="re-resolve even current locks, letting every unpinned package move to its newest release")
     return parser
 
 
@@ -179,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `harness` command."""
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)  # cleanup (stopping workers) runs as for Ctrl-C
-    handlers = {"benchmark": _benchmark, "parity": _parity, "report": _report, "workers": _workers_list, "data": _data_prepare,
+    handlers = {"benchmark": _benchmark, "parity": _parity, "report": _report, "workers": _workers, "data": _data_prepare,
                 "credentials": _credentials}
     try:
         return handlers[args.command](args)

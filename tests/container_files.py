@@ -1,6 +1,7 @@
-"""What the container-file tests share: the worker folders, compose.yaml and its schema, a reader
-of just enough Dockerfile syntax, and .dockerignore's matching (tests/test_compose_file.py,
-tests/test_dockerfiles.py). There is no Docker engine where these tests run: they read files."""
+"""What the container-file tests share: the worker folders and their declared base images,
+compose.yaml and its schema, a reader of just enough Dockerfile syntax (with the build arguments
+put in), and .dockerignore's matching (tests/test_compose_file.py, tests/test_dockerfiles.py).
+There is no Docker engine where these tests run: they read files."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import os
 import re
 import shlex
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,8 @@ from cxrbench_worker.worker_folder import WorkerFolder
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO_ROOT / "compose.yaml"
+DOCKERFILE = REPO_ROOT / "workers" / "Dockerfile"  # the one image recipe of every worker
+BUILD_ARGUMENTS = ("WORKER", "FRAMEWORK_VERSION", "BASE_IMAGE")
 CONTAINER_PORT = 50051
 SECRET_NAMES = ("worker_tls_cert", "worker_tls_key", "worker_token")
 # The image's variable -> the compose secret it must name (mounted at /run/secrets/<secret>).
@@ -38,6 +42,11 @@ def listed_workers() -> list[WorkerFolder]:
 
 WORKERS = listed_workers()
 WORKER_IDS = [folder.name for folder in WORKERS]
+
+
+def declared_base_image(folder: WorkerFolder) -> str | None:
+    """The worker's CUDA base image as its worker.toml declares it ([gpu] base_image), read as TOML."""
+    return tomllib.loads((folder.path / "worker.toml").read_text()).get("gpu", {}).get("base_image")
 
 
 def load_yaml(path: Path) -> dict:
@@ -70,8 +79,11 @@ class Instruction:
     arguments: str  # continuation lines joined
 
 
-def dockerfile_path(name: str) -> Path:
-    return REPO_ROOT / "workers" / name / "Dockerfile"
+def with_arguments(text: str, arguments: dict[str, str]) -> str:
+    """`text` with $NAME and ${NAME} of these build arguments put in, as Docker does in COPY and ENV."""
+    for name, value in arguments.items():
+        text = text.replace("${" + name + "}", value).replace("$" + name, value)
+    return text
 
 
 def instructions(path: Path) -> list[Instruction]:
@@ -104,22 +116,15 @@ def copy_sources(instruction: Instruction) -> tuple[list[str], str]:
     return words[:-1], words[-1]
 
 
-def environment(path: Path) -> dict[str, str]:
-    """Every ENV the Dockerfile sets (KEY=VALUE form), later ones winning."""
+def environment(path: Path, arguments: dict[str, str]) -> dict[str, str]:
+    """Every ENV the Dockerfile sets (KEY=VALUE form), later ones winning, build arguments put in."""
     values = {}
     for instruction in instructions(path):
         if instruction.keyword == "ENV":
             for word in shlex.split(instruction.arguments):
                 key, _, value = word.partition("=")
-                values[key] = value
+                values[key] = with_arguments(value, arguments)
     return values
-
-
-def arg_default(path: Path, name: str) -> str | None:
-    for instruction in instructions(path):
-        if instruction.keyword == "ARG" and instruction.arguments.startswith(f"{name}="):
-            return instruction.arguments.split("=", 1)[1].strip("\"'")
-    return None
 
 
 # --- .dockerignore, as Docker's pattern matcher reads it ----------------------------------------

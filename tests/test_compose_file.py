@@ -3,8 +3,8 @@
 There is no Docker engine on the machine these tests run on (nor a GPU), so nothing here starts a
 container. They check the file Docker would read: the Compose specification's JSON schema, the
 structure the harness's docker runtime relies on (a profile, a GPU, a health check, ports on
-127.0.0.1 only, secrets), and one framework version in the requirements, the Dockerfile and
-compose.yaml. The one-command check on a real GPU host is bin/gpu-smoke-test.
+127.0.0.1 only, secrets), one framework version in the requirements, the image tag and the build
+argument, and each worker's base image as its worker.toml declares it. The one-command check on a real GPU host is bin/gpu-smoke-test.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import re
 
 import pytest
 
-from container_files import (CONTAINER_PORT, SECRET_NAMES, WORKER_IDS, WORKERS, arg_default, compose,
-                             dockerfile_path, schema_errors)
+from container_files import (CONTAINER_PORT, REPO_ROOT, SECRET_NAMES, WORKER_IDS, WORKERS, compose, declared_base_image,
+                             schema_errors)
 from cxrbench_worker.requirements import pinned_version
 
 # --- 1. compose.yaml is a valid Compose file ----------------------------------------------------
@@ -47,13 +47,11 @@ VERSION_VARIABLE = re.compile(r"^\$\{(?P<variable>[A-Z0-9_]+):-(?P<default>[^}]+
 
 
 @pytest.mark.parametrize("folder", WORKERS, ids=WORKER_IDS)
-def test_framework_version_is_the_same_in_requirements_dockerfile_image_tag_and_build_argument(folder):
+def test_framework_version_is_the_same_in_requirements_image_tag_and_build_argument(folder):
     pinned = pinned_version(folder)
     assert pinned, f"{folder.requirements}: no {folder.framework_package}== pin"
     variable = f"{folder.name.upper()}_VERSION"
     service = compose()["services"][folder.name]
-
-    assert arg_default(dockerfile_path(folder.name), "FRAMEWORK_VERSION") == pinned
 
     tag = IMAGE_TAG.match(service["image"])
     assert tag, f"image {service['image']!r}: expected cxrbench/{folder.name}:${{{variable}:-{pinned}}}"
@@ -62,6 +60,22 @@ def test_framework_version_is_the_same_in_requirements_dockerfile_image_tag_and_
     build_argument = VERSION_VARIABLE.match(str(service["build"]["args"]["FRAMEWORK_VERSION"]))
     assert build_argument, f"build.args.FRAMEWORK_VERSION must be ${{{variable}:-{pinned}}}"
     assert (build_argument["variable"], build_argument["default"]) == (variable, pinned)
+    assert service["build"]["args"]["WORKER"] == folder.name
+
+
+# Each framework's wheels bring their own CUDA; the base image's CUDA version is what the host driver
+# must support (worker.toml says why for each).
+CUDA_OF_BASE = {"pytorch": "13.0.0", "tensorflow": "12.8.1", "keras": "12.8.1"}
+
+
+@pytest.mark.parametrize("folder", WORKERS, ids=WORKER_IDS)
+def test_base_image_build_argument_is_the_cuda_base_image_the_worker_toml_declares(folder):
+    declared = declared_base_image(folder)
+    assert declared, f"{folder.path / 'worker.toml'}: no [gpu] base_image"
+    assert compose()["services"][folder.name]["build"]["args"]["BASE_IMAGE"] == declared, \
+        f"compose.yaml's BASE_IMAGE of '{folder.name}' differs from {folder.path / 'worker.toml'}'s [gpu] base_image"
+    # A CUDA "base" image (the wheels bring CUDA and cuDNN) on Ubuntu 24.04 (Python 3.12, as the locks allow).
+    assert declared.split("@", 1)[0] == f"nvidia/cuda:{CUDA_OF_BASE[folder.name]}-base-ubuntu24.04"
 
 
 # --- 5. what the docker runtime relies on ---------------------------------------------------------
@@ -69,7 +83,7 @@ def test_framework_version_is_the_same_in_requirements_dockerfile_image_tag_and_
 def test_compose_has_one_service_per_listed_worker_and_no_other():
     assert sorted(compose()["services"]) == sorted(WORKER_IDS)
     assert "null" not in compose()["services"]
-    assert not dockerfile_path("null").exists()
+    assert not (REPO_ROOT / "workers" / "null" / "locks").exists(), "the null worker installs nothing"
 
 
 @pytest.mark.parametrize("name", WORKER_IDS)

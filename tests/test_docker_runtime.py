@@ -170,6 +170,17 @@ def test_a_worker_without_a_compose_service_is_named(fake_docker, tmp_path):
     assert "compose.yaml (found: keras)" in result.stderr
 
 
+def test_a_version_without_a_gpu_lock_stops_before_any_build_with_the_command_that_makes_it(fake_docker, tmp_path):
+    environment, state = fake_docker
+    out = tmp_path / "results"
+    result = run_harness(["benchmark", "--runtime", "docker", "--workers", "keras,keras@3.13.0", "--epochs", "1",
+                          "--out", str(out), *SMALL_RUN], REPO_ROOT, environment)
+    assert result.returncode == 2
+    assert (f"{REPO_ROOT / 'workers' / 'keras' / 'locks' / '3.13.0-gpu.txt'}: missing: worker 'keras@3.13.0' has no gpu "
+            "lock; run `harness workers lock keras@3.13.0`") in result.stderr
+    assert compose_calls(state, "build") == [] and not out.exists()  # found before any image or run folder
+
+
 def test_a_service_that_fails_to_start_is_torn_down_and_its_log_kept(fake_docker, tmp_path):
     environment, state = fake_docker
     out = tmp_path / "results"

@@ -1,49 +1,123 @@
-"""Worker environments: keyed by their requirements, never half-made, failures explained."""
+"""Worker environments: installed from their lock with hash checking, keyed by the lock's hash,
+never half-made, a stale lock refused, a version without a lock resolved first; failures explained.
+
+Installs use wheels made on the spot and a folder index (tests/local_packages.py): no network.
+"""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from conftest import REPO_ROOT
+from cxrbench_worker.locks import LockError, lock_path
 from cxrbench_worker.worker_folder import WorkerFolder
-from harness.runtime.environments import COMPLETE_MARKER, LOCK_FILE, ensure_environment, environment_key
+from harness.runtime.registry import discover_workers
+from harness.runtime import environments, worker_locks
+from harness.runtime.environments import (COMPLETE_MARKER, FREEZE_FILE, INSTALL_LOG, LOCK_FILE, ensure_environment,
+                                          environment_key, environment_path, install_command)
+from harness.runtime.worker_locks import Lock, cached_lock_path, lock_workers
+from local_packages import make_wheel, toy_workers
 
 
-def worker_folder(tmp_path: Path, requirements: str) -> WorkerFolder:
-    folder = tmp_path / "toy"
-    folder.mkdir(exist_ok=True)
-    (folder / "requirements.txt").write_text(requirements)
-    (folder / "worker.toml").write_text('name = "toy"\nbackend = "trainer:Toy"\nrequirements = "requirements.txt"\n')
-    return WorkerFolder.read(folder)
+@pytest.fixture
+def toy(tmp_path, monkeypatch) -> tuple[WorkerFolder, Path]:
+    """Worker "toy" with its committed locks (made offline), and the folder of its wheels."""
+    root, wheels = toy_workers(tmp_path, monkeypatch)
+    lock_workers(root=root)
+    return WorkerFolder.read(root / "toy"), wheels
 
 
-def test_key_changes_with_any_pin(tmp_path):
-    folder = worker_folder(tmp_path, "numpy==2.4.6\n")
-    first = environment_key(folder.requirements.read_text())
-    folder.requirements.write_text("numpy==2.4.5\n")
-    assert environment_key(folder.requirements.read_text()) != first
+def test_environment_key_is_the_hash_of_the_committed_lock_and_moves_with_its_text(tmp_path):
+    keras = discover_workers()["keras"]
+    assert environment_path(keras, cache=tmp_path).name == f"keras-{environment_key(lock_path(keras).read_text())}"
+    assert environment_path(keras, tmp_path, "3.14.0").name == f"keras-{environment_key(lock_path(keras, '3.14.0').read_text())}"
+
+    copy = tmp_path / "keras"
+    shutil.copytree(keras.path / "locks", copy / "locks")
+    for name in ("worker.toml", "requirements.txt"):
+        shutil.copy2(keras.path / name, copy / name)
+    relocked = lock_path(WorkerFolder.read(copy))
+    relocked.write_text(relocked.read_text().replace("keras==3.15.1 \\\n", "keras==3.15.1 \\\n    --hash=sha256:" + "0" * 64 + " \\\n"))
+    assert environment_path(WorkerFolder.read(copy), cache=tmp_path).name != environment_path(keras, cache=tmp_path).name
 
 
-def test_environment_is_created_once_and_hashes_what_is_installed(tmp_path):
-    folder = worker_folder(tmp_path, "# nothing beyond pip itself\n")
+def test_install_command_checks_every_hash_and_installs_nothing_beyond_the_lock():
+    command = install_command(Path("/env/bin/python"), Path("/env/requirements.lock"))
+    assert command[:4] == ["/env/bin/python", "-m", "pip", "install"]
+    assert "--require-hashes" in command and "--no-deps" in command
+    assert command[-2:] == ["-r", "/env/requirements.lock"]
+
+
+def test_environment_is_installed_from_its_lock_once_with_hash_checking(toy, tmp_path):
+    folder, _ = toy
     environment = ensure_environment(folder, cache=tmp_path / "cache")
-    assert environment.python.is_file()
     target = environment.python.parents[1]
-    assert (target / COMPLETE_MARKER).is_file() and (target / LOCK_FILE).is_file()
+    assert target.name == f"toy-{environment_key(lock_path(folder).read_text())}" == f"toy-{environment.key}"
+    assert (target / LOCK_FILE).read_text() == lock_path(folder).read_text()
+    assert (target / COMPLETE_MARKER).is_file()
+    log = (target / INSTALL_LOG).read_text()
+    assert log.startswith(f"# from {lock_path(folder)}\n$ {' '.join(install_command(environment.python, target / LOCK_FILE))}\n")
+    freeze = (target / FREEZE_FILE).read_text()
+    assert "toyframework==1.0" in freeze and "toyhelper==2.1" in freeze and "toypin==1.0" in freeze
+    imported = subprocess.run([str(environment.python), "-c", "import toyframework, toyhelper; print(toyhelper.VERSION)"],
+                              capture_output=True, text=True, check=True)
+    assert imported.stdout.strip() == "2.1"
+
     stamp = (target / COMPLETE_MARKER).stat().st_mtime_ns
     again = ensure_environment(folder, cache=tmp_path / "cache")
     assert again == environment and (target / COMPLETE_MARKER).stat().st_mtime_ns == stamp  # reused, not rebuilt
 
 
-def test_failed_install_names_the_worker_and_file_and_leaves_nothing_usable(tmp_path):
-    folder = worker_folder(tmp_path, "this is not a requirement !!\n")
+def test_a_wheel_that_does_not_match_the_locked_hash_is_refused_and_nothing_usable_is_left(toy, tmp_path):
+    folder, wheels = toy
+    make_wheel(wheels, "toyhelper", "2.1", requires=("os-sys",))  # same name and version, other bytes
     with pytest.raises(RuntimeError) as caught:
         ensure_environment(folder, cache=tmp_path / "cache")
     message = str(caught.value)
-    assert "worker 'toy'" in message and str(folder.requirements) in message and "install.log" in message
+    assert "worker 'toy'" in message and str(lock_path(folder)) in message and INSTALL_LOG in message
+    assert "THESE PACKAGES DO NOT MATCH THE HASHES" in message
     (target,) = [p for p in (tmp_path / "cache" / "envs").iterdir() if p.is_dir()]
     assert not (target / COMPLETE_MARKER).exists()
+
+
+def test_a_stale_committed_lock_is_refused_with_the_command_that_renews_it(toy, tmp_path):
+    folder, _ = toy
+    folder.requirements.write_text("toyframework==1.0\ntoypin==1.1\n")
+    with pytest.raises(LockError, match=r"locks/1.0-cpu.txt: stale: .*run `harness workers lock toy@1.0`"):
+        ensure_environment(folder, cache=tmp_path / "cache")
+    assert not (tmp_path / "cache" / "envs").exists()
+
+
+def test_a_version_without_a_committed_lock_is_resolved_into_the_cache_first_and_then_reused(toy, tmp_path, monkeypatch, capsys):
+    folder, _ = toy
+    cache = tmp_path / "cache"
+    assert environment_path(folder, cache, "1.1") is None  # not known before it is resolved
+    installed: list[str] = []
+
+    def install(target: Path, lock: Lock, worker: str) -> None:  # installing is tested above; this is about the lock
+        installed.append(lock.text)
+        (target / "bin").mkdir(parents=True)
+        (target / COMPLETE_MARKER).write_text("ok\n")
+
+    monkeypatch.setattr(environments, "_install", install)
+    environment = ensure_environment(folder, cache=cache, version="1.1")
+    cached = cached_lock_path(folder, "1.1", cache / "locks")
+    said = capsys.readouterr().err
+    assert (f"worker 'toy@1.1' has no committed lock ({lock_path(folder, '1.1')}): resolving one with uv into {cached}; "
+            "`harness workers lock toy@1.1` would commit it") in said
+    assert "toyframework==1.1 " in cached.read_text() and not lock_path(folder, "1.1").exists()
+    assert environment.python.parents[1] == environment_path(folder, cache, "1.1")
+    assert environment.key == environment_key(cached.read_text()) and installed == [cached.read_text()]
+
+    def no_uv() -> str:
+        raise AssertionError("resolved again")
+
+    monkeypatch.setattr(worker_locks, "uv_binary", no_uv)
+    assert ensure_environment(folder, cache=cache, version="1.1") == environment and len(installed) == 1
 
 
 def test_worker_toml_errors_name_the_file_and_field(tmp_path):
@@ -55,3 +129,9 @@ def test_worker_toml_errors_name_the_file_and_field(tmp_path):
     (folder / "worker.toml").write_text('name = "broken"\nbackend = "trainer:X"\nrequirements = "missing.txt"\n')
     with pytest.raises(ValueError, match=r"field 'requirements' names 'missing.txt', which does not exist"):
         WorkerFolder.read(folder)
+
+
+def test_the_null_worker_runs_in_the_harness_interpreter_without_a_lock(tmp_path):
+    null = discover_workers()["null"]
+    environment = ensure_environment(null, tmp_path)
+    assert environment.key == "host" and not (REPO_ROOT / "workers" / "null" / "locks").exists()

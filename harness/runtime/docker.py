@@ -1,8 +1,9 @@
 """The docker runtime: each worker a `compose.yaml` service in its own GPU container, one at a time.
 
-Before the run: the engine and the compose plugin are checked, each worker must have a service,
-a fresh TLS certificate and token are written for this run (compose secrets), and every missing
-image is built (`cxrbench/<worker>:<framework version>`). Then, per worker, in turn:
+Before the run: the engine and the compose plugin are checked, each worker must have a service
+and a current GPU lock (what its image installs), a fresh TLS certificate and token are written for
+this run (compose secrets), and every missing image is built (`cxrbench/<worker>:<framework
+version>`, from the one recipe workers/Dockerfile). Then, per worker, in turn:
 `docker compose -p <project> --profile <worker> up -d --wait <worker>` (so the container is healthy),
 the run, the container's log saved beside the others, and `down`. Versions side by side
 (`keras@3.14.0,keras@3.15.1`) are separate images and separate compose projects.
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cxrbench_worker.locks import current_lock_text
 from harness.runtime.client import ChannelSecurity, WorkerClient, wait_until_serving
 from harness.runtime.registry import WorkerSpec
 from harness.runtime.credentials import Credentials, make_credentials
@@ -135,6 +137,10 @@ class DockerRuntime:
             if spec.name not in services:
                 raise ValueError(f"--runtime docker: worker '{spec.name}' has no service '{spec.name}' with profile "
                                  f"'{spec.name}' in {self.compose_file} (found: {', '.join(services) or 'none'})")
+            if spec.folder.requirements is not None:
+                # The image installs this lock (workers/Dockerfile): a missing or stale one is found
+                # here, with the command that renews it, not minutes into a build.
+                current_lock_text(spec.folder, spec.version, gpu=True)
         for spec in specs:
             tag = image_tag(spec)
             if self.image_id(tag) is None:

@@ -1,10 +1,13 @@
-"""Worker environments for the local runtime: one virtual environment per worker and requirements.
+"""Worker environments for the local runtime: one virtual environment per worker version and lock.
 
-An environment is created on first use from the worker's pinned requirements (for a version asked
-with `keras@3.14.0`, the requirements `cxrbench_worker.requirements` derives for it) and cached
-under `<cache>/envs/<worker>-<key>`, the key hashing the requirements text, the Python version and
-the platform: edit a pin or ask another version and a new environment is made; nothing ever reuses
-a stale one. A `.complete` marker is written last, so an interrupted creation is detected and redone.
+An environment is created on first use from the worker version's CPU lock (`cxrbench_worker.locks`:
+the committed `workers/<name>/locks/<version>-cpu.txt`, or for a version nobody locked, one resolved
+with uv into `<cache>/locks/`), installed with `pip install --require-hashes --no-deps`, so every
+package, the unpinned dependencies of the pins included, is the locked version and file. It is
+cached under `<cache>/envs/<worker>-<key>`, the key hashing the lock's text, the Python version and
+the platform: re-lock or ask another version and a new environment is made; nothing ever reuses a
+stale one. A committed lock that no longer matches its requirements is an error (run `harness
+workers lock`). A `.complete` marker is written last, so an interrupted creation is detected and redone.
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ from typing import Any
 
 from harness.progress import progress_bar
 
-from cxrbench_worker.requirements import requirements_text
 from cxrbench_worker.worker_folder import WorkerFolder
+from harness.runtime.worker_locks import Lock, environment_lock
 
 COMPLETE_MARKER = ".complete"
-LOCK_FILE = "requirements.lock"
-REQUIREMENTS_FILE = "requirements.txt"  # what was installed, as given to pip
+LOCK_FILE = "requirements.lock"  # the lock that was installed, as given to pip
+FREEZE_FILE = "pip-freeze.txt"  # what pip then lists as installed (pip and setuptools included)
+INSTALL_LOG = "install.log"
 
 
 @dataclass(frozen=True)
@@ -36,12 +40,13 @@ class WorkerEnvironment:
 
     python: Path
     key: str  # "host" for workers that run in the harness's own interpreter
-    lock_sha256: str  # SHA-256 of `pip freeze` in the environment (provenance)
+    # Provenance: SHA-256 of the lock file installed (of `pip freeze` for the harness's interpreter).
+    lock_sha256: str
 
 
-def environment_key(requirements: str) -> str:
-    """Digest of the requirements text, the Python version and the platform."""
-    digest = hashlib.sha256(requirements.encode())
+def environment_key(lock_text: str) -> str:
+    """Digest of the lock's text, the Python version and the platform."""
+    digest = hashlib.sha256(lock_text.encode())
     digest.update(f"{platform.python_version()} {sys.platform} {platform.machine()}".encode())
     return digest.hexdigest()[:16]
 
@@ -63,19 +68,25 @@ def _tick(bar: Any, done: threading.Event) -> None:
         bar.refresh()
 
 
-def _install(target: Path, requirements_source: str, worker: str, source: str) -> None:
-    """Create the venv and pip-install the requirements, showing progress; raises with the log's tail."""
+def install_command(python: Path, lock: Path) -> list[str]:
+    """pip, installing exactly the lock: every file's hash checked (`--require-hashes`), nothing
+    beyond it (`--no-deps`; the lock already holds every dependency, and `pip check` confirms it)."""
+    return [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off",
+            "--require-hashes", "--no-deps", "-r", str(lock)]
+
+
+def _install(target: Path, lock: Lock, worker: str) -> None:
+    """Create the venv and pip-install the lock, showing progress; raises with the log's tail."""
     shutil.rmtree(target, ignore_errors=True)
     _run([sys.executable, "-m", "venv", str(target)], f"creating a virtual environment in {target}")
-    requirements = target / REQUIREMENTS_FILE
-    requirements.write_text(requirements_source)
+    installed_lock = target / LOCK_FILE
+    installed_lock.write_text(lock.text)
     python = target / "bin" / "python"
-    log_path = target / "install.log"
-    command = [
-        str(python), "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off",
-        "-r", str(requirements),
-    ]
+    log_path = target / INSTALL_LOG
+    command = install_command(python, installed_lock)
     with open(log_path, "w") as log, progress_bar(desc=f"environment {worker}", unit=" step", leave=True) as bar:
+        log.write(f"# from {lock.path}\n$ {' '.join(command)}\n")
+        log.flush()
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert process.stdout is not None
         ticking = threading.Event()
@@ -94,34 +105,47 @@ def _install(target: Path, requirements_source: str, worker: str, source: str) -
                 process.kill()
                 process.wait()
         if process.returncode != 0:
+            log.flush()
             tail = "".join(log_path.read_text().splitlines(keepends=True)[-15:])
             raise RuntimeError(
-                f"creating the environment of worker '{worker}' from {source} failed "
+                f"creating the environment of worker '{worker}' from {lock.path} failed "
                 f"(pip exit {process.returncode}); full log: {log_path}\n{tail}"
             )
-    (target / LOCK_FILE).write_text(_freeze(python))
+    # --no-deps trusts the lock to be complete for this Python and platform; pip check proves it.
+    checked = subprocess.run([str(python), "-m", "pip", "check"], capture_output=True, text=True)
+    if checked.returncode != 0:
+        raise RuntimeError(f"{lock.path}: installed, but `pip check` finds it incomplete for this Python and platform; "
+                           f"renew it with `harness workers lock --upgrade` ({worker}). pip said:\n"
+                           f"{(checked.stdout + checked.stderr).strip()[-2000:]}")
+    (target / FREEZE_FILE).write_text(_freeze(python))
     (target / COMPLETE_MARKER).write_text("ok\n")
 
 
-def environment_path(folder: WorkerFolder, cache: Path, version: str | None = None) -> Path:
-    """Where the environment of `folder` (at framework `version`, None: as pinned) is cached."""
-    return cache / "envs" / f"{folder.name}-{environment_key(requirements_text(folder, version))}"
+def environment_path(folder: WorkerFolder, cache: Path, version: str | None = None) -> Path | None:
+    """Where the environment of `folder` (at framework `version`, None: as pinned) is cached; None
+    when its lock is yet to be resolved (a version with no committed lock, not used before).
+
+    Raises LockError (a ValueError) when the committed lock is stale.
+    """
+    lock = environment_lock(folder, version, cache / "locks", resolve_missing=False)
+    return None if lock is None else cache / "envs" / f"{folder.name}-{environment_key(lock.text)}"
 
 
 def ensure_environment(folder: WorkerFolder, cache: Path, version: str | None = None) -> WorkerEnvironment:
     """Return the worker's environment for framework `version` (None: as pinned), creating it first
-    if needed (about a minute for torch)."""
+    from its lock if needed (about a minute for torch; a version with no committed lock is resolved
+    with uv first, a few seconds)."""
     if folder.requirements is None:
         return WorkerEnvironment(Path(sys.executable), "host", hashlib.sha256(_freeze(Path(sys.executable)).encode()).hexdigest())
-    target = environment_path(folder, cache, version)
-    key = target.name.rsplit("-", 1)[1]
+    lock = environment_lock(folder, version, cache / "locks")
+    assert lock is not None  # resolved when missing
+    key = environment_key(lock.text)
+    target = cache / "envs" / f"{folder.name}-{key}"
     label = f"{folder.name}@{version}" if version else folder.name
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f"{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two harnesses never build the same environment at once
+    with open(target.parent / f"{target.name}.lock", "w") as flock:
+        fcntl.flock(flock, fcntl.LOCK_EX)  # two harnesses never build the same environment at once
         if not (target / COMPLETE_MARKER).is_file():
-            print(f"Creating the environment of worker '{label}' in {target} (first use)...", file=sys.stderr)
-            source = f"{folder.requirements}" + (f" with {folder.framework_package}=={version}" if version else "")
-            _install(target, requirements_text(folder, version), label, source)
-    lock_text = (target / LOCK_FILE).read_text()
-    return WorkerEnvironment(target / "bin" / "python", key, hashlib.sha256(lock_text.encode()).hexdigest())
+            print(f"Creating the environment of worker '{label}' in {target} from {lock.path} (first use)...", file=sys.stderr)
+            _install(target, lock, label)
+    return WorkerEnvironment(target / "bin" / "python", key, hashlib.sha256(lock.text.encode()).hexdigest())
