@@ -12,9 +12,10 @@ from harness.runtime.environments import COMPLETE_MARKER, LOCK_FILE, ensure_envi
 
 def worker_folder(tmp_path: Path, requirements: str) -> WorkerFolder:
     folder = tmp_path / "toy"
-    folder.mkdir(exist_ok=True)
+    (folder / "cxrbench_toy").mkdir(parents=True, exist_ok=True)
+    (folder / "cxrbench_toy" / "__init__.py").touch()
     (folder / "requirements.txt").write_text(requirements)
-    (folder / "worker.toml").write_text('name = "toy"\nbackend = "trainer:Toy"\nrequirements = "requirements.txt"\n')
+    (folder / "worker.toml").write_text('name = "toy"\nbackend = "cxrbench_toy.trainer:Toy"\nrequirements = "requirements.txt"\n')
     return WorkerFolder.read(folder)
 
 
@@ -48,10 +49,11 @@ def test_failed_install_names_the_worker_and_file_and_leaves_nothing_usable(tmp_
 
 def test_worker_toml_errors_name_the_file_and_field(tmp_path):
     folder = tmp_path / "broken"
-    folder.mkdir()
+    (folder / "cxrbench_broken").mkdir(parents=True)
+    (folder / "cxrbench_broken" / "__init__.py").touch()
     (folder / "worker.toml").write_text('name = "broken"\n')
     with pytest.raises(ValueError, match=r"broken/worker.toml: field 'backend' is required"):
         WorkerFolder.read(folder)
-    (folder / "worker.toml").write_text('name = "broken"\nbackend = "trainer:X"\nrequirements = "missing.txt"\n')
+    (folder / "worker.toml").write_text('name = "broken"\nbackend = "cxrbench_broken.trainer:X"\nrequirements = "missing.txt"\n')
     with pytest.raises(ValueError, match=r"field 'requirements' names 'missing.txt', which does not exist"):
         WorkerFolder.read(folder)

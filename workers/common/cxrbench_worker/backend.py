@@ -2,7 +2,8 @@
 
 A backend knows its framework and nothing of gRPC: the servicer in `servicer.py` validates every
 request, decodes tensors and maps exceptions to status codes, then calls these methods with plain
-numpy arrays. Adding a framework means writing one `Backend` subclass in `workers/<name>/trainer.py`.
+numpy arrays. Adding a framework means writing one `Backend` subclass in
+`workers/<name>/cxrbench_<name>/trainer.py`.
 """
 
 from __future__ import annotations

@@ -13,12 +13,13 @@ import tensorflow as tf
 
 from cxrbench_worker.backend import UnsupportedOption
 from cxrbench_worker.neutral_weights import check_tensors
-from densenet import DenseNet121
-from layers import (
+
+from .densenet import DenseNet121
+from .layers import (
     WeightTable, from_neutral, max_pool_3x3_stride2_pad1, max_pool_3x3_stride2_pad1_by_slices,
     neutral_shape, to_neutral,
 )
-from resnet import ResNet50
+from .resnet import ResNet50
 
 _BUILDERS: dict[str, Callable[..., tf.Module]] = {
     "resnet50": ResNet50,

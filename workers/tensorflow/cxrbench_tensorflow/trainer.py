@@ -14,12 +14,13 @@ import tensorflow as tf
 # The public API can switch op determinism on but neither off nor read it back.
 from tensorflow.python.framework import config as tf_config
 
-from adam import TorchAdam
 from cxrbench_worker.backend import (
     Backend, BackendMetadata, ConfiguredModel, DeviceMemory, ModelSpec,
 )
 from cxrbench_worker.host import cpu_model, cuda_total_memory
-from model import Network, build_model, count_parameters, export_neutral, import_neutral
+
+from .adam import TorchAdam
+from .model import Network, build_model, count_parameters, export_neutral, import_neutral
 
 _BOOLEAN_OPTIONS = ("true", "false")
 

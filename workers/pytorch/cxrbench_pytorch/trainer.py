@@ -22,7 +22,7 @@ from cxrbench_worker.backend import (  # noqa: E402
 )
 from cxrbench_worker.host import cpu_model  # noqa: E402
 from cxrbench_worker.neutral_weights import check_tensors  # noqa: E402
-from model import build_model, count_parameters  # noqa: E402
+from .model import build_model, count_parameters  # noqa: E402
 
 _SKIPPED_SUFFIX = "num_batches_tracked"  # BatchNorm counter: not part of the neutral weights
 

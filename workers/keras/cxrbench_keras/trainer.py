@@ -17,12 +17,13 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-import runtime  # noqa: E402
 from cxrbench_worker.backend import (  # noqa: E402
     Backend, BackendMetadata, ConfiguredModel, DeviceMemory, ModelSpec, UnsupportedOption,
 )
 from cxrbench_worker.host import cpu_model  # noqa: E402
-from model import NeutralModel, build_model, count_parameters  # noqa: E402
+
+from . import runtime  # noqa: E402
+from .model import NeutralModel, build_model, count_parameters  # noqa: E402
 
 _POLICIES = {"fp32": "float32", "mixed": "mixed_float16"}
 

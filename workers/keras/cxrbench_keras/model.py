@@ -13,12 +13,13 @@ from typing import Callable, Sequence
 import keras
 import numpy as np
 
-from builder import NetworkBuilder, NeutralTensor
 from cxrbench_worker.backend import UnsupportedOption
 from cxrbench_worker.neutral_weights import check_tensors
-from densenet import densenet121
-from resnet import resnet50
-from torch_layers import GrayscaleToImage
+
+from .builder import NetworkBuilder, NeutralTensor
+from .densenet import densenet121
+from .resnet import resnet50
+from .torch_layers import GrayscaleToImage
 
 _BUILDERS: dict[str, Callable[[object, int], tuple[object, NetworkBuilder]]] = {
     "resnet50": resnet50,
