@@ -8,7 +8,9 @@ numpy arrays. Adding a framework means writing one `Backend` subclass in
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +29,19 @@ class UnsupportedOption(Exception):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+
+
+def check_architecture(architecture: str, known: Iterable[str]) -> None:
+    """UnsupportedOption on the field "architecture" unless `architecture` is one of `known`."""
+    names = tuple(known)
+    if architecture not in names:
+        raise UnsupportedOption("architecture", f"unknown architecture {architecture!r} (known: {', '.join(names)})")
+
+
+def check_num_labels(num_labels: int) -> None:
+    """ValueError unless the head has at least one logit."""
+    if num_labels < 1:
+        raise ValueError(f"num_labels must be at least 1, got {num_labels}")
 
 
 @dataclass(frozen=True)
@@ -123,9 +138,7 @@ class Backend(ABC):
         The servicer already refuses these over gRPC; backends call this first in `configure` so a
         backend used directly refuses them the same way, before touching any global state.
         """
-        if spec.architecture not in self.architectures:
-            known = ", ".join(self.architectures)
-            raise UnsupportedOption("architecture", f"unknown architecture {spec.architecture!r} (known: {known})")
+        check_architecture(spec.architecture, self.architectures)
         if spec.numerics.precision not in self.precisions:
             allowed = ", ".join(self.precisions)
             raise UnsupportedOption("numerics.precision",
@@ -137,6 +150,29 @@ class Backend(ABC):
         if pixels.ndim != 3 or pixels.dtype != np.uint8 or pixels.shape[1:] != (image_size, image_size):
             raise ValueError(f"pixels must be uint8 (N, {image_size}, {image_size}), got {pixels.dtype} {pixels.shape}")
         return pixels
+
+    @staticmethod
+    def check_learning_rate(learning_rate: float, field: str = "learning_rate") -> float:
+        """`learning_rate` as a float if it is finite and > 0; ValueError naming `field` otherwise.
+
+        The servicer checks every rate it receives; backends check again in `set_learning_rate` so
+        a backend used directly refuses the same rates."""
+        if not (math.isfinite(learning_rate) and learning_rate > 0):
+            raise ValueError(f"{field}: {learning_rate} must be finite and > 0")
+        return float(learning_rate)
+
+    @staticmethod
+    def boolean_option(options: Mapping[str, str], key: str, default: bool = False) -> bool:
+        """The switch `options[key]` ("true" or "false", any case), `default` when absent.
+
+        The servicer has refused unknown keys already; a known key with another value is a
+        ValueError naming the option (INVALID_ARGUMENT)."""
+        value = options.get(key)
+        if value is None:
+            return default
+        if value.lower() not in ("true", "false"):
+            raise ValueError(f"options.{key}: must be 'true' or 'false', got {value!r}")
+        return value.lower() == "true"
 
     @staticmethod
     def require_model(model, method: str):

@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from cxrbench_worker.backend import UnsupportedOption
+from cxrbench_worker.backend import check_architecture, check_num_labels
 from cxrbench_worker.neutral_weights import check_tensors
 
 from .densenet import DenseNet121
@@ -63,12 +63,8 @@ def build_model(architecture: str, num_labels: int, seed: int,
 
     Raises UnsupportedOption for an unknown architecture, ValueError for num_labels < 1.
     """
-    if architecture not in _BUILDERS:
-        known = ", ".join(_BUILDERS)
-        raise UnsupportedOption("architecture",
-                                f"unknown architecture {architecture!r} (known: {known})")
-    if num_labels < 1:
-        raise ValueError(f"num_labels must be at least 1, got {num_labels}")
+    check_architecture(architecture, _BUILDERS)
+    check_num_labels(num_labels)
     return Network(architecture, num_labels, seed, mean, std, for_xla)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import random
@@ -15,14 +14,12 @@ import tensorflow as tf
 from tensorflow.python.framework import config as tf_config
 
 from cxrbench_worker.backend import (
-    Backend, BackendMetadata, ConfiguredModel, DeviceMemory, ModelSpec,
+    Backend, BackendMetadata, ConfiguredModel, DeviceMemory, ModelSpec, check_num_labels,
 )
 from cxrbench_worker.host import cpu_model, cuda_total_memory
 
 from .adam import TorchAdam
 from .model import Network, build_model, count_parameters, export_neutral, import_neutral
-
-_BOOLEAN_OPTIONS = ("true", "false")
 
 
 class TensorFlowBackend(Backend):
@@ -62,13 +59,8 @@ class TensorFlowBackend(Backend):
         # Validate before touching global state, so a refused request leaves the worker as it was.
         # fp32 only: float16 with dynamic loss scaling is not written for the tf.nn models yet.
         self.check_spec(spec)
-        options = dict(getattr(spec, "options", {}) or {})
-        # The servicer has refused unknown keys already; a known key with a bad value is invalid.
-        for key, value in sorted(options.items()):
-            if value not in _BOOLEAN_OPTIONS:
-                raise ValueError(f"options.{key}: must be 'true' or 'false', got {value!r}")
-        if spec.num_labels < 1:
-            raise ValueError(f"num_labels must be at least 1, got {spec.num_labels}")
+        jit_compile = self.boolean_option(spec.options, "jit_compile")
+        check_num_labels(spec.num_labels)
 
         self._set_threads(spec.threads)
         tf.config.experimental.enable_tensor_float_32_execution(spec.numerics.allow_tf32)
@@ -81,7 +73,7 @@ class TensorFlowBackend(Backend):
         random.seed(spec.seed)
 
         # XLA is opt-in: on 2 CPU cores it trained ResNet-50 at ~5 img/s against ~60 without it.
-        self._jit_compile = options.get("jit_compile") == "true"
+        self._jit_compile = jit_compile
         model = build_model(spec.architecture, spec.num_labels, spec.seed, spec.mean, spec.std,
                             for_xla=self._jit_compile)
         self._adam = TorchAdam(model.trainable, spec.optimizer)
@@ -168,9 +160,7 @@ class TensorFlowBackend(Backend):
     def set_learning_rate(self, learning_rate: float) -> None:
         """Set Adam's learning rate for the following steps (a variable: no retracing)."""
         self._require("set_learning_rate")
-        if not (math.isfinite(learning_rate) and learning_rate > 0):
-            raise ValueError(f"learning_rate must be finite and > 0, got {learning_rate}")
-        self._adam.learning_rate.assign(float(learning_rate))
+        self._adam.learning_rate.assign(self.check_learning_rate(learning_rate))
 
     def export_weights(self) -> dict[str, np.ndarray]:
         """Parameters and BatchNorm running stats, torchvision names and layouts, float32 copies."""
