@@ -30,7 +30,7 @@ def test_every_worker_folder_holds_its_package_and_no_top_level_module():
         entries = sorted(path.name for path in folder.path.iterdir() if path.name != "__pycache__")
         others = [entry for entry in entries if entry != folder.package
                   and entry not in FOLDER_FILES and not (entry.startswith("requirements") and entry.endswith(".txt"))]
-        assert others == [], f"{folder.path}: only worker.toml, requirements, Dockerfile and {folder.package}/ belong here"
+        assert others == [], f"{folder.path}: only worker.toml, requirements, Dockerfile, {folder.package}/ belong here"
         assert (folder.path / folder.package / "__init__.py").is_file()
 
 
@@ -78,7 +78,8 @@ def copy_of_null_worker(root: Path, name: str) -> Path:
     folder = root / name
     shutil.copytree(WORKERS["null"].path, folder, ignore=shutil.ignore_patterns("__pycache__"))
     (folder / "cxrbench_null").rename(folder / f"cxrbench_{name}")
-    (folder / "worker.toml").write_text(f'name = "{name}"\nbackend = "cxrbench_{name}.trainer:NullBackend"\nlisted = false\n')
+    (folder / "worker.toml").write_text(f'name = "{name}"\nbackend = "cxrbench_{name}.trainer:NullBackend"\n'
+                                        'listed = false\n')
     return folder
 
 

@@ -20,6 +20,7 @@ from cxrbench_worker.backend import (  # noqa: E402
     Backend, BackendMetadata, ConfiguredModel, DeviceMemory, ModelSpec, UnsupportedOption,
 )
 from cxrbench_worker.host import cpu_model  # noqa: E402
+from cxrbench_worker.tensorflow_settings import ThreadPoolsFixed  # noqa: E402
 
 from . import runtime  # noqa: E402
 from .model import NeutralModel, build_model, count_parameters  # noqa: E402
@@ -73,7 +74,7 @@ class KerasBackend(Backend):
                                     "ask for numerics.deterministic = false to use it")
         try:
             runtime.set_threads(spec.threads)
-        except RuntimeError as error:
+        except ThreadPoolsFixed as error:
             raise UnsupportedOption("threads", str(error)) from None
 
         # clear_session drops the previous model's graph state; then seed and policy for the new one.

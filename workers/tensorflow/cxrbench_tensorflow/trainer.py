@@ -10,13 +10,13 @@ from typing import Callable
 
 import numpy as np
 import tensorflow as tf
-# The public API can switch op determinism on but neither off nor read it back.
-from tensorflow.python.framework import config as tf_config
 
+from cxrbench_worker import tensorflow_settings
 from cxrbench_worker.backend import (
     Backend, BackendMetadata, ConfiguredModel, DeviceMemory, ModelSpec, check_num_labels,
 )
-from cxrbench_worker.host import cpu_model, cuda_total_memory
+from cxrbench_worker.host import cpu_model
+from cxrbench_worker.tensorflow_settings import ThreadPoolsFixed
 
 from .adam import TorchAdam
 from .model import Network, build_model, count_parameters, export_neutral, import_neutral
@@ -43,16 +43,12 @@ class TensorFlowBackend(Backend):
         """Versions, device, threads and the numerics flags as TF currently has them."""
         versions = {"tensorflow": tf.__version__, "numpy": np.__version__,
                     "python": platform.python_version()}
-        gpus = tf.config.list_physical_devices("GPU")
-        if gpus:
-            build = tf.sysconfig.get_build_info()
-            versions["cuda"] = str(build.get("cuda_version", "unknown"))
-            versions["cudnn"] = str(build.get("cudnn_version", "unknown"))
-            details = tf.config.experimental.get_device_details(gpus[0])
-            device = f"gpu:0 ({details.get('device_name', 'unknown')})"
+        device = tensorflow_settings.gpu_device()
+        if device is not None:
+            versions.update(tensorflow_settings.cuda_versions())
         else:
             device = f"cpu ({cpu_model()})"
-        return BackendMetadata(versions, device, self._threads(), self._numerics())
+        return BackendMetadata(versions, device, tensorflow_settings.intra_op_threads(), self._numerics())
 
     def configure(self, spec: ModelSpec) -> ConfiguredModel:
         """Seed, set numerics and threads, build the model and Adam; replaces any previous model."""
@@ -63,11 +59,7 @@ class TensorFlowBackend(Backend):
         check_num_labels(spec.num_labels)
 
         self._set_threads(spec.threads)
-        tf.config.experimental.enable_tensor_float_32_execution(spec.numerics.allow_tf32)
-        if spec.numerics.deterministic:
-            tf.config.experimental.enable_op_determinism()
-        else:
-            tf_config.disable_op_determinism()
+        tensorflow_settings.set_numerics(spec.numerics.allow_tf32, spec.numerics.deterministic)
         tf.random.set_seed(spec.seed)
         np.random.seed(spec.seed % 2**32)
         random.seed(spec.seed)
@@ -106,29 +98,21 @@ class TensorFlowBackend(Backend):
         return train, predict
 
     def _set_threads(self, threads: int) -> None:
-        if threads <= 0 or tf.config.threading.get_intra_op_parallelism_threads() == threads:
-            return
+        """Apply `threads`, or note (and report) that TF's runtime keeps its first count."""
         try:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            # One op at a time, each on `threads` cores: the same work split as torch's.
-            tf.config.threading.set_inter_op_parallelism_threads(1)
-            self._threads_note = ""
-        except RuntimeError:
+            if tensorflow_settings.set_thread_pools(threads):
+                self._threads_note = ""
+        except ThreadPoolsFixed:
             # TF fixes its thread pools when its runtime starts (the first Configure did that).
-            self._threads_note = (f"requested {threads} threads, kept {self._threads()}: TF's "
-                                  "runtime was already initialised; start a new worker")
-
-    @staticmethod
-    def _threads() -> int:
-        configured = tf.config.threading.get_intra_op_parallelism_threads()
-        # 0 is TF's default: one thread per core this process may run on.
-        return configured or len(os.sched_getaffinity(0))
+            self._threads_note = (f"requested {threads} threads, kept {tensorflow_settings.intra_op_threads()}: "
+                                  "TF's runtime was already initialised; start a new worker")
 
     def _numerics(self) -> dict[str, str]:
+        state = tensorflow_settings.numerics_state()
         numerics = {
             "precision": "fp32",
-            "allow_tf32": str(tf.config.experimental.tensor_float_32_execution_enabled()).lower(),
-            "deterministic_ops": str(tf_config.is_op_determinism_enabled()).lower(),
+            "allow_tf32": str(state.allow_tf32).lower(),
+            "deterministic_ops": str(state.op_determinism).lower(),
             "jit_compile": str(self._jit_compile).lower(),
             "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
         }
@@ -181,15 +165,4 @@ class TensorFlowBackend(Backend):
     def device_memory(self, reset_peak: bool) -> DeviceMemory:
         """TF's GPU allocator's bytes in use; nothing on CPU, nor before Configure (reading the
         allocator starts TF's runtime, which would fix the thread pools Configure still sets)."""
-        gpus = tf.config.list_physical_devices("GPU")
-        if not gpus:
-            return DeviceMemory()
-        name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "unknown")
-        device = f"gpu:0 ({name})"
-        if self._model is None:
-            return DeviceMemory(device=device)
-        info = tf.config.experimental.get_memory_info("GPU:0")
-        if reset_peak:
-            tf.config.experimental.reset_memory_stats("GPU:0")
-        return DeviceMemory(device=device, reported=True, peak_bytes=int(info["peak"]),
-                            current_bytes=int(info["current"]), total_bytes=cuda_total_memory())
+        return tensorflow_settings.device_memory(reset_peak, started=self._model is not None)
