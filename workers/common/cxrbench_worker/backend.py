@@ -13,11 +13,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 ARCHITECTURES = ("resnet50", "densenet121")
 PRECISIONS = ("fp32", "mixed")
+
+ModelT = TypeVar("ModelT")  # whatever a backend builds: a torch Module, a tf.Module, a Keras model
 
 
 class UnsupportedOption(Exception):
@@ -175,7 +178,7 @@ class Backend(ABC):
         return value.lower() == "true"
 
     @staticmethod
-    def require_model(model, method: str):
+    def require_model(model: ModelT | None, method: str) -> ModelT:
         """`model` once Configure has built it; RuntimeError (FAILED_PRECONDITION) before that."""
         if model is None:
             raise RuntimeError(f"Configure must be called before {method}")

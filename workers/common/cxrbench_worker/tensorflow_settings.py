@@ -57,6 +57,7 @@ def set_numerics(allow_tf32: bool, deterministic: bool) -> None:
     """TF32 on or off explicitly (TF enables it by default on Ampere and newer), then op determinism
     on or off. Call before the model is built: kernels are chosen when ops first run."""
     import tensorflow as tf
+
     # The public API can switch op determinism on but neither off nor read it back.
     from tensorflow.python.framework import config as tf_config
 
