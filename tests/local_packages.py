@@ -61,8 +61,9 @@ def toy_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, 
         make_wheel(wheels, "toyhelper", version)
     offline_index(monkeypatch, wheels)
     toy = tmp_path / "workers" / "toy"
-    toy.mkdir(parents=True)
-    (toy / "worker.toml").write_text('name = "toy"\nbackend = "trainer:Toy"\nrequirements = "requirements.txt"\n'
+    (toy / "cxrbench_toy").mkdir(parents=True)
+    (toy / "cxrbench_toy" / "__init__.py").touch()
+    (toy / "worker.toml").write_text('name = "toy"\nbackend = "cxrbench_toy.trainer:Toy"\nrequirements = "requirements.txt"\n'
                                      'framework_package = "toyframework"\n')
     (toy / "requirements.txt").write_text("toyframework==1.0\ntoypin==1.0\n")
     return tmp_path / "workers", wheels

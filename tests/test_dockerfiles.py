@@ -112,8 +112,8 @@ def test_every_copy_source_exists_for_the_worker_and_is_in_the_build_context(fol
 @pytest.mark.parametrize("relative", [
     ".secrets/tls.key", ".secrets/token", ".venv/bin/python", ".git/HEAD", "results/run/report.md",
     "data/nih/images/00000001_000.png", "tests/test_cli.py", "docs/ARCHITECTURE.md", "benchmarks/data_path.py",
-    "workers/keras/__pycache__/trainer.cpython-312.pyc", "proto/cxrbench/worker/v1/__pycache__/tensors.cpython-312.pyc",
-    "cxrbench.egg-info/PKG-INFO", "workers/null/trainer.py", "compose.yaml",
+    "workers/keras/cxrbench_keras/__pycache__/trainer.cpython-312.pyc", "proto/cxrbench/worker/v1/__pycache__/tensors.cpython-312.pyc",
+    "cxrbench.egg-info/PKG-INFO", "workers/null/cxrbench_null/trainer.py", "compose.yaml",
 ])
 def test_build_context_leaves_out_secrets_environments_results_and_caches(relative):
     assert excluded_from_context(relative)
@@ -121,7 +121,7 @@ def test_build_context_leaves_out_secrets_environments_results_and_caches(relati
 
 @pytest.mark.parametrize("relative", [
     "proto/cxrbench/worker/v1/worker_pb2.py", "workers/common/cxrbench_worker/__main__.py",
-    "workers/keras/trainer.py", "workers/pytorch/requirements.txt", "workers/tensorflow/worker.toml",
+    "workers/keras/cxrbench_keras/trainer.py", "workers/pytorch/requirements.txt", "workers/tensorflow/worker.toml",
     "workers/keras/locks/3.15.1-gpu.txt", "workers/common/cxrbench_worker/locks.py",
 ])
 def test_build_context_keeps_the_contract_the_workers_and_their_locks(relative):

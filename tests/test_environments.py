@@ -38,7 +38,8 @@ def test_environment_key_is_the_hash_of_the_committed_lock_and_moves_with_its_te
 
     copy = tmp_path / "keras"
     shutil.copytree(keras.path / "locks", copy / "locks")
-    for name in ("worker.toml", "requirements.txt"):
+    for name in ("worker.toml", "requirements.txt", "cxrbench_keras/__init__.py"):
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(keras.path / name, copy / name)
     relocked = lock_path(WorkerFolder.read(copy))
     relocked.write_text(relocked.read_text().replace("keras==3.15.1 \\\n", "keras==3.15.1 \\\n    --hash=sha256:" + "0" * 64 + " \\\n"))
@@ -122,11 +123,12 @@ def test_a_version_without_a_committed_lock_is_resolved_into_the_cache_first_and
 
 def test_worker_toml_errors_name_the_file_and_field(tmp_path):
     folder = tmp_path / "broken"
-    folder.mkdir()
+    (folder / "cxrbench_broken").mkdir(parents=True)
+    (folder / "cxrbench_broken" / "__init__.py").touch()
     (folder / "worker.toml").write_text('name = "broken"\n')
     with pytest.raises(ValueError, match=r"broken/worker.toml: field 'backend' is required"):
         WorkerFolder.read(folder)
-    (folder / "worker.toml").write_text('name = "broken"\nbackend = "trainer:X"\nrequirements = "missing.txt"\n')
+    (folder / "worker.toml").write_text('name = "broken"\nbackend = "cxrbench_broken.trainer:X"\nrequirements = "missing.txt"\n')
     with pytest.raises(ValueError, match=r"field 'requirements' names 'missing.txt', which does not exist"):
         WorkerFolder.read(folder)
 

@@ -12,6 +12,9 @@ from conftest import REPO_ROOT
 FRAMEWORKS = ("torch", "torchvision", "tensorflow", "keras", "jax", "jaxlib", "flax")
 # Code that runs in the harness process: the harness, the contract package and the worker SDK.
 HARNESS_SIDE = ("harness", "proto/cxrbench", "workers/common")
+# SDK modules that only framework workers call, and the framework each may import, inside its
+# functions alone (importing the module loads nothing; the test below imports every SDK module).
+FRAMEWORK_HELPERS = {"workers/common/cxrbench_worker/tensorflow_settings.py": "tensorflow"}
 
 
 def imported_top_level_modules(path: Path) -> set[str]:
@@ -25,13 +28,48 @@ def imported_top_level_modules(path: Path) -> set[str]:
     return names
 
 
+def imported_outside_functions(path: Path) -> set[str]:
+    """Top-level module names imported anywhere but inside a function body."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    in_functions = {id(node) for function in ast.walk(tree)
+                    if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef))
+                    for node in ast.walk(function) if node is not function}
+    names = set()
+    for node in ast.walk(tree):
+        if id(node) in in_functions:
+            continue
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
 def test_no_harness_side_source_file_imports_a_framework():
     offenders = []
     for folder in HARNESS_SIDE:
         for path in sorted((REPO_ROOT / folder).rglob("*.py")):
-            found = imported_top_level_modules(path) & set(FRAMEWORKS)
+            relative = path.relative_to(REPO_ROOT).as_posix()
+            allowed = {FRAMEWORK_HELPERS[relative]} if relative in FRAMEWORK_HELPERS else set()
+            found = (imported_top_level_modules(path) - allowed) & set(FRAMEWORKS)
+            found |= imported_outside_functions(path) & set(FRAMEWORKS)
             if found:
-                offenders.append(f"{path.relative_to(REPO_ROOT)}: {sorted(found)}")
+                offenders.append(f"{relative}: {sorted(found)}")
+    assert offenders == []
+
+
+def test_the_harness_never_uses_the_sdks_framework_helpers():
+    helpers = {"cxrbench_worker." + Path(relative).stem for relative in FRAMEWORK_HELPERS}
+    offenders = []
+    for path in sorted((REPO_ROOT / "harness").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                used = {alias.name for alias in node.names} & helpers
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                used = ({node.module} | {f"{node.module}.{alias.name}" for alias in node.names}) & helpers
+            else:
+                continue
+            offenders += [f"{path.relative_to(REPO_ROOT)}:{node.lineno} imports {name}" for name in sorted(used)]
     assert offenders == []
 
 

@@ -46,8 +46,9 @@ def test_gpu_requirements_rename_only_the_cpu_build_and_keep_the_version():
 
 def test_a_version_specific_requirements_file_wins_and_must_pin_that_version(tmp_path):
     folder = tmp_path / "toy"
-    folder.mkdir()
-    (folder / "worker.toml").write_text('name = "toy"\nbackend = "trainer:Toy"\nrequirements = "requirements.txt"\n'
+    (folder / "cxrbench_toy").mkdir(parents=True)
+    (folder / "cxrbench_toy" / "__init__.py").touch()
+    (folder / "worker.toml").write_text('name = "toy"\nbackend = "cxrbench_toy.trainer:Toy"\nrequirements = "requirements.txt"\n'
                                         'framework_package = "torch"\n')
     (folder / "requirements.txt").write_text("torch==2.14.1\ntorchvision==0.29.1\n")
     (folder / "requirements-2.13.0.txt").write_text("torch==2.13.0\ntorchvision==0.28.0\n")

@@ -23,7 +23,8 @@ from cxrbench_worker.requirements import requirements_text
 def test_two_versions_run_side_by_side_and_the_report_shows_both(tmp_path, monkeypatch, capsys):
     root = tmp_path / "workers"
     shutil.copytree(REPO_ROOT / "workers" / "null", root / "toy", ignore=shutil.ignore_patterns("__pycache__"))
-    (root / "toy" / "worker.toml").write_text('name = "toy"\nbackend = "trainer:NullBackend"\n'
+    (root / "toy" / "cxrbench_null").rename(root / "toy" / "cxrbench_toy")  # a worker's package bears its name
+    (root / "toy" / "worker.toml").write_text('name = "toy"\nbackend = "cxrbench_toy.trainer:NullBackend"\n'
                                              'requirements = "requirements.txt"\nframework_package = "toyframework"\n')
     (root / "toy" / "requirements.txt").write_text("toyframework==1.1\ngrpcio==1.85.1\n")
     installed: list[tuple[str | None, str]] = []

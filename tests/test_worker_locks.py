@@ -65,13 +65,17 @@ def test_the_keras_version_the_tests_and_readme_run_beside_the_pinned_one_is_loc
     assert lock_path(keras, "3.14.0").is_file() and lock_path(keras, "3.14.0", gpu=True).is_file()
 
 
-def copy_of_worker(name: str, tmp_path: Path) -> WorkerFolder:
-    """The worker folder's worker.toml, requirements and locks, copied (its code is not needed)."""
+def copy_of_worker(name: str, tmp_path: Path, package: bool = True) -> WorkerFolder:
+    """The worker folder's worker.toml, requirements and locks, copied (its code is not needed, so
+    its package is an empty one; `package` False leaves it out, as the image build's first stage does)."""
     source, target = REPO_ROOT / "workers" / name, tmp_path / name
     shutil.copytree(source / "locks", target / "locks")
     for path in [source / "worker.toml", *source.glob("requirements*.txt")]:
         shutil.copy2(path, target / path.name)
-    return WorkerFolder.read(target)
+    if package:
+        (target / f"cxrbench_{name}").mkdir()
+        (target / f"cxrbench_{name}" / "__init__.py").touch()
+    return WorkerFolder.read(target, require_package=package)
 
 
 def test_a_pin_changed_without_relocking_fails_the_check_naming_the_lock_and_the_command(tmp_path):
@@ -129,7 +133,7 @@ def test_gpu_lock_of_tensorflow_holds_the_cuda_build_and_not_the_cpu_one():
 
 
 def test_lock_module_prints_a_current_lock_and_refuses_a_stale_one_as_the_image_build_runs_it(tmp_path):
-    keras = copy_of_worker("keras", tmp_path)
+    keras = copy_of_worker("keras", tmp_path, package=False)  # the build copies worker.toml, requirements, locks
 
     def run() -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-S", "-m", "cxrbench_worker.locks", str(keras.path), "--version", "3.14.0",
@@ -188,8 +192,9 @@ def test_a_second_version_is_locked_beside_the_pinned_one_and_renewed_with_it(to
 def test_workers_lock_command_prints_each_lock_and_refuses_a_worker_without_requirements(toy_root, monkeypatch, capsys):
     root, _ = toy_root
     bare = root / "bare"
-    bare.mkdir()
-    (bare / "worker.toml").write_text('name = "bare"\nbackend = "trainer:Bare"\n')
+    (bare / "cxrbench_bare").mkdir(parents=True)
+    (bare / "cxrbench_bare" / "__init__.py").touch()
+    (bare / "worker.toml").write_text('name = "bare"\nbackend = "cxrbench_bare.trainer:Bare"\n')
     real = worker_locks.lock_workers
     monkeypatch.setattr(worker_locks, "lock_workers", lambda selection, upgrade: real(selection, upgrade, root))
     assert cli.main(["workers", "lock"]) == 0  # every worker with requirements: "bare" has none

@@ -2,19 +2,25 @@
 
 A backend knows its framework and nothing of gRPC: the servicer in `servicer.py` validates every
 request, decodes tensors and maps exceptions to status codes, then calls these methods with plain
-numpy arrays. Adding a framework means writing one `Backend` subclass in `workers/<name>/trainer.py`.
+numpy arrays. Adding a framework means writing one `Backend` subclass in
+`workers/<name>/cxrbench_<name>/trainer.py`.
 """
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 ARCHITECTURES = ("resnet50", "densenet121")
 PRECISIONS = ("fp32", "mixed")
+
+ModelT = TypeVar("ModelT")  # whatever a backend builds: a torch Module, a tf.Module, a Keras model
 
 
 class UnsupportedOption(Exception):
@@ -26,6 +32,19 @@ class UnsupportedOption(Exception):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+
+
+def check_architecture(architecture: str, known: Iterable[str]) -> None:
+    """UnsupportedOption on the field "architecture" unless `architecture` is one of `known`."""
+    names = tuple(known)
+    if architecture not in names:
+        raise UnsupportedOption("architecture", f"unknown architecture {architecture!r} (known: {', '.join(names)})")
+
+
+def check_num_labels(num_labels: int) -> None:
+    """ValueError unless the head has at least one logit."""
+    if num_labels < 1:
+        raise ValueError(f"num_labels must be at least 1, got {num_labels}")
 
 
 @dataclass(frozen=True)
@@ -122,9 +141,7 @@ class Backend(ABC):
         The servicer already refuses these over gRPC; backends call this first in `configure` so a
         backend used directly refuses them the same way, before touching any global state.
         """
-        if spec.architecture not in self.architectures:
-            known = ", ".join(self.architectures)
-            raise UnsupportedOption("architecture", f"unknown architecture {spec.architecture!r} (known: {known})")
+        check_architecture(spec.architecture, self.architectures)
         if spec.numerics.precision not in self.precisions:
             allowed = ", ".join(self.precisions)
             raise UnsupportedOption("numerics.precision",
@@ -138,7 +155,30 @@ class Backend(ABC):
         return pixels
 
     @staticmethod
-    def require_model(model, method: str):
+    def check_learning_rate(learning_rate: float, field: str = "learning_rate") -> float:
+        """`learning_rate` as a float if it is finite and > 0; ValueError naming `field` otherwise.
+
+        The servicer checks every rate it receives; backends check again in `set_learning_rate` so
+        a backend used directly refuses the same rates."""
+        if not (math.isfinite(learning_rate) and learning_rate > 0):
+            raise ValueError(f"{field}: {learning_rate} must be finite and > 0")
+        return float(learning_rate)
+
+    @staticmethod
+    def boolean_option(options: Mapping[str, str], key: str, default: bool = False) -> bool:
+        """The switch `options[key]` ("true" or "false", any case), `default` when absent.
+
+        The servicer has refused unknown keys already; a known key with another value is a
+        ValueError naming the option (INVALID_ARGUMENT)."""
+        value = options.get(key)
+        if value is None:
+            return default
+        if value.lower() not in ("true", "false"):
+            raise ValueError(f"options.{key}: must be 'true' or 'false', got {value!r}")
+        return value.lower() == "true"
+
+    @staticmethod
+    def require_model(model: ModelT | None, method: str) -> ModelT:
         """`model` once Configure has built it; RuntimeError (FAILED_PRECONDITION) before that."""
         if model is None:
             raise RuntimeError(f"Configure must be called before {method}")

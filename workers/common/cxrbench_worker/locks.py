@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gpu", action="store_true", help="the lock a GPU image installs")
     args = parser.parse_args(argv)
     try:
-        sys.stdout.write(current_lock_text(WorkerFolder.read(args.worker_dir), args.version or None, args.gpu))
+        sys.stdout.write(current_lock_text(WorkerFolder.read(args.worker_dir, require_package=False), args.version or None, args.gpu))
     except ValueError as error:  # LockError included
         raise SystemExit(f"error: {error}") from None
 

@@ -104,7 +104,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gpu", action="store_true", help="rename the packages of worker.toml's [gpu] table")
     args = parser.parse_args(argv)
     try:
-        sys.stdout.write(requirements_text(WorkerFolder.read(args.worker_dir), args.version or None, args.gpu))
+        # An image's requirements stage copies worker.toml and the requirements alone, not the code.
+        folder = WorkerFolder.read(args.worker_dir, require_package=False)
+        sys.stdout.write(requirements_text(folder, args.version or None, args.gpu))
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
 

@@ -7,7 +7,6 @@ the traceback. An error on a Train or Predict stream ends that stream only.
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 import time
@@ -67,8 +66,7 @@ def spec_from_request(request: worker_pb2.ConfigureRequest, backend: Backend) ->
     if not 16 <= request.image_size <= 4096:
         raise ValueError(f"image_size: {request.image_size} is outside 16..4096")
     adam = request.optimizer
-    if not (math.isfinite(adam.learning_rate) and adam.learning_rate > 0):
-        raise ValueError(f"optimizer.learning_rate: {adam.learning_rate} must be finite and > 0")
+    Backend.check_learning_rate(adam.learning_rate, "optimizer.learning_rate")
     for name in ("beta1", "beta2"):
         if not 0 <= getattr(adam, name) < 1:
             raise ValueError(f"optimizer.{name}: {getattr(adam, name)} must be in [0, 1)")
@@ -186,8 +184,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
     def SetHyperparameters(self, request, context):
         with status_on_error(context), self._lock:
             self._require_model("SetHyperparameters")
-            if not (math.isfinite(request.learning_rate) and request.learning_rate > 0):
-                raise ValueError(f"learning_rate: {request.learning_rate} must be finite and > 0")
+            Backend.check_learning_rate(request.learning_rate)
             self._backend.set_learning_rate(request.learning_rate)
             return worker_pb2.SetHyperparametersResponse(learning_rate=request.learning_rate)
 

@@ -6,7 +6,7 @@ from typing import Callable
 
 import tensorflow as tf
 
-from layers import (
+from .layers import (
     BatchNorm, Conv2D, Linear, WeightTable, global_average_pool, max_pool_3x3_stride2_pad1,
 )
 

@@ -13,12 +13,13 @@ from typing import Callable, Sequence
 import keras
 import numpy as np
 
-from builder import NetworkBuilder, NeutralTensor
-from cxrbench_worker.backend import UnsupportedOption
+from cxrbench_worker.backend import check_architecture, check_num_labels
 from cxrbench_worker.neutral_weights import check_tensors
-from densenet import densenet121
-from resnet import resnet50
-from torch_layers import GrayscaleToImage
+
+from .builder import NetworkBuilder, NeutralTensor
+from .densenet import densenet121
+from .resnet import resnet50
+from .torch_layers import GrayscaleToImage
 
 _BUILDERS: dict[str, Callable[[object, int], tuple[object, NetworkBuilder]]] = {
     "resnet50": resnet50,
@@ -55,13 +56,9 @@ def build_model(architecture: str, num_labels: int, image_size: int,
     The initial weights come from Keras's global seed: call keras.utils.set_random_seed first.
     Raises UnsupportedOption for an unknown architecture, ValueError for num_labels < 1.
     """
-    build = _BUILDERS.get(architecture)
-    if build is None:
-        known = ", ".join(_BUILDERS)
-        raise UnsupportedOption("architecture",
-                                f"unknown architecture {architecture!r} (known: {known})")
-    if num_labels < 1:
-        raise ValueError(f"num_labels must be at least 1, got {num_labels}")
+    check_architecture(architecture, _BUILDERS)
+    check_num_labels(num_labels)
+    build = _BUILDERS[architecture]
     pixels = keras.Input(shape=(image_size, image_size), dtype="uint8", name="pixels")
     logits, builder = build(GrayscaleToImage(mean, std, name="normalize")(pixels), num_labels)
     model = keras.Model(pixels, logits, name=architecture)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import random
@@ -11,17 +10,16 @@ from typing import Callable
 
 import numpy as np
 import tensorflow as tf
-# The public API can switch op determinism on but neither off nor read it back.
-from tensorflow.python.framework import config as tf_config
 
-from adam import TorchAdam
+from cxrbench_worker import tensorflow_settings
 from cxrbench_worker.backend import (
-    Backend, BackendMetadata, ConfiguredModel, DeviceMemory, ModelSpec,
+    Backend, BackendMetadata, ConfiguredModel, DeviceMemory, ModelSpec, check_num_labels,
 )
-from cxrbench_worker.host import cpu_model, cuda_total_memory
-from model import Network, build_model, count_parameters, export_neutral, import_neutral
+from cxrbench_worker.host import cpu_model
+from cxrbench_worker.tensorflow_settings import ThreadPoolsFixed
 
-_BOOLEAN_OPTIONS = ("true", "false")
+from .adam import TorchAdam
+from .model import Network, build_model, count_parameters, export_neutral, import_neutral
 
 
 class TensorFlowBackend(Backend):
@@ -45,42 +43,29 @@ class TensorFlowBackend(Backend):
         """Versions, device, threads and the numerics flags as TF currently has them."""
         versions = {"tensorflow": tf.__version__, "numpy": np.__version__,
                     "python": platform.python_version()}
-        gpus = tf.config.list_physical_devices("GPU")
-        if gpus:
-            build = tf.sysconfig.get_build_info()
-            versions["cuda"] = str(build.get("cuda_version", "unknown"))
-            versions["cudnn"] = str(build.get("cudnn_version", "unknown"))
-            details = tf.config.experimental.get_device_details(gpus[0])
-            device = f"gpu:0 ({details.get('device_name', 'unknown')})"
+        device = tensorflow_settings.gpu_device()
+        if device is not None:
+            versions.update(tensorflow_settings.cuda_versions())
         else:
             device = f"cpu ({cpu_model()})"
-        return BackendMetadata(versions, device, self._threads(), self._numerics())
+        return BackendMetadata(versions, device, tensorflow_settings.intra_op_threads(), self._numerics())
 
     def configure(self, spec: ModelSpec) -> ConfiguredModel:
         """Seed, set numerics and threads, build the model and Adam; replaces any previous model."""
         # Validate before touching global state, so a refused request leaves the worker as it was.
         # fp32 only: float16 with dynamic loss scaling is not written for the tf.nn models yet.
         self.check_spec(spec)
-        options = dict(getattr(spec, "options", {}) or {})
-        # The servicer has refused unknown keys already; a known key with a bad value is invalid.
-        for key, value in sorted(options.items()):
-            if value not in _BOOLEAN_OPTIONS:
-                raise ValueError(f"options.{key}: must be 'true' or 'false', got {value!r}")
-        if spec.num_labels < 1:
-            raise ValueError(f"num_labels must be at least 1, got {spec.num_labels}")
+        jit_compile = self.boolean_option(spec.options, "jit_compile")
+        check_num_labels(spec.num_labels)
 
         self._set_threads(spec.threads)
-        tf.config.experimental.enable_tensor_float_32_execution(spec.numerics.allow_tf32)
-        if spec.numerics.deterministic:
-            tf.config.experimental.enable_op_determinism()
-        else:
-            tf_config.disable_op_determinism()
+        tensorflow_settings.set_numerics(spec.numerics.allow_tf32, spec.numerics.deterministic)
         tf.random.set_seed(spec.seed)
         np.random.seed(spec.seed % 2**32)
         random.seed(spec.seed)
 
         # XLA is opt-in: on 2 CPU cores it trained ResNet-50 at ~5 img/s against ~60 without it.
-        self._jit_compile = options.get("jit_compile") == "true"
+        self._jit_compile = jit_compile
         model = build_model(spec.architecture, spec.num_labels, spec.seed, spec.mean, spec.std,
                             for_xla=self._jit_compile)
         self._adam = TorchAdam(model.trainable, spec.optimizer)
@@ -113,29 +98,21 @@ class TensorFlowBackend(Backend):
         return train, predict
 
     def _set_threads(self, threads: int) -> None:
-        if threads <= 0 or tf.config.threading.get_intra_op_parallelism_threads() == threads:
-            return
+        """Apply `threads`, or note (and report) that TF's runtime keeps its first count."""
         try:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            # One op at a time, each on `threads` cores: the same work split as torch's.
-            tf.config.threading.set_inter_op_parallelism_threads(1)
-            self._threads_note = ""
-        except RuntimeError:
+            if tensorflow_settings.set_thread_pools(threads):
+                self._threads_note = ""
+        except ThreadPoolsFixed:
             # TF fixes its thread pools when its runtime starts (the first Configure did that).
-            self._threads_note = (f"requested {threads} threads, kept {self._threads()}: TF's "
-                                  "runtime was already initialised; start a new worker")
-
-    @staticmethod
-    def _threads() -> int:
-        configured = tf.config.threading.get_intra_op_parallelism_threads()
-        # 0 is TF's default: one thread per core this process may run on.
-        return configured or len(os.sched_getaffinity(0))
+            self._threads_note = (f"requested {threads} threads, kept {tensorflow_settings.intra_op_threads()}: "
+                                  "TF's runtime was already initialised; start a new worker")
 
     def _numerics(self) -> dict[str, str]:
+        state = tensorflow_settings.numerics_state()
         numerics = {
             "precision": "fp32",
-            "allow_tf32": str(tf.config.experimental.tensor_float_32_execution_enabled()).lower(),
-            "deterministic_ops": str(tf_config.is_op_determinism_enabled()).lower(),
+            "allow_tf32": str(state.allow_tf32).lower(),
+            "deterministic_ops": str(state.op_determinism).lower(),
             "jit_compile": str(self._jit_compile).lower(),
             "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
         }
@@ -167,9 +144,7 @@ class TensorFlowBackend(Backend):
     def set_learning_rate(self, learning_rate: float) -> None:
         """Set Adam's learning rate for the following steps (a variable: no retracing)."""
         self._require("set_learning_rate")
-        if not (math.isfinite(learning_rate) and learning_rate > 0):
-            raise ValueError(f"learning_rate must be finite and > 0, got {learning_rate}")
-        self._adam.learning_rate.assign(float(learning_rate))
+        self._adam.learning_rate.assign(self.check_learning_rate(learning_rate))
 
     def export_weights(self) -> dict[str, np.ndarray]:
         """Parameters and BatchNorm running stats, torchvision names and layouts, float32 copies."""
@@ -190,15 +165,4 @@ class TensorFlowBackend(Backend):
     def device_memory(self, reset_peak: bool) -> DeviceMemory:
         """TF's GPU allocator's bytes in use; nothing on CPU, nor before Configure (reading the
         allocator starts TF's runtime, which would fix the thread pools Configure still sets)."""
-        gpus = tf.config.list_physical_devices("GPU")
-        if not gpus:
-            return DeviceMemory()
-        name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "unknown")
-        device = f"gpu:0 ({name})"
-        if self._model is None:
-            return DeviceMemory(device=device)
-        info = tf.config.experimental.get_memory_info("GPU:0")
-        if reset_peak:
-            tf.config.experimental.reset_memory_stats("GPU:0")
-        return DeviceMemory(device=device, reported=True, peak_bytes=int(info["peak"]),
-                            current_bytes=int(info["current"]), total_bytes=cuda_total_memory())
+        return tensorflow_settings.device_memory(reset_peak, started=self._model is not None)

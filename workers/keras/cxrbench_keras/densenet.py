@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from builder import NetworkBuilder, kaiming_normal, relu
+from .builder import NetworkBuilder, kaiming_normal, relu
 
 _GROWTH = 32
 _BN_SIZE = 4

@@ -6,7 +6,6 @@ users run it, on the backend named by KERAS_BACKEND (TensorFlow unless worker.to
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 from pathlib import Path
@@ -17,22 +16,16 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-import runtime  # noqa: E402
 from cxrbench_worker.backend import (  # noqa: E402
     Backend, BackendMetadata, ConfiguredModel, DeviceMemory, ModelSpec, UnsupportedOption,
 )
 from cxrbench_worker.host import cpu_model  # noqa: E402
-from model import NeutralModel, build_model, count_parameters  # noqa: E402
+from cxrbench_worker.tensorflow_settings import ThreadPoolsFixed  # noqa: E402
+
+from . import runtime  # noqa: E402
+from .model import NeutralModel, build_model, count_parameters  # noqa: E402
 
 _POLICIES = {"fp32": "float32", "mixed": "mixed_float16"}
-
-
-def _jit_compile(options: dict[str, str]) -> bool:
-    """Whether XLA compilation was asked for (the servicer has refused unknown keys already)."""
-    value = options.get("jit_compile", "false").lower()
-    if value not in ("true", "false"):
-        raise ValueError(f"options.jit_compile: {value!r} must be 'true' or 'false'")
-    return value == "true"
 
 
 class KerasBackend(Backend):
@@ -73,7 +66,7 @@ class KerasBackend(Backend):
             raise UnsupportedOption("optimizer.weight_decay",
                                     "PyTorch's coupled L2 weight decay has no Keras Adam "
                                     "equivalent (Keras's is decoupled, AdamW); use 0")
-        jit_compile = _jit_compile(getattr(spec, "options", {}) or {})
+        jit_compile = self.boolean_option(spec.options, "jit_compile")
         if jit_compile and spec.numerics.deterministic and runtime.on_tensorflow():
             # Keras silently compiles without XLA when TF's op determinism is on: refuse instead.
             raise UnsupportedOption("options.jit_compile",
@@ -81,7 +74,7 @@ class KerasBackend(Backend):
                                     "ask for numerics.deterministic = false to use it")
         try:
             runtime.set_threads(spec.threads)
-        except RuntimeError as error:
+        except ThreadPoolsFixed as error:
             raise UnsupportedOption("threads", str(error)) from None
 
         # clear_session drops the previous model's graph state; then seed and policy for the new one.
@@ -147,9 +140,7 @@ class KerasBackend(Backend):
     def set_learning_rate(self, learning_rate: float) -> None:
         """Assign the optimizer's learning-rate variable: no rebuild, no retrace."""
         net = self._require("set_learning_rate")
-        if not (math.isfinite(learning_rate) and learning_rate > 0):
-            raise ValueError(f"learning_rate must be finite and > 0, got {learning_rate}")
-        net.model.optimizer.learning_rate.assign(float(learning_rate))
+        net.model.optimizer.learning_rate.assign(self.check_learning_rate(learning_rate))
 
     def export_weights(self) -> dict[str, np.ndarray]:
         """Parameters and BatchNorm moving stats, torchvision names and layouts, float32 copies."""

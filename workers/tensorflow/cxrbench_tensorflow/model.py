@@ -11,14 +11,15 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from cxrbench_worker.backend import UnsupportedOption
+from cxrbench_worker.backend import check_architecture, check_num_labels
 from cxrbench_worker.neutral_weights import check_tensors
-from densenet import DenseNet121
-from layers import (
+
+from .densenet import DenseNet121
+from .layers import (
     WeightTable, from_neutral, max_pool_3x3_stride2_pad1, max_pool_3x3_stride2_pad1_by_slices,
     neutral_shape, to_neutral,
 )
-from resnet import ResNet50
+from .resnet import ResNet50
 
 _BUILDERS: dict[str, Callable[..., tf.Module]] = {
     "resnet50": ResNet50,
@@ -62,12 +63,8 @@ def build_model(architecture: str, num_labels: int, seed: int,
 
     Raises UnsupportedOption for an unknown architecture, ValueError for num_labels < 1.
     """
-    if architecture not in _BUILDERS:
-        known = ", ".join(_BUILDERS)
-        raise UnsupportedOption("architecture",
-                                f"unknown architecture {architecture!r} (known: {known})")
-    if num_labels < 1:
-        raise ValueError(f"num_labels must be at least 1, got {num_labels}")
+    check_architecture(architecture, _BUILDERS)
+    check_num_labels(num_labels)
     return Network(architecture, num_labels, seed, mean, std, for_xla)
 
 

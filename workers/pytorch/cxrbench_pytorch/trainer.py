@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import random
@@ -22,7 +21,7 @@ from cxrbench_worker.backend import (  # noqa: E402
 )
 from cxrbench_worker.host import cpu_model  # noqa: E402
 from cxrbench_worker.neutral_weights import check_tensors  # noqa: E402
-from model import build_model, count_parameters  # noqa: E402
+from .model import build_model, count_parameters  # noqa: E402
 
 _SKIPPED_SUFFIX = "num_batches_tracked"  # BatchNorm counter: not part of the neutral weights
 
@@ -173,10 +172,9 @@ class PyTorchBackend(Backend):
     def set_learning_rate(self, learning_rate: float) -> None:
         """Set the learning rate of every parameter group."""
         self._require("set_learning_rate")
-        if not (math.isfinite(learning_rate) and learning_rate > 0):
-            raise ValueError(f"learning_rate must be finite and > 0, got {learning_rate}")
+        learning_rate = self.check_learning_rate(learning_rate)
         for group in self._optimizer.param_groups:
-            group["lr"] = float(learning_rate)
+            group["lr"] = learning_rate
 
     def export_weights(self) -> dict[str, np.ndarray]:
         """Parameters and BatchNorm running stats, torchvision names and layouts, float32 copies."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from builder import NetworkBuilder, kaiming_normal, relu, torch_linear_uniform
+from .builder import NetworkBuilder, kaiming_normal, relu, torch_linear_uniform
 
 # (blocks, bottleneck width, stride of the first block) of layer1..layer4; expansion 4.
 _STAGES = ((3, 64, 1), (4, 128, 2), (6, 256, 2), (3, 512, 2))

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torchvision import models
 
-from cxrbench_worker.backend import UnsupportedOption
+from cxrbench_worker.backend import check_architecture, check_num_labels
 
 
 def _resnet50(num_labels: int) -> nn.Module:
@@ -40,14 +40,9 @@ def build_model(architecture: str, num_labels: int) -> nn.Module:
     The initial weights are torchvision's init drawn from torch's global RNG: seed before calling.
     Raises UnsupportedOption for an unknown architecture, ValueError for num_labels < 1.
     """
-    builder = _BUILDERS.get(architecture)
-    if builder is None:
-        known = ", ".join(_BUILDERS)
-        raise UnsupportedOption("architecture",
-                                f"unknown architecture {architecture!r} (known: {known})")
-    if num_labels < 1:
-        raise ValueError(f"num_labels must be at least 1, got {num_labels}")
-    return builder(num_labels)
+    check_architecture(architecture, _BUILDERS)
+    check_num_labels(num_labels)
+    return _BUILDERS[architecture](num_labels)
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

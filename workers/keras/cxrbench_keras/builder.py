@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from torch_layers import TorchBatchNorm
+from .torch_layers import TorchBatchNorm
 
 # Layouts: a conv kernel is OIHW in torch and HWIO in Keras; a Linear weight (out, in) is the
 # transpose of a Dense kernel (in, out); vectors (biases, BatchNorm) are the same in both.
