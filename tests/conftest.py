@@ -22,6 +22,15 @@ REFERENCE = REPO_ROOT / "reference"  # published figures the tests check against
 SMALL_RUN = ["--patients", "40", "--image-size", "32", "--batch-size", "8"]
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config, items) -> None:
+    """Keep each framework test file in one test process: its module-scoped worker (a framework
+    imported, a model built) is started once, not once per process."""
+    for item in items:
+        if item.get_closest_marker("framework"):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
 @pytest.fixture
 def null_worker(tmp_path):
     """A null worker process, configured for 32x32 images and 14 labels; stopped afterwards."""
