@@ -121,8 +121,8 @@ def _data_parser(subparsers) -> None:
 
 
 def _workers_list(args: argparse.Namespace) -> int:
-    from harness.runtime.registry import discover_workers, pinned_version
     from harness.runtime.environments import COMPLETE_MARKER, environment_path
+    from harness.runtime.registry import discover_workers, pinned_version
 
     for name, folder in discover_workers().items():
         if folder.requirements is None:

@@ -15,15 +15,27 @@ from pathlib import Path
 
 from harness.data.augmentation import Augmentation
 from harness.data.datasets import parse_dataset
+from harness.models.architectures import ARCHITECTURE_NAMES
 from harness.options import (
-    at_least, integer_list, markdown_table, option, positive_finite, raise_problems, readme_with_table, within,
+    at_least,
+    integer_list,
+    markdown_table,
+    option,
+    positive_finite,
+    raise_problems,
+    readme_with_table,
+    within,
 )
 from harness.runtime.registry import WorkerSpec, resolve_workers
 from harness.runtime.selection import RUNTIMES, RuntimeChoice
-from harness.models.architectures import ARCHITECTURE_NAMES
 from harness.training.parity import PARITY_BATCH_SIZE, PARITY_STEPS
 from harness.training.schedule import (
-    DEFAULT_EARLY_STOP, DEFAULT_FACTOR, DEFAULT_MIN_LR, DEFAULT_PATIENCE, DEFAULT_THRESHOLD, ScheduleSettings,
+    DEFAULT_EARLY_STOP,
+    DEFAULT_FACTOR,
+    DEFAULT_MIN_LR,
+    DEFAULT_PATIENCE,
+    DEFAULT_THRESHOLD,
+    ScheduleSettings,
 )
 from harness.training.settings import PRECISIONS, TrainingSettings
 

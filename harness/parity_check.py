@@ -10,13 +10,12 @@ import json
 from contextlib import ExitStack
 from pathlib import Path
 
-from harness.progress import progress_bar
-
 from harness.config import BenchmarkConfig, cache_root
 from harness.data.datasets import load_dataset
 from harness.data.split_plan import plan_splits
 from harness.models.architectures import architecture
 from harness.models.weights.start import starting_weights
+from harness.progress import progress_bar
 from harness.report.parity_tables import parity_lines
 from harness.runtime.selection import runtime_for
 from harness.training.parity import PARITY_STEPS, compare, cross_load, nudged, parity_inputs, probe

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.data.folds import fold_balance, fold_split, patient_wise_folds
-from harness.data.pixel_store import PixelStore
-from harness.data.pixel_store import PRESET_TEST, PRESET_TRAIN, PRESET_VALIDATION
+from harness.data.pixel_store import PRESET_TEST, PRESET_TRAIN, PRESET_VALIDATION, PixelStore
 from harness.data.splits import Split, patient_wise_split
 
 

@@ -19,7 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.data.pixel_store import META_FILE, PIXELS_FILE, DatasetArrays, PixelStore, open_store, store_key, write_index
+from harness.data.pixel_store import (
+    META_FILE,
+    PIXELS_FILE,
+    DatasetArrays,
+    PixelStore,
+    open_store,
+    store_key,
+    write_index,
+)
 
 JOURNAL_FILE = "journal.json"
 _READ_BLOCK = 16 << 20

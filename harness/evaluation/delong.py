@@ -14,7 +14,6 @@ from scipy.stats import rankdata
 
 from harness.evaluation.arrays import as_columns, binary_labels
 
-
 # ---------------------------------------------------------------------------------------------
 # DeLong's paired test
 # ---------------------------------------------------------------------------------------------

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.report.significance import compare_run
 from harness.evaluation.metrics import best_f1_thresholds, evaluate
-from harness.report.parity_tables import parity_lines
+from harness.evaluation.run_summary import combine_runs
 from harness.report.figures import write_figures
 from harness.report.html import render_html
+from harness.report.parity_tables import parity_lines
 from harness.report.sections import (
     accuracy_table,
     delong_table,
@@ -28,8 +28,8 @@ from harness.report.sections import (
     schedule_lines,
     significance_lines,
 )
+from harness.report.significance import compare_run
 from harness.results.run_directory import RunDirectory
-from harness.evaluation.run_summary import combine_runs
 
 
 def _data(run: dict) -> list[str]:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.report import plots
 from harness.evaluation.metrics import roc_points
+from harness.report import plots
 from harness.results.run_directory import RunDirectory
 
 

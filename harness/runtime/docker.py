@@ -22,10 +22,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cxrbench_worker.locks import current_lock_text
-from harness.runtime.client import ChannelSecurity, WorkerClient, wait_until_serving
-from harness.runtime.registry import WorkerSpec
-from harness.runtime.credentials import Credentials, make_credentials
 from harness.runtime.base import RunningWorker
+from harness.runtime.client import ChannelSecurity, WorkerClient, wait_until_serving
+from harness.runtime.credentials import Credentials, make_credentials
+from harness.runtime.registry import WorkerSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "compose.yaml"

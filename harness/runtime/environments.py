@@ -23,9 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.progress import progress_bar
-
 from cxrbench_worker.worker_folder import WorkerFolder
+from harness.progress import progress_bar
 from harness.runtime.worker_locks import Lock, environment_lock
 
 COMPLETE_MARKER = ".complete"

@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from harness.runtime.client import WorkerClient, wait_until_serving
-from harness.runtime.registry import WorkerSpec
-from harness.runtime.environments import WorkerEnvironment, ensure_environment
-from harness.runtime.base import RunningWorker
 from cxrbench_worker.worker_folder import WorkerFolder
+from harness.runtime.base import RunningWorker
+from harness.runtime.client import WorkerClient, wait_until_serving
+from harness.runtime.environments import WorkerEnvironment, ensure_environment
+from harness.runtime.registry import WorkerSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The contract package and the worker SDK travel on PYTHONPATH; the environment holds only pins.

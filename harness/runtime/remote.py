@@ -13,10 +13,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from cxrbench_worker.transport_security import is_loopback
+from harness.runtime.base import RunningWorker
 from harness.runtime.client import ChannelSecurity, WorkerClient, wait_until_serving
 from harness.runtime.registry import WorkerSpec
-from harness.runtime.base import RunningWorker
-from cxrbench_worker.transport_security import is_loopback
 
 CONNECT_TIMEOUT_SECONDS = 30.0
 TOKEN_VARIABLE = "CXRBENCH_TOKEN"  # the token itself, for when a file is unwelcome

@@ -26,8 +26,18 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from cxrbench_worker.locks import (LOCKS_FOLDER, current_lock_text, header, lock_label, lock_path, lock_problem,
-                                   locked_version, relock_command, requirements_sha256, variant)
+from cxrbench_worker.locks import (
+    LOCKS_FOLDER,
+    current_lock_text,
+    header,
+    lock_label,
+    lock_path,
+    lock_problem,
+    locked_version,
+    relock_command,
+    requirements_sha256,
+    variant,
+)
 from cxrbench_worker.requirements import requirements_text
 from cxrbench_worker.worker_folder import WorkerFolder
 from harness.runtime.registry import WORKERS_ROOT, WorkerSpec, discover_workers, resolve_workers

@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from harness.progress import announce, progress_bar
 
 from cxrbench.worker.v1 import worker_pb2
 from harness.data.augmentation import AugmentedPixels
@@ -25,14 +24,15 @@ from harness.data.batches import (
     training_batches,
     training_chunks,
 )
-from harness.runtime.client import WorkerClient
-from harness.evaluation.metrics import bce_with_logits, best_f1_thresholds, evaluate, macro_auroc
 from harness.data.pixel_store import PixelStore
 from harness.data.prefetch import Prefetch
+from harness.data.splits import Split
+from harness.evaluation.metrics import bce_with_logits, best_f1_thresholds, evaluate, macro_auroc
+from harness.progress import announce, progress_bar
 from harness.results.run_directory import RunDirectory
+from harness.runtime.client import WorkerClient
 from harness.training.schedule import EpochDecision, TrainingSchedule
 from harness.training.settings import TrainingSettings
-from harness.data.splits import Split
 
 
 @dataclass(frozen=True)

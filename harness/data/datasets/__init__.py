@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from harness.progress import progress_bar
-
 from harness.data.pixel_store import DatasetArrays, PixelStore, open_or_build
+from harness.progress import progress_bar
 
 DATASETS = ("phantom", "nih", "chestmnist")
 DATASET_FORMS = "phantom, nih:PATH (an NIH ChestX-ray14 folder) or chestmnist:PATH (a MedMNIST .npz file or folder)"

@@ -11,14 +11,13 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-from harness.progress import progress_bar
 
 from harness.data.datasets.bad_input import DatasetError
 from harness.data.datasets.image_decode import resize_square
 from harness.data.datasets.labels import CHESTXRAY14_LABELS
-from harness.data.pixel_store import DatasetArrays, PixelStore
-from harness.data.pixel_store import PRESET_TEST, PRESET_TRAIN, PRESET_VALIDATION
+from harness.data.pixel_store import PRESET_TEST, PRESET_TRAIN, PRESET_VALIDATION, DatasetArrays, PixelStore
 from harness.data.store_builder import StoreBuilder, finished_store
+from harness.progress import progress_bar
 
 FILE_NAMES = {28: "chestmnist.npz", 64: "chestmnist_64.npz", 128: "chestmnist_128.npz", 224: "chestmnist_224.npz"}
 PARTS = (("train", PRESET_TRAIN), ("val", PRESET_VALIDATION), ("test", PRESET_TEST))

@@ -17,14 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from harness.progress import progress_bar
 
 from harness.data.datasets.bad_input import DatasetError
 from harness.data.datasets.image_decode import BadImage, decode_grayscale
 from harness.data.datasets.nih_index import NIH_LABELS, SKIP_BAD_HINT, NihIndex, index_fingerprint, read_nih_index
-from harness.data.pixel_store import DatasetArrays, PixelStore
-from harness.data.pixel_store import PRESET_NONE, PRESET_TEST, PRESET_TRAIN_VAL
+from harness.data.pixel_store import PRESET_NONE, PRESET_TEST, PRESET_TRAIN_VAL, DatasetArrays, PixelStore
 from harness.data.store_builder import StoreBuilder, finished_store
+from harness.progress import progress_bar
 
 # Bump when decoding or resizing changes its output, so stores prepared before are not reused.
 DECODER_VERSION = 1

@@ -37,11 +37,21 @@ import numpy as np
 from harness.data.datasets import phantom_drawing as draw
 from harness.data.datasets import phantom_findings as findings
 from harness.data.datasets.labels import CHESTXRAY14_LABELS
+
 # Re-exported: the label statistics are part of the phantom's API (tests and callers read them here).
 from harness.data.datasets.phantom_labels import (  # noqa: F401
-    MAX_IMAGES_PER_PATIENT, PATIENT_SHARE, REFERENCE_COOCCURRENCE, REFERENCE_IMAGES, REFERENCE_IMAGES_PER_PATIENT,
-    REFERENCE_LABEL_COUNT, images_per_patient_distribution, latent_correlation, latent_thresholds,
-    reference_prevalence, sample_labels, target_prevalence,
+    MAX_IMAGES_PER_PATIENT,
+    PATIENT_SHARE,
+    REFERENCE_COOCCURRENCE,
+    REFERENCE_IMAGES,
+    REFERENCE_IMAGES_PER_PATIENT,
+    REFERENCE_LABEL_COUNT,
+    images_per_patient_distribution,
+    latent_correlation,
+    latent_thresholds,
+    reference_prevalence,
+    sample_labels,
+    target_prevalence,
 )  # fmt: skip
 
 LABELS = CHESTXRAY14_LABELS

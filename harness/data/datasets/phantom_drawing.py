@@ -15,6 +15,7 @@ a (B, 1, 1) float32 column, so one numpy expression draws a whole batch at once.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+
 import numpy as np
 
 DENSITY_RANGE = np.float32(1.2)  # densest anatomy (~0.75) plus the densest finding still below it

@@ -15,7 +15,18 @@ from typing import Callable
 import numpy as np
 
 from harness.data.datasets.phantom_drawing import (
-    EDGE, TWO_PI, Anatomy, Array, Scene, dome_base, ellipse, lung, point_in_lung, ramp, rotated, side_sign,
+    EDGE,
+    TWO_PI,
+    Anatomy,
+    Array,
+    Scene,
+    dome_base,
+    ellipse,
+    lung,
+    point_in_lung,
+    ramp,
+    rotated,
+    side_sign,
 )  # fmt: skip
 
 SITE_VALUES = 4  # uniform numbers per finding that place and shape it (side, position, size, angle)

@@ -29,8 +29,8 @@ from cxrbench_worker.backend import (
     UnsupportedOption,
 )
 from cxrbench_worker.batch_checks import BatchError, ExpectedBatch, check_batch
-from cxrbench_worker.neutral_weights import sha256_hex, weights_from_bytes, weights_to_bytes
 from cxrbench_worker.native_export import measure_native_export
+from cxrbench_worker.neutral_weights import sha256_hex, weights_from_bytes, weights_to_bytes
 from cxrbench_worker.process_memory import read_process_memory, reset_peak_rss
 
 DEFAULT_CHUNK_BYTES = 1024 * 1024
