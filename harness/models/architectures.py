@@ -9,8 +9,8 @@ that every worker reports the same parameter counts.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 # Roles decide how a tensor is initialised and whether it counts as trainable.
 CONV = "conv"              # conv weight, OIHW

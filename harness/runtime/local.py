@@ -106,7 +106,7 @@ class LocalWorker:
             leftover.unlink(missing_ok=True)
         self._socket_dir.rmdir() if self._socket_dir.exists() else None
 
-    def __enter__(self) -> "LocalWorker":
+    def __enter__(self) -> LocalWorker:
         return self
 
     def __exit__(self, *exc_info) -> None:

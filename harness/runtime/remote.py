@@ -46,7 +46,7 @@ class RemoteRuntime:
     name: str = "remote"
 
     @classmethod
-    def from_files(cls, workers: tuple[str, ...], tls_ca: str | None, token_file: str | None) -> "RemoteRuntime":
+    def from_files(cls, workers: tuple[str, ...], tls_ca: str | None, token_file: str | None) -> RemoteRuntime:
         """Read --worker, --tls-ca and --token-file (or $CXRBENCH_TOKEN); ValueError naming the flag."""
         roots = None
         if tls_ca is not None:

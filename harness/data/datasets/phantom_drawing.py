@@ -55,11 +55,11 @@ class Scene:
     gradient_x: Array
     gradient_y: Array
 
-    def take(self, index: Array) -> "Scene":
+    def take(self, index: Array) -> Scene:
         """The scene of the images at `index` (any numpy index)."""
         return Scene(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
-    def columns(self) -> "Scene":
+    def columns(self) -> Scene:
         """The same scene with every parameter as a float32 (B, 1, 1) column, ready to broadcast."""
         return Scene(
             **{f.name: np.array(getattr(self, f.name), np.float32).reshape(-1, 1, 1) for f in fields(self)}
@@ -152,7 +152,7 @@ class Anatomy:
     markings: Array  # the vascular markings already added to `density`
     heart: Array
 
-    def parts(self, index: Array) -> "Anatomy":
+    def parts(self, index: Array) -> Anatomy:
         """The parts findings read (lungs, markings, heart) of the images at `index`; no density."""
         return Anatomy(np.empty(0, np.float32), self.lungs[index], self.markings[index], self.heart[index])
 

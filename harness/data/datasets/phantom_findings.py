@@ -9,8 +9,8 @@ normalized coordinates and batch layout (see there), and each returns its footpr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

@@ -27,7 +27,7 @@ class ListenSecurity:
     token: str | None = None
 
     @classmethod
-    def from_files(cls, certificate: Path | None, private_key: Path | None, token_file: Path | None) -> "ListenSecurity":
+    def from_files(cls, certificate: Path | None, private_key: Path | None, token_file: Path | None) -> ListenSecurity:
         """Read the files; ValueError names a missing or empty one, or a certificate without its key."""
         if (certificate is None) != (private_key is None):
             raise ValueError("TLS needs both a certificate (--tls-cert) and its private key (--tls-key)")
