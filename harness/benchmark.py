@@ -51,7 +51,7 @@ def _split_facts(store: PixelStore, split: Split) -> dict:
         facts[part] = {
             "images": int(len(indices)),
             "patients": int(len(np.unique(store.patient_ids[indices]))),
-            "positives": dict(zip(store.label_names, map(int, store.labels[indices].sum(axis=0)))),
+            "positives": dict(zip(store.label_names, map(int, store.labels[indices].sum(axis=0)), strict=True)),
         }
     return facts
 
@@ -97,8 +97,9 @@ def check_same_batches(results: dict[str, list[dict]]) -> None:
     reference = [result["batch_order_sha256"] for result in results[names[0]]]
     for name in names[1:]:
         digests = [result["batch_order_sha256"] for result in results[name]]
-        for number, (theirs, ours) in enumerate(zip(digests, reference), start=1):
-            for epoch, (a, b) in enumerate(zip(theirs, ours), start=1):
+        for number, (theirs, ours) in enumerate(zip(digests, reference, strict=True), start=1):
+            # strict=False: workers may stop early at different epochs; the epochs both trained must agree.
+            for epoch, (a, b) in enumerate(zip(theirs, ours, strict=False), start=1):
                 if a != b:
                     raise RuntimeError(f"{name} received other batches than {names[0]} in run {number}, epoch {epoch} "
                                        f"(order digest {a[:12]} vs {b[:12]}): the comparison is void")

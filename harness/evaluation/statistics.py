@@ -134,7 +134,7 @@ def _label_pairs(
         for j, label in enumerate(label_names):
             rows.append({"a": a, "b": b, "label": label, **{key: _plain(result[key][j]) for key in shown}})
             p_values.append(result["p"][j])
-    for row, p_holm in zip(rows, holm(p_values)):
+    for row, p_holm in zip(rows, holm(p_values), strict=True):
         row["p_holm"] = _plain(p_holm)
         row["significant"] = bool(p_holm < ALPHA)
     return rows
@@ -195,7 +195,7 @@ def compare_workers(
             "difference": _plain(macro_full[a] - macro_full[b]), "low": _plain(low), "high": _plain(high),
             "p": paired_bootstrap_p(difference),
         })  # fmt: skip
-    for pair, p_holm in zip(macro_pairs, holm([pair["p"] for pair in macro_pairs])):
+    for pair, p_holm in zip(macro_pairs, holm([pair["p"] for pair in macro_pairs]), strict=True):
         pair["p"], pair["p_holm"] = _plain(pair["p"]), _plain(p_holm)
         pair["significant"] = bool(p_holm < ALPHA)
     return {
@@ -248,7 +248,7 @@ def paired_run_tests(run_values: dict[str, list[float]]) -> list[dict]:
         p = float(2 * student_t.sf(abs(t), runs - 1)) if math.isfinite(t) else math.nan
         pairs.append({"a": a, "b": b, "runs": runs, "difference": _plain(mean), "sd": _plain(sd),
                       "t": _plain(t), "p": p})
-    for pair, p_holm in zip(pairs, holm([pair["p"] for pair in pairs])):
+    for pair, p_holm in zip(pairs, holm([pair["p"] for pair in pairs]), strict=True):
         pair["p"], pair["p_holm"] = _plain(pair["p"]), _plain(p_holm)
         pair["significant"] = bool(p_holm < ALPHA)
     return pairs

@@ -123,7 +123,7 @@ def per_label_auroc_chart(label_names: Sequence[str], workers: dict[str, dict],
                                  f"{count} labels ({', '.join(label_names)}); give one per label, None where unknown")
         lows, highs = entry.get("low") or [None] * count, entry.get("high") or [None] * count
         estimates = [_value(v) for v in (entry.get("estimate") or [None] * count)]
-        cells = [(e, _interval(e, lo, hi)) for e, lo, hi in zip(estimates, lows, highs)]
+        cells = [(e, _interval(e, lo, hi)) for e, lo, hi in zip(estimates, lows, highs, strict=True)]
         macro = entry.get("macro") or {}
         finite = [e for e in estimates if math.isfinite(e)]
         mean = _value(macro.get("estimate")) if macro else (float(np.mean(finite)) if finite else math.nan)
@@ -136,7 +136,7 @@ def per_label_auroc_chart(label_names: Sequence[str], workers: dict[str, dict],
         axes = figure.add_subplot()
         bar = 0.8 / width
         for j, name in enumerate(names):
-            for row, (y, (estimate, err)) in enumerate(zip(positions, table[name])):
+            for row, (y, (estimate, err)) in enumerate(zip(positions, table[name], strict=True)):
                 y = y - 0.4 + bar * (j + 0.5)
                 if not math.isfinite(estimate):
                     axes.text(left + 0.004, y, "n/a", va="center", fontsize=8, color=REFERENCE)
@@ -279,7 +279,7 @@ def learning_curves(rows: Sequence[dict], colors: dict[str, str] | None = None) 
     moves: set[str] = set()
     with _figure(7.6, title) as figure:
         panels = figure.subplots(2, 2, sharex=True).flat
-        for axes, (key, heading, unit) in zip(panels, LEARNING_PANELS):
+        for axes, (key, heading, unit) in zip(panels, LEARNING_PANELS, strict=True):
             geometric = key == "learning_rate"
             for order, (name, runs) in enumerate(grouped.items()):
                 color = colors[name]
@@ -328,7 +328,7 @@ def _mark_rate_changes(axes, run: list[dict], color: str, size: float) -> set[st
     """Triangles on the learning-rate panel at each epoch after which the rate changed; returns the
     markers used ("v" lowered, "^" raised; "v" when the next epoch is not logged)."""
     used = set()
-    for here, after in zip(run, run[1:] + [None]):
+    for here, after in zip(run, run[1:] + [None], strict=True):
         rate = _value(here.get("learning_rate"))
         if not _flag(here.get("lr_changed")) or not (math.isfinite(rate) and rate > 0):
             continue
@@ -357,7 +357,7 @@ def throughput_bars(workers: dict[str, dict], colors: dict[str, str] | None = No
     title = "Throughput in images per second (whisker: spread across epochs and runs)"
     with _figure(height, title) as figure:
         panels = figure.subplots(1, 3, sharey=True)
-        for axes, (key, heading) in zip(panels, THROUGHPUT_PANELS):
+        for axes, (key, heading) in zip(panels, THROUGHPUT_PANELS, strict=True):
             ends = [0.0]
             for y, name in enumerate(names):
                 entry = workers[name]

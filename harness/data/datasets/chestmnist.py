@@ -119,7 +119,7 @@ def load_chestmnist(path: Path, image_size: int, cache: Path) -> PixelStore:
         notes = {"kind": "ChestMNIST (MedMNIST)", "file": npz.name, "native_size": native, "no_patient_ids": NO_PATIENT_IDS}
         if native != image_size:
             notes["resized"] = f"resized from {native}x{native} to {image_size}x{image_size}"
-        sample_ids = tuple(f"{part}/{i:06d}" for (part, _), part_labels in zip(PARTS, labels) for i in range(len(part_labels)))
+        sample_ids = tuple(f"{part}/{i:06d}" for (part, _), part_labels in zip(PARTS, labels, strict=True) for i in range(len(part_labels)))
         index = DatasetArrays(
             pixels=np.zeros((0,), np.uint8), labels=np.concatenate(labels), patient_ids=np.arange(row, dtype=np.int64),
             sample_ids=sample_ids, label_names=CHESTXRAY14_LABELS, boxes=np.zeros((0, 6), np.int32), notes=notes,

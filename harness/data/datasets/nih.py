@@ -54,7 +54,7 @@ def decode_chunk(start: int, paths: list[str], wheres: list[str], size: int) -> 
     conversions as (row, where, note)).
     """
     images, bad, converted = [], [], []
-    for offset, (path, where) in enumerate(zip(paths, wheres)):
+    for offset, (path, where) in enumerate(zip(paths, wheres, strict=True)):
         try:
             pixels, note = decode_grayscale(Path(path), size)
         except BadImage as error:

@@ -153,7 +153,7 @@ def index_fingerprint(index: NihIndex) -> dict:
     (stat only: no image is read), and lists the skipped rows.
     """
     rows = hashlib.sha256()
-    for name, path in zip(index.sample_ids, index.image_paths):
+    for name, path in zip(index.sample_ids, index.image_paths, strict=True):
         info = os.stat(path)
         rows.update(f"{name}\t{info.st_size}\t{info.st_mtime_ns}\n".encode())
     lists = index.official_test is not None
@@ -320,7 +320,7 @@ def _official_side(name: str, train_val: set[str], test: set[str]) -> tuple[bool
 def _check_no_leakage(patient_ids: np.ndarray, official_test: np.ndarray, names: list[str]) -> None:
     """A patient on both sides of the official split would leak between training and test."""
     sides: dict[int, list[str | None]] = {}
-    for patient, test, name in zip(patient_ids.tolist(), official_test.tolist(), names):
+    for patient, test, name in zip(patient_ids.tolist(), official_test.tolist(), names, strict=True):
         side = sides.setdefault(patient, [None, None])
         if side[test] is None:
             side[test] = name

@@ -269,7 +269,7 @@ def _noise(plan: _Plan, rows: slice, config: PhantomConfig) -> np.ndarray:
     """White noise of each image from its own (patient, image) stream."""
     size = config.image_size
     noise = np.empty((rows.stop - rows.start, size, size), np.float32)
-    for k, (patient, number) in enumerate(zip(plan.patient_ids[rows], plan.image_numbers[rows])):
+    for k, (patient, number) in enumerate(zip(plan.patient_ids[rows], plan.image_numbers[rows], strict=True)):
         seed = np.random.SeedSequence(config.seed, spawn_key=(int(patient), int(number)))
         noise[k] = np.random.default_rng(seed).standard_normal((size, size), dtype=np.float32)
     return noise
@@ -304,7 +304,7 @@ def generate_phantom(config: PhantomConfig, progress: Callable[[int], None] | No
         pixels=_read_only(pixels),
         labels=_read_only(plan.labels.astype(np.uint8)),
         patient_ids=_read_only(plan.patient_ids),
-        sample_ids=tuple(f"phantom_p{p:06d}_f{i:03d}" for p, i in zip(plan.patient_ids, plan.image_numbers)),
+        sample_ids=tuple(f"phantom_p{p:06d}_f{i:03d}" for p, i in zip(plan.patient_ids, plan.image_numbers, strict=True)),
         boxes=_read_only(np.ascontiguousarray(all_boxes, dtype=np.int32)),
         prevalence={name: (float(reference[k]), float(used[k])) for k, name in enumerate(LABELS)},
     )

@@ -49,7 +49,7 @@ def _rebuild_tensor_v2(
     if len(size) != len(stride):
         raise ValueError(f"tensor has {len(size)} sizes but {len(stride)} strides")
     # The last element the view touches must lie inside the storage, or as_strided would read past it.
-    needed = 0 if 0 in size else offset + 1 + sum((n - 1) * s for n, s in zip(size, stride))
+    needed = 0 if 0 in size else offset + 1 + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
     if needed > storage.size:
         raise ValueError(f"truncated storage: tensor needs {needed} elements, storage has {storage.size}")
     view = np.lib.stride_tricks.as_strided(
