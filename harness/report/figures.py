@@ -46,7 +46,7 @@ def _learning_rows(epochs: list[dict], metrics: dict) -> list[dict]:
     several = any(len(result["runs"]) > 1 for result in metrics.values())
     rows = []
     for row in epochs:
-        value = lambda key: float(row[key]) if row.get(key) not in (None, "") else None  # noqa: E731
+        value = lambda key, row=row: float(row[key]) if row.get(key) not in (None, "") else None  # noqa: E731
         key = (row["worker"], row.get("seed", ""), row.get("fold", ""))
         run = f"seed {row.get('seed')}" + (f" fold {row['fold']}" if row.get("fold") else "") if several else ""
         rows.append({

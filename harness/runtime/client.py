@@ -141,8 +141,8 @@ class WorkerClient:
                 answered += 1
                 yield reply
         except grpc.RpcError as error:
-            if harness_failure:
-                raise harness_failure[0]
+            if harness_failure:  # the RPC failed because the requests did: the harness's error alone
+                raise harness_failure[0] from None
             raise self._error(rpc, error) from None
         if harness_failure:
             raise harness_failure[0]

@@ -52,9 +52,10 @@ def exit_with_parent(parent_pid: int) -> None:
 
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
+PLAIN_LISTEN = ListenSecurity()  # no TLS, no token: loopback only (frozen, so one shared default is safe)
 
 
-def serve(worker_dir: Path, address: str, parent_pid: int | None, security: ListenSecurity = ListenSecurity()) -> None:
+def serve(worker_dir: Path, address: str, parent_pid: int | None, security: ListenSecurity = PLAIN_LISTEN) -> None:
     """Start the server, load the backend, report SERVING, block until told to stop."""
     check_listen_policy(address, security)
     if parent_pid:
