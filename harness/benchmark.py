@@ -147,8 +147,9 @@ def _run(config: BenchmarkConfig, workers: list[WorkerSpec], runtime: Runtime, s
         split = plan.splits[0]
         labels = shuffled_labels(labels, np.concatenate([split.train, split.validation]), config.seed)
 
-    suffix = ("-shuffled-labels" if config.shuffle_labels else "") + (f"-{config.folds}folds" if plan.cross_validated else "") + (
-        f"-{len(config.training_seeds)}seeds" if len(config.training_seeds) > 1 else "")
+    suffix = (("-shuffled-labels" if config.shuffle_labels else "")
+              + (f"-{config.folds}folds" if plan.cross_validated else "")
+              + (f"-{len(config.training_seeds)}seeds" if len(config.training_seeds) > 1 else ""))
     run = RunDirectory.create(config.out, f"{config.dataset_kind}-{config.architecture}-seed{config.seed}{suffix}")
     record = {
         "status": "running",
@@ -212,8 +213,8 @@ def _run(config: BenchmarkConfig, workers: list[WorkerSpec], runtime: Runtime, s
                         configured = client.configure(configure_request(settings, num_labels, training_run.seed))
                     client.set_weights(starts[training_run.seed].data)
                     data = TrainingData(store=store, split=split, fit_labels=labels)
-                    run_results[name].append(
-                        train_and_evaluate(client, settings, data, run, configured, training_run, measure_native=number == 0))
+                    run_results[name].append(train_and_evaluate(client, settings, data, run, configured, training_run,
+                                                                measure_native=number == 0))
                     results[name] = combine_runs(run_results[name])
                     run.write_metrics({"workers": results})
             check_same_batches(run_results)
@@ -239,5 +240,6 @@ def _run(config: BenchmarkConfig, workers: list[WorkerSpec], runtime: Runtime, s
             except Exception as error:
                 print(f"could not log the run to MLflow: {error}", file=sys.stderr)
                 if record["status"] == "completed":  # asked for and failed: say so in the exit status too
-                    raise RuntimeError(f"--mlflow: could not log the run ({error}); its results are in {run.path}") from error
+                    raise RuntimeError(f"--mlflow: could not log the run ({error}); "
+                                       f"its results are in {run.path}") from error
     return run.path

@@ -43,7 +43,8 @@ def run_parity(config: BenchmarkConfig, steps: int = PARITY_STEPS, logs: Path | 
             clients[spec.label] = stack.enter_context(runtime.start(spec, logs / f"{spec.label}.log")).client
         probes = []
         for name, client in progress_bar(clients.items(), desc="parity probes", unit="worker", leave=False):
-            probes.append(probe(client, configure_request(config.training(name), num_labels), start.data, inputs, nudged_start))
+            request = configure_request(config.training(name), num_labels)
+            probes.append(probe(client, request, start.data, inputs, nudged_start))
         cross = [row for client in clients.values() for row in cross_load(client, probes, inputs)]
     summary = compare(probes, architecture(config.architecture, num_labels).counts(), cross)
     summary["starting_weights"] = {"sha256": start.sha256, "source": start.describe()}

@@ -86,7 +86,9 @@ def _ratio(numerator, denominator) -> np.ndarray:
     return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
 
 
-def thresholded(probabilities: np.ndarray, labels: np.ndarray, thresholds: np.ndarray, label_names: Sequence[str]) -> dict:
+def thresholded(
+    probabilities: np.ndarray, labels: np.ndarray, thresholds: np.ndarray, label_names: Sequence[str]
+) -> dict:
     """Precision, recall and F1 at per-label thresholds: per label, macro (mean over labels) and micro (pooled)."""
     c = counts_at(probabilities, labels, thresholds)
     precision, recall = _ratio(c["tp"], c["tp"] + c["fp"]), _ratio(c["tp"], c["tp"] + c["fn"])
@@ -158,7 +160,9 @@ def evaluate(logits: np.ndarray, labels: np.ndarray, label_names: Sequence[str],
         "unscorable_labels": [name for name, value in zip(label_names, aurocs, strict=True) if not np.isfinite(value)],
     }
     if thresholds is not None:
-        result["at_validation_thresholds"] = thresholded(probabilities, labels, np.asarray(thresholds, np.float64), label_names)
+        result["at_validation_thresholds"] = thresholded(
+            probabilities, labels, np.asarray(thresholds, np.float64), label_names
+        )
     return result
 
 

@@ -54,7 +54,8 @@ def _learning_rows(epochs: list[dict], metrics: dict) -> list[dict]:
             "train_loss": value("train_loss"), "validation_loss": value("validation_loss"),
             "validation_macro_auroc": value("validation_macro_auroc"), "learning_rate": value("learning_rate"),
             "best": kept.get(key) == int(row["epoch"]),
-            "lr_changed": row.get("next_learning_rate") not in (None, "") and value("next_learning_rate") != value("learning_rate"),
+            "lr_changed": row.get("next_learning_rate") not in (None, "")
+                          and value("next_learning_rate") != value("learning_rate"),
         })
     return rows
 
@@ -86,14 +87,19 @@ def write_figures(run_dir: Path) -> list[tuple[str, str, str]]:
     interval = "95% patient-bootstrap interval" if significance else "no interval (--bootstrap 0)"
     colors = plots.worker_colors(list(metrics))  # one colour per worker in every figure
     figures = [
-        ("Test AUROC per label", "per_label_auroc.png", plots.per_label_auroc_chart(label_names, _per_label(metrics, significance, label_names), colors),
+        ("Test AUROC per label", "per_label_auroc.png",
+         plots.per_label_auroc_chart(label_names, _per_label(metrics, significance, label_names), colors),
          f"Bars: test AUROC{' (mean over runs)' if several else ''}; whiskers: {interval}. The dashed line is chance."),
-        ("ROC curves per label", "roc_curves.png", plots.roc_curves(label_names, _roc(run_dir, metrics, label_names), colors),
+        ("ROC curves per label", "roc_curves.png",
+         plots.roc_curves(label_names, _roc(run_dir, metrics, label_names), colors),
          "Test set, each worker's " + ("first run (first seed, fold 1)." if several else "kept checkpoint.")),
-        ("Learning curves", "learning_curves.png", plots.learning_curves(_learning_rows(directory.read_epochs(), metrics), colors),
-         "Per epoch, from epochs.csv; stars: the checkpoint kept for the test set; triangles: learning-rate reductions."),
+        ("Learning curves", "learning_curves.png",
+         plots.learning_curves(_learning_rows(directory.read_epochs(), metrics), colors),
+         "Per epoch, from epochs.csv; stars: the checkpoint kept for the test set; "
+         "triangles: learning-rate reductions."),
         ("Throughput", "throughput.png", plots.throughput_bars(_throughput(metrics), colors),
-         "Images per second, median over epochs and runs; whiskers: range. Worker compute excludes the data path and transport."),
+         "Images per second, median over epochs and runs; whiskers: range. "
+         "Worker compute excludes the data path and transport."),
     ]
     folder = run_dir / "plots"
     folder.mkdir(exist_ok=True)

@@ -247,7 +247,8 @@ def _runs(rows: Sequence[dict]) -> dict[str, dict[str, list[dict]]]:
         epoch = _value(row.get("epoch"))
         if not math.isfinite(epoch):
             continue
-        grouped.setdefault(str(row["worker"]), {}).setdefault(str(row.get("run") or ""), []).append({**row, "epoch": int(epoch)})
+        by_run = grouped.setdefault(str(row["worker"]), {})
+        by_run.setdefault(str(row.get("run") or ""), []).append({**row, "epoch": int(epoch)})
     for runs in grouped.values():
         for run in runs.values():
             run.sort(key=lambda r: r["epoch"])
@@ -260,7 +261,8 @@ def _mean_by_epoch(runs: list[list[dict]], key: str, geometric: bool) -> tuple[l
     for epoch in epochs:
         values = np.array([_value(r.get(key)) for run in runs for r in run if r["epoch"] == epoch])
         values = values[np.isfinite(values) & ((values > 0) if geometric else True)]
-        means.append(math.nan if values.size == 0 else float(np.exp(np.log(values).mean()) if geometric else values.mean()))
+        means.append(math.nan if values.size == 0
+                     else float(np.exp(np.log(values).mean()) if geometric else values.mean()))
     return epochs, means
 
 
@@ -316,7 +318,8 @@ def learning_curves(rows: Sequence[dict], colors: dict[str, str] | None = None) 
             handles.append(Line2D([], [], color="#555555", linewidth=1, alpha=0.5, label="single run"))
         handles.append(Line2D([], [], linestyle="none", marker="*", markersize=13, color="#BBBBBB",
                               markeredgecolor="black", label="chosen checkpoint (lowest validation loss)"))
-        for marker, text in (("v", "learning rate lowered after this epoch"), ("^", "learning rate raised after this epoch")):
+        for marker, text in (("v", "learning rate lowered after this epoch"),
+                             ("^", "learning rate raised after this epoch")):
             if marker in moves:
                 handles.append(Line2D([], [], linestyle="none", marker=marker, markersize=8, color="white",
                                       markeredgecolor="black", label=text))
@@ -339,7 +342,9 @@ def _mark_rate_changes(axes, run: list[dict], color: str, size: float) -> set[st
     return used
 
 
-THROUGHPUT_PANELS = (("train", "training, end to end"), ("compute", "training, worker compute"), ("predict", "prediction"))
+THROUGHPUT_PANELS = (
+    ("train", "training, end to end"), ("compute", "training, worker compute"), ("predict", "prediction")
+)
 
 
 def throughput_bars(workers: dict[str, dict], colors: dict[str, str] | None = None) -> bytes:

@@ -81,7 +81,8 @@ def read_nih_index(root: Path, skip_bad: bool = False) -> NihIndex:
     """
     root = Path(root).resolve()
     if not root.is_dir():
-        raise DatasetError(f"{root}: not a folder; give the folder that holds {CSV_NAMES[1]} and the images_NNN folders")
+        raise DatasetError(f"{root}: not a folder; "
+                           f"give the folder that holds {CSV_NAMES[1]} and the images_NNN folders")
     csv_path = _find_csv(root)
     notes: dict = {"csv_file": csv_path.name, "csv_revision": "2020" if "v2020" in csv_path.name else "2017"}
     columns, records = _read_csv(csv_path, notes)

@@ -304,7 +304,8 @@ def generate_phantom(config: PhantomConfig, progress: Callable[[int], None] | No
         pixels=_read_only(pixels),
         labels=_read_only(plan.labels.astype(np.uint8)),
         patient_ids=_read_only(plan.patient_ids),
-        sample_ids=tuple(f"phantom_p{p:06d}_f{i:03d}" for p, i in zip(plan.patient_ids, plan.image_numbers, strict=True)),
+        sample_ids=tuple(f"phantom_p{p:06d}_f{i:03d}"
+                         for p, i in zip(plan.patient_ids, plan.image_numbers, strict=True)),
         boxes=_read_only(np.ascontiguousarray(all_boxes, dtype=np.int32)),
         prevalence={name: (float(reference[k]), float(used[k])) for k, name in enumerate(LABELS)},
     )
