@@ -17,7 +17,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def git_state(repo: Path = REPO_ROOT) -> dict:
     """Commit of the checkout and whether it has uncommitted changes (None when not a git checkout)."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo,
+                                capture_output=True, text=True, check=True).stdout.strip()
         dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
                                     capture_output=True, text=True, check=True).stdout.strip())
     except (OSError, subprocess.CalledProcessError):

@@ -132,11 +132,13 @@ class WorkerClient:
                     raise WorkerError(self.name, rpc, "PROTOCOL", f"answered batch {reply.index}, which was not sent")
                 index, digest = sent[answered]
                 if reply.index != index:
-                    raise WorkerError(self.name, rpc, "PROTOCOL", f"answered batch {reply.index} where batch {index} was due")
+                    raise WorkerError(self.name, rpc, "PROTOCOL",
+                                      f"answered batch {reply.index} where batch {index} was due")
                 if reply.digest != digest:
                     raise WorkerError(
                         self.name, rpc, "DIGEST_MISMATCH",
-                        f"batch {index} was sent with digest {digest[:16]}... but the worker computed {reply.digest[:16]}...",
+                        f"batch {index} was sent with digest {digest[:16]}... "
+                        f"but the worker computed {reply.digest[:16]}...",
                     )
                 answered += 1
                 yield reply
@@ -171,7 +173,8 @@ class WorkerClient:
             raise self._error("GetWeights", error) from None
         data = b"".join(reply.chunk for reply in replies)
         if not replies or len(data) != replies[0].total_bytes or hashlib.sha256(data).hexdigest() != replies[0].sha256:
-            raise WorkerError(self.name, "GetWeights", "DATA_LOSS", "the weights received do not match their size or SHA-256")
+            raise WorkerError(self.name, "GetWeights", "DATA_LOSS",
+                              "the weights received do not match their size or SHA-256")
         return data
 
     def set_weights(self, data: bytes) -> int:
@@ -238,4 +241,5 @@ def wait_until_serving(client: WorkerClient, timeout: float, alive: Callable[[],
             return
         time.sleep(0.2)
     last = f"; last answer: {client.last_health_error}" if client.last_health_error else ""
-    raise WorkerError(client.name, "health", "DEADLINE_EXCEEDED", f"{client.address} not SERVING after {timeout:.0f} s{last}")
+    raise WorkerError(client.name, "health", "DEADLINE_EXCEEDED",
+                      f"{client.address} not SERVING after {timeout:.0f} s{last}")

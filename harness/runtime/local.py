@@ -24,7 +24,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # The contract package and the worker SDK travel on PYTHONPATH; the environment holds only pins.
 WORKER_PYTHONPATH = (REPO_ROOT / "proto", REPO_ROOT / "workers" / "common")
 STARTUP_TIMEOUT_SECONDS = 180.0
-WORKER_SETTINGS = ("CXRBENCH_WORKER_DIR", "CXRBENCH_ADDRESS", "CXRBENCH_TLS_CERT", "CXRBENCH_TLS_KEY", "CXRBENCH_TOKEN_FILE")
+WORKER_SETTINGS = ("CXRBENCH_WORKER_DIR", "CXRBENCH_ADDRESS", "CXRBENCH_TLS_CERT", "CXRBENCH_TLS_KEY",
+                   "CXRBENCH_TOKEN_FILE")
 STOP_GRACE_SECONDS = 5.0
 
 
@@ -49,7 +50,9 @@ class LocalWorker:
         # (a CXRBENCH_TLS_CERT set for a remote worker would otherwise turn on TLS on the local socket).
         inherited = {k: v for k, v in os.environ.items() if k not in WORKER_SETTINGS}
         env = dict(inherited, PYTHONUNBUFFERED="1", **self._extra_env)
-        env["PYTHONPATH"] = os.pathsep.join([*map(str, WORKER_PYTHONPATH), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [*map(str, WORKER_PYTHONPATH), env.get("PYTHONPATH", "")]
+        ).rstrip(os.pathsep)
         command = [
             str(self.environment.python), "-m", "cxrbench_worker",
             "--worker-dir", str(self.folder.path), "--address", self.address, "--parent-pid", str(os.getpid()),

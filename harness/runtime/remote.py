@@ -82,7 +82,8 @@ class RemoteRuntime:
             raise ValueError(f"--worker: no address for {', '.join(missing)} (give --worker NAME=HOST:PORT for each)")
         extra = [name for name in self.addresses if name not in labels]
         if extra:
-            raise ValueError(f"--worker: {', '.join(extra)} given an address but not in --workers ({', '.join(labels)})")
+            raise ValueError(f"--worker: {', '.join(extra)} given an address but not in --workers "
+                             f"({', '.join(labels)})")
         for address in self.addresses.values():
             self.security_for(address)
 
