@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -151,7 +152,7 @@ def _run(config: BenchmarkConfig, workers: list[WorkerSpec], runtime: Runtime, s
               + (f"-{config.folds}folds" if plan.cross_validated else "")
               + (f"-{len(config.training_seeds)}seeds" if len(config.training_seeds) > 1 else ""))
     run = RunDirectory.create(config.out, f"{config.dataset_kind}-{config.architecture}-seed{config.seed}{suffix}")
-    record = {
+    record: dict[str, Any] = {
         "status": "running",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": config.to_dict(),

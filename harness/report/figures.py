@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +62,7 @@ def _learning_rows(epochs: list[dict], metrics: dict) -> list[dict]:
 
 
 def _throughput(metrics: dict) -> dict:
-    bars = {}
+    bars: dict[str, dict[str, Any]] = {}
     for name, result in metrics.items():
         efficiency = result["efficiency"]
         bars[name] = {}

@@ -156,9 +156,9 @@ class _PageTreeprocessor(Treeprocessor):
         numeric = {column for column, seen in columns.items() if "number" in seen and "text" not in seen}
         for row in rows:
             for column, cell in enumerate(row):
-                kind = kinds.get(cell)
-                if ((cell.tag == "th" and column in numeric) or kind == "number"
-                        or (kind == "placeholder" and column in numeric)):
+                found = kinds.get(cell)
+                if ((cell.tag == "th" and column in numeric) or found == "number"
+                        or (found == "placeholder" and column in numeric)):
                     cell.set("class", " ".join(filter(None, [cell.get("class"), "num"])))
 
 

@@ -13,14 +13,19 @@ import io
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 import numpy as np
+from matplotlib.artist import Artist
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+if TYPE_CHECKING:  # the rc keys as matplotlib types them (a Literal of every key)
+    from matplotlib.typing import RcKeyType
 
 DPI = 100
 WIDTH_IN = 11.0
@@ -31,7 +36,7 @@ PALETTE = (
     "#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#CC6677", "#882255", "#AA4499",
 )
 REFERENCE = "#6E6E6E"  # chance lines, separators
-STYLE = {
+STYLE: dict[RcKeyType, Any] = {
     "font.family": "DejaVu Sans", "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10,
     "figure.titlesize": 13, "figure.titleweight": "bold", "legend.fontsize": 9, "xtick.labelsize": 9,
     "ytick.labelsize": 9, "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
@@ -160,7 +165,7 @@ def per_label_auroc_chart(label_names: Sequence[str], workers: dict[str, dict],
         axes.grid(axis="y", visible=False)
         axes.set_xlabel("test AUROC (bar: estimate; whisker: 95% confidence interval)")
         # Above the bars, under the title (a figure legend "outside upper center" would cover the title).
-        handles = [Patch(color=colors[name], label=name) for name in names]
+        handles: list[Artist] = [Patch(color=colors[name], label=name) for name in names]
         handles.append(Line2D([], [], color=REFERENCE, linestyle="--", linewidth=1.2, label="chance (AUROC 0.5)"))
         axes.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=min(width + 1, 5),
                     frameon=False)

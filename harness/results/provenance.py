@@ -48,7 +48,7 @@ def host_facts() -> dict:
 def harness_versions() -> dict:
     """Versions of the harness's own packages that touch the numbers (metrics, transport)."""
     names = ("numpy", "scikit-learn", "scipy", "grpcio", "protobuf", "safetensors")
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in names:
         try:
             versions[name] = metadata.version(name)

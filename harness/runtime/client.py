@@ -58,9 +58,9 @@ class StepResult:
 class WorkerClient:
     """Calls one worker; checks that every batch digest comes back as it was sent."""
 
-    def __init__(self, name: str, address: str, on_failure: Callable[[], str] | None = None,
+    def __init__(self, name: str, address: str, on_failure: Callable[[], str | None] | None = None,
                  security: ChannelSecurity | None = None) -> None:
-        """`on_failure` returns extra context (e.g. the worker process's exit status) for errors."""
+        """`on_failure` returns extra context (e.g. the worker process's exit status) for errors, or None."""
         self.name = name
         self.address = address
         self._on_failure = on_failure
@@ -219,7 +219,7 @@ def _channel(address: str, security: ChannelSecurity) -> grpc.Channel:
         raise ValueError(f"{address}: a token is sent only over TLS")
     if not security.tls:
         return grpc.insecure_channel(address, options=list(GRPC_OPTIONS))
-    options = list(GRPC_OPTIONS)
+    options: list[tuple[str, int | str]] = list(GRPC_OPTIONS)
     if security.server_name:
         options.append(("grpc.ssl_target_name_override", security.server_name))
     return grpc.secure_channel(address, security.credentials(), options=options)

@@ -11,6 +11,7 @@ import datetime
 import ipaddress
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def _subject_names(hosts: list[str]) -> list[x509.GeneralName]:
     return names
 
 
-def make_credentials(folder: Path, hosts: list[str] = ()) -> Credentials:
+def make_credentials(folder: Path, hosts: Sequence[str] = ()) -> Credentials:
     """Write a self-signed certificate for `hosts` (plus localhost), its key and a random token.
 
     Files are readable by all (0644) so a container's non-root user can read its bind-mounted

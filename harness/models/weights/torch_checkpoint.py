@@ -13,7 +13,7 @@ import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -78,7 +78,7 @@ class _StateDictUnpickler(pickle.Unpickler):
     def __init__(self, archive: zipfile.ZipFile, prefix: str, byteorder: str) -> None:
         super().__init__(archive.open(f"{prefix}data.pkl"))
         self.archive, self.prefix = archive, prefix
-        self.endian = "<" if byteorder == "little" else ">"
+        self.endian: Literal["<", ">"] = "<" if byteorder == "little" else ">"
         self.storages: dict[str, np.ndarray] = {}  # views of one storage share it, as in torch
 
     def find_class(self, module: str, name: str) -> Any:
