@@ -31,6 +31,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from numbers import Integral, Real
+from typing import cast
 
 import numpy as np
 
@@ -97,7 +98,8 @@ class PhantomData:
 
 
 def _require_int(name: str, value: object, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, Integral) or not low <= value <= high:
+    # cast: numbers.Integral declares no >= to mypy (typeshed); an Integral compares as the int it is.
+    if isinstance(value, bool) or not isinstance(value, Integral) or not low <= cast(int, value) <= high:
         raise ValueError(f"{name}: {value!r} must be an integer in [{low}, {high}]")
 
 
@@ -106,7 +108,9 @@ def _require_real(
 ) -> None:
     ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
     if ok:
-        ok = (value > low if lower_open else value >= low) and (value < high if upper_open else value <= high)
+        # cast: numbers.Real declares only < and <= to mypy (typeshed); a finite Real compares as a float does.
+        number = cast(float, value)
+        ok = (number > low if lower_open else number >= low) and (number < high if upper_open else number <= high)
     if not ok:
         interval = f"{'(' if lower_open else '['}{low}, {high}{')' if upper_open else ']'}"
         raise ValueError(f"{name}: {value!r} must be a number in {interval}")

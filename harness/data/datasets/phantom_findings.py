@@ -244,7 +244,8 @@ def boxes_from_footprints(footprint: Array) -> Array:
     """
     count, size = footprint.shape[0], footprint.shape[-1]
     inside = footprint > 0.5
-    rows, cols = inside.any(axis=2), inside.any(axis=1)
+    # asarray (no copy): to mypy an axis reduction may be a numpy scalar; here both are (B, S) arrays.
+    rows, cols = np.asarray(inside.any(axis=2)), np.asarray(inside.any(axis=1))
     y0 = rows.argmax(axis=1)
     y1 = size - 1 - rows[:, ::-1].argmax(axis=1)
     x0 = cols.argmax(axis=1)
