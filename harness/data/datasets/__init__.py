@@ -39,10 +39,12 @@ def load_dataset(name: str, image_size: int, seed: int, cache: Path, patients: i
     if kind == "nih":
         from harness.data.datasets.nih import prepare_nih
 
+        assert path is not None  # parse_dataset gives every kind but phantom a path
         return prepare_nih(path, image_size, cache, skip_bad=skip_bad).store
     if kind == "chestmnist":
         from harness.data.datasets.chestmnist import load_chestmnist
 
+        assert path is not None
         return load_chestmnist(path, image_size, cache)
     return _phantom(image_size, seed, cache, patients)
 

@@ -125,6 +125,7 @@ def read_nih_index(root: Path, skip_bad: bool = False) -> NihIndex:
     patient_ids = np.array(patients, np.int64)
     if official_test is not None:
         _check_no_leakage(patient_ids, official_test, kept_names)
+        assert lists is not None  # official_test is made only from the lists
         csv_names = set(first_line)
         notes["list_names_not_in_csv"] = len((lists[0] | lists[1]) - csv_names)
         notes["official_test_images"] = int(official_test.sum())

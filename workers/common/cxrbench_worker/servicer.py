@@ -154,6 +154,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             for request in request_iterator:
                 expected = self._require_model("Train")
                 batch = check_batch(request.batch, expected, with_labels=True)
+                assert batch.labels is not None  # with_labels=True: check_batch refuses a batch without
                 with self._lock:
                     start = time.perf_counter()
                     loss = self._backend.train_step(batch.pixels, batch.labels)
