@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +52,7 @@ def _split_facts(store: PixelStore, split: Split) -> dict:
         facts[part] = {
             "images": int(len(indices)),
             "patients": int(len(np.unique(store.patient_ids[indices]))),
-            "positives": dict(zip(store.label_names, map(int, store.labels[indices].sum(axis=0)))),
+            "positives": dict(zip(store.label_names, map(int, store.labels[indices].sum(axis=0)), strict=True)),
         }
     return facts
 
@@ -97,8 +98,9 @@ def check_same_batches(results: dict[str, list[dict]]) -> None:
     reference = [result["batch_order_sha256"] for result in results[names[0]]]
     for name in names[1:]:
         digests = [result["batch_order_sha256"] for result in results[name]]
-        for number, (theirs, ours) in enumerate(zip(digests, reference), start=1):
-            for epoch, (a, b) in enumerate(zip(theirs, ours), start=1):
+        for number, (theirs, ours) in enumerate(zip(digests, reference, strict=True), start=1):
+            # strict=False: workers may stop early at different epochs; the epochs both trained must agree.
+            for epoch, (a, b) in enumerate(zip(theirs, ours, strict=False), start=1):
                 if a != b:
                     raise RuntimeError(f"{name} received other batches than {names[0]} in run {number}, epoch {epoch} "
                                        f"(order digest {a[:12]} vs {b[:12]}): the comparison is void")
@@ -146,10 +148,11 @@ def _run(config: BenchmarkConfig, workers: list[WorkerSpec], runtime: Runtime, s
         split = plan.splits[0]
         labels = shuffled_labels(labels, np.concatenate([split.train, split.validation]), config.seed)
 
-    suffix = ("-shuffled-labels" if config.shuffle_labels else "") + (f"-{config.folds}folds" if plan.cross_validated else "") + (
-        f"-{len(config.training_seeds)}seeds" if len(config.training_seeds) > 1 else "")
+    suffix = (("-shuffled-labels" if config.shuffle_labels else "")
+              + (f"-{config.folds}folds" if plan.cross_validated else "")
+              + (f"-{len(config.training_seeds)}seeds" if len(config.training_seeds) > 1 else ""))
     run = RunDirectory.create(config.out, f"{config.dataset_kind}-{config.architecture}-seed{config.seed}{suffix}")
-    record = {
+    record: dict[str, Any] = {
         "status": "running",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": config.to_dict(),
@@ -211,8 +214,8 @@ def _run(config: BenchmarkConfig, workers: list[WorkerSpec], runtime: Runtime, s
                         configured = client.configure(configure_request(settings, num_labels, training_run.seed))
                     client.set_weights(starts[training_run.seed].data)
                     data = TrainingData(store=store, split=split, fit_labels=labels)
-                    run_results[name].append(
-                        train_and_evaluate(client, settings, data, run, configured, training_run, measure_native=number == 0))
+                    run_results[name].append(train_and_evaluate(client, settings, data, run, configured, training_run,
+                                                                measure_native=number == 0))
                     results[name] = combine_runs(run_results[name])
                     run.write_metrics({"workers": results})
             check_same_batches(run_results)
@@ -238,5 +241,6 @@ def _run(config: BenchmarkConfig, workers: list[WorkerSpec], runtime: Runtime, s
             except Exception as error:
                 print(f"could not log the run to MLflow: {error}", file=sys.stderr)
                 if record["status"] == "completed":  # asked for and failed: say so in the exit status too
-                    raise RuntimeError(f"--mlflow: could not log the run ({error}); its results are in {run.path}") from error
+                    raise RuntimeError(f"--mlflow: could not log the run ({error}); "
+                                       f"its results are in {run.path}") from error
     return run.path

@@ -41,9 +41,11 @@ def _print_summary(run_dir: Path) -> None:
         auroc = "n/a" if test["macro_auroc"] is None else f"{test['macro_auroc']:.4f}"
         runs = len(result["runs"])
         seconds = result["efficiency"]["seconds_per_epoch"]["median"]
-        print(f"{name}: test macro AUROC {auroc}{f' (mean of {runs} runs)' if runs > 1 else ''} on {test['samples']} images, "
+        print(f"{name}: test macro AUROC {auroc}{f' (mean of {runs} runs)' if runs > 1 else ''} "
+              f"on {test['samples']} images, "
               f"{'n/a' if seconds is None else f'{seconds:.1f}'} s/epoch, "
-              f"{result['parameters']['trainable']:,} trainable / {result['parameters']['non_trainable']:,} non-trainable parameters")
+              f"{result['parameters']['trainable']:,} trainable / "
+              f"{result['parameters']['non_trainable']:,} non-trainable parameters")
     significance_path = run_dir / "significance.json"
     if significance_path.exists():
         from harness.report.verdicts import verdicts
@@ -96,7 +98,8 @@ def _data_prepare(args: argparse.Namespace) -> int:
 
         if args.processes is not None and args.processes < 1:
             raise ValueError(f"--processes: {args.processes} must be at least 1")
-        prepared = prepare_nih(args.root, config.image_size, cache_root(), skip_bad=config.skip_bad, processes=args.processes)
+        prepared = prepare_nih(args.root, config.image_size, cache_root(), skip_bad=config.skip_bad,
+                               processes=args.processes)
         store = prepared.store
         if prepared.reused:
             print("already prepared; nothing decoded")
@@ -115,14 +118,15 @@ def _data_parser(subparsers) -> None:
                     "prepare resumes where it stopped; a store is used only once complete.")
     prepare.add_argument("dataset", choices=("nih", "chestmnist"))
     prepare.add_argument("--root", type=Path, required=True,
-                         help="nih: the folder with Data_Entry_2017.csv and the images; chestmnist: the .npz file or its folder")
+                         help="nih: the folder with Data_Entry_2017.csv and the images; "
+                              "chestmnist: the .npz file or its folder")
     add_options(prepare, BenchmarkConfig, "data prepare")
     prepare.add_argument("--processes", type=int, default=None, help="decoding processes (default: one per core)")
 
 
 def _workers_list(args: argparse.Namespace) -> int:
-    from harness.runtime.registry import discover_workers, pinned_version
     from harness.runtime.environments import COMPLETE_MARKER, environment_path
+    from harness.runtime.registry import discover_workers, pinned_version
 
     for name, folder in discover_workers().items():
         if folder.requirements is None:
@@ -164,12 +168,14 @@ def _credentials(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="harness", description="A fair benchmark of deep-learning frameworks on chest X-rays.")
+    parser = argparse.ArgumentParser(prog="harness",
+                                     description="A fair benchmark of deep-learning frameworks on chest X-rays.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _benchmark_parser(subparsers)
     _parity_parser(subparsers)
     _data_parser(subparsers)
-    report = subparsers.add_parser("report", help="rescore a run's saved logits and rebuild its report (Markdown and HTML)")
+    report = subparsers.add_parser("report",
+                                   help="rescore a run's saved logits and rebuild its report (Markdown and HTML)")
     report.add_argument("run_dir", type=Path)
     add_options(report, BenchmarkConfig, "report")
     credentials = subparsers.add_parser(
@@ -177,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write tls.crt (self-signed; give it to --tls-ca), tls.key and token into a folder.")
     credentials.add_argument("--out", type=Path, required=True, help="folder to write into (made private, 0700)")
     credentials.add_argument("--host", action="append", default=[], metavar="NAME_OR_IP",
-                             help="a host name or address the workers are reached at (repeatable; localhost is always in)")
+                             help="a host name or address the workers are reached at "
+                                  "(repeatable; localhost is always in)")
     workers = subparsers.add_parser("workers", help="worker commands")
     workers_sub = workers.add_subparsers(dest="workers_command", required=True)
     workers_sub.add_parser("list", help="list the available workers")
@@ -201,8 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `harness` command."""
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)  # cleanup (stopping workers) runs as for Ctrl-C
-    handlers = {"benchmark": _benchmark, "parity": _parity, "report": _report, "workers": _workers, "data": _data_prepare,
-                "credentials": _credentials}
+    handlers = {"benchmark": _benchmark, "parity": _parity, "report": _report, "workers": _workers,
+                "data": _data_prepare, "credentials": _credentials}
     try:
         return handlers[args.command](args)
     except (RuntimeError, OSError) as error:  # WorkerError, environment set-up, files

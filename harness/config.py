@@ -15,15 +15,27 @@ from pathlib import Path
 
 from harness.data.augmentation import Augmentation
 from harness.data.datasets import parse_dataset
+from harness.models.architectures import ARCHITECTURE_NAMES
 from harness.options import (
-    at_least, integer_list, markdown_table, option, positive_finite, raise_problems, readme_with_table, within,
+    at_least,
+    integer_list,
+    markdown_table,
+    option,
+    positive_finite,
+    raise_problems,
+    readme_with_table,
+    within,
 )
 from harness.runtime.registry import WorkerSpec, resolve_workers
 from harness.runtime.selection import RUNTIMES, RuntimeChoice
-from harness.models.architectures import ARCHITECTURE_NAMES
 from harness.training.parity import PARITY_BATCH_SIZE, PARITY_STEPS
 from harness.training.schedule import (
-    DEFAULT_EARLY_STOP, DEFAULT_FACTOR, DEFAULT_MIN_LR, DEFAULT_PATIENCE, DEFAULT_THRESHOLD, ScheduleSettings,
+    DEFAULT_EARLY_STOP,
+    DEFAULT_FACTOR,
+    DEFAULT_MIN_LR,
+    DEFAULT_PATIENCE,
+    DEFAULT_THRESHOLD,
+    ScheduleSettings,
 )
 from harness.training.settings import PRECISIONS, TrainingSettings
 
@@ -80,8 +92,8 @@ class BenchmarkConfig:
         "all", "--workers", "`all` (every listed worker), or a comma list; `NAME@VERSION` runs that framework "
         "version, e.g. `keras@3.14.0,keras@3.15.1` side by side", metavar="LIST")
     dataset: str = option(
-        "phantom", "--dataset", "`phantom` (built-in synthetic radiographs), `nih:PATH` (an NIH ChestX-ray14 folder) or "
-        "`chestmnist:PATH` (a MedMNIST `.npz` file or folder)",
+        "phantom", "--dataset", "`phantom` (built-in synthetic radiographs), `nih:PATH` (an NIH ChestX-ray14 "
+        "folder) or `chestmnist:PATH` (a MedMNIST `.npz` file or folder)",
         metavar="phantom|nih:PATH|chestmnist:PATH", check=_refusal(parse_dataset))
     architecture: str = option(
         "resnet50", "--arch", "`resnet50` (torchvision's v1.5) or `densenet121`, both with a 14-logit head",
@@ -213,8 +225,8 @@ class BenchmarkConfig:
     def training(self, worker: str = "") -> TrainingSettings:
         """What the training loop and the parity probe need: the same for every worker but for its --option switches."""
         return TrainingSettings(
-            architecture=self.architecture, image_size=self.image_size, learning_rate=self.learning_rate, seed=self.seed,
-            epochs=self.epochs, batch_size=self.batch_size, eval_batch_size=self.eval_batch_size,
+            architecture=self.architecture, image_size=self.image_size, learning_rate=self.learning_rate,
+            seed=self.seed, epochs=self.epochs, batch_size=self.batch_size, eval_batch_size=self.eval_batch_size,
             augmentation=self.augmentation, schedule=self.schedule, precision=self.precision,
             deterministic=self.deterministic, threads=self.threads, options=self.worker_options(worker),
         )
@@ -245,7 +257,8 @@ class BenchmarkConfig:
             setting = entry.partition("=")[0]
             if not any(setting.startswith(f"{target}.") for target in targets):
                 name = setting.split(".")[0] if "@" not in setting else setting
-                raise ValueError(f"--option: {entry!r} is for worker '{name}', which is not in this run ({', '.join(labels)})")
+                raise ValueError(f"--option: {entry!r} is for worker '{name}', which is not in this run "
+                                 f"({', '.join(labels)})")
         return workers
 
     def to_dict(self) -> dict:

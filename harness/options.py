@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 METADATA_KEY = "cxrbench_option"
 Check = Callable[[Any], "str | None"]
@@ -116,6 +116,15 @@ def raise_problems(instance: Any, command: str | None = None) -> None:
 
 def _plain(text: str) -> str:
     return text.replace("`", "")
+
+
+# With code=True there is always a text (`off`, `none`): the README's table shows every default.
+@overload
+def default_text(item: dataclasses.Field, declared: Option, command: str, code: Literal[True]) -> str: ...
+
+
+@overload
+def default_text(item: dataclasses.Field, declared: Option, command: str, code: bool = False) -> str | None: ...
 
 
 def default_text(item: dataclasses.Field, declared: Option, command: str, code: bool = False) -> str | None:

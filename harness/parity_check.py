@@ -10,13 +10,12 @@ import json
 from contextlib import ExitStack
 from pathlib import Path
 
-from harness.progress import progress_bar
-
 from harness.config import BenchmarkConfig, cache_root
 from harness.data.datasets import load_dataset
 from harness.data.split_plan import plan_splits
 from harness.models.architectures import architecture
 from harness.models.weights.start import starting_weights
+from harness.progress import progress_bar
 from harness.report.parity_tables import parity_lines
 from harness.runtime.selection import runtime_for
 from harness.training.parity import PARITY_STEPS, compare, cross_load, nudged, parity_inputs, probe
@@ -44,7 +43,8 @@ def run_parity(config: BenchmarkConfig, steps: int = PARITY_STEPS, logs: Path | 
             clients[spec.label] = stack.enter_context(runtime.start(spec, logs / f"{spec.label}.log")).client
         probes = []
         for name, client in progress_bar(clients.items(), desc="parity probes", unit="worker", leave=False):
-            probes.append(probe(client, configure_request(config.training(name), num_labels), start.data, inputs, nudged_start))
+            request = configure_request(config.training(name), num_labels)
+            probes.append(probe(client, request, start.data, inputs, nudged_start))
         cross = [row for client in clients.values() for row in cross_load(client, probes, inputs)]
     summary = compare(probes, architecture(config.architecture, num_labels).counts(), cross)
     summary["starting_weights"] = {"sha256": start.sha256, "source": start.describe()}

@@ -91,7 +91,8 @@ def log_run(run_dir: Path, option: str, out: Path) -> str:
                            "git": record["provenance"]["git"]}, {})
     params.update({f"worker.{name}.{package}": version for name, worker in record["workers"].items()
                    for package, version in worker.get("reported", {}).get("framework_versions", {}).items()})
-    client.log_batch(parent.info.run_id, params=[Param(key, str(value)[:6000]) for key, value in sorted(params.items())])
+    client.log_batch(parent.info.run_id,
+                     params=[Param(key, str(value)[:6000]) for key, value in sorted(params.items())])
     summary = [Metric(f"{name}.{key}", value, now, 0) for name, result in workers.items()
                for key, value in _test_metrics(result["test"]).items()]
     summary += [Metric(f"{name}.seconds_per_epoch", value, now, 0) for name, result in workers.items()

@@ -123,7 +123,7 @@ def _augment_rows(store: np.ndarray, rows: np.ndarray, flips: np.ndarray, angles
     out = np.empty((len(rows), height, width), dtype=np.uint8)
     centre = ((width - 1) / 2.0, (height - 1) / 2.0)
     mirrored = np.empty((height, width), dtype=np.uint8)  # reused: the flipped source of a rotation
-    for i, (row, flip, angle) in enumerate(zip(rows.tolist(), flips.tolist(), angles.tolist())):
+    for i, (row, flip, angle) in enumerate(zip(rows.tolist(), flips.tolist(), angles.tolist(), strict=True)):
         image = np.ascontiguousarray(store[row])
         if angle == 0:
             if flip:

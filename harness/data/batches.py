@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cxrbench.worker.v1 import worker_pb2
 from cxrbench.worker.v1.tensors import make_batch
+
+if TYPE_CHECKING:  # for the annotation only: no OpenCV import here
+    from harness.data.augmentation import AugmentedPixels
 
 
 def epoch_order(indices: np.ndarray, seed: int, epoch: int) -> np.ndarray:
@@ -38,9 +42,9 @@ def evaluation_chunks(indices: np.ndarray, batch_size: int) -> list[np.ndarray]:
 
 
 def training_batches(
-    pixels: np.ndarray, labels: np.ndarray, chunks: list[np.ndarray]
+    pixels: np.ndarray | AugmentedPixels, labels: np.ndarray, chunks: list[np.ndarray]
 ) -> Iterator[worker_pb2.Batch]:
-    """Encode training batches (pixels and labels) with their digests."""
+    """Encode training batches (pixels and labels) with their digests; `pixels[chunk]` is all they read."""
     for index, chunk in enumerate(chunks):
         yield make_batch(index, pixels[chunk], labels[chunk])
 

@@ -74,7 +74,7 @@ def patient_wise_folds(patient_ids: np.ndarray, labels: np.ndarray, folds: int, 
     present_per_patient = [np.flatnonzero(row).tolist() for row in counts[order]]
     # Pure Python on small lists: for K ~ 5 and 0-3 labels a patient it beats per-call numpy overhead.
     for patient, present, row, ties in zip(
-        order.tolist(), present_per_patient, counts[order].tolist(), tie_breaks.tolist()
+        order.tolist(), present_per_patient, counts[order].tolist(), tie_breaks.tolist(), strict=True
     ):
         best = max(
             fold_range,

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.data.folds import fold_balance, fold_split, patient_wise_folds
-from harness.data.pixel_store import PixelStore
-from harness.data.pixel_store import PRESET_TEST, PRESET_TRAIN, PRESET_VALIDATION
+from harness.data.pixel_store import PRESET_TEST, PRESET_TRAIN, PRESET_VALIDATION, PixelStore
 from harness.data.splits import Split, patient_wise_split
 
 
@@ -37,11 +36,15 @@ def _validation_fraction(fractions: tuple[float, float, float]) -> float:
 
 def _split_rest(store: PixelStore, rest: np.ndarray, test: np.ndarray, fractions, seed: int) -> Split:
     """Train / validation by patient among `rest`; `test` as given."""
-    inner = patient_wise_split(store.patient_ids[rest], (1 - _validation_fraction(fractions), _validation_fraction(fractions), 0.0), seed)
+    inner = patient_wise_split(
+        store.patient_ids[rest], (1 - _validation_fraction(fractions), _validation_fraction(fractions), 0.0), seed
+    )
     return Split(train=rest[inner.train], validation=rest[inner.validation], test=np.sort(test))
 
 
-def _folds(store: PixelStore, rest: np.ndarray, test: np.ndarray, folds: int, seed: int) -> tuple[tuple[Split, ...], dict]:
+def _folds(
+    store: PixelStore, rest: np.ndarray, test: np.ndarray, folds: int, seed: int
+) -> tuple[tuple[Split, ...], dict]:
     fold_of = np.full(len(store), -1, np.int64)  # -1: the held-out test set, in no fold
     fold_of[rest] = patient_wise_folds(store.patient_ids[rest], store.labels[rest], folds, seed)
     splits = tuple(fold_split(store.patient_ids, fold_of, k, test) for k in range(folds))  # refuses a leak

@@ -34,7 +34,7 @@ def patient_wise_split(
     cut_train = int(round(fractions[0] * len(shuffled)))
     cut_val = cut_train + int(round(fractions[1] * len(shuffled)))
     groups = (shuffled[:cut_train], shuffled[cut_train:cut_val], shuffled[cut_val:])
-    for name, group, fraction in zip(("train", "validation", "test"), groups, fractions):
+    for name, group, fraction in zip(("train", "validation", "test"), groups, fractions, strict=True):
         if fraction > 0 and len(group) == 0:
             raise ValueError(f"{name}: no patient left for this part ({len(patients)} patients in all)")
     parts = [np.flatnonzero(np.isin(patient_ids, group)) for group in groups]

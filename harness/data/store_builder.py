@@ -16,10 +16,19 @@ import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import BinaryIO, TextIO
 
 import numpy as np
 
-from harness.data.pixel_store import META_FILE, PIXELS_FILE, DatasetArrays, PixelStore, open_store, store_key, write_index
+from harness.data.pixel_store import (
+    META_FILE,
+    PIXELS_FILE,
+    DatasetArrays,
+    PixelStore,
+    open_store,
+    store_key,
+    write_index,
+)
 
 JOURNAL_FILE = "journal.json"
 _READ_BLOCK = 16 << 20
@@ -70,8 +79,8 @@ class StoreBuilder:
         self.final = stores / key
         self.partial = stores / f"{key}.partial"
         self._lock_path = stores / f"{key}.lock"
-        self._lock = None
-        self._pixels = None
+        self._lock: TextIO | None = None
+        self._pixels: BinaryIO | None = None
         self.progress = Progress()
 
     def __enter__(self) -> StoreBuilder:
@@ -123,6 +132,7 @@ class StoreBuilder:
             raise ValueError(f"chunk pixels {pixels.shape} {pixels.dtype} do not match {kept} kept images")
         if any(not rows.start <= item["row"] < rows.stop for item in skipped):
             raise ValueError(f"a skipped row lies outside the chunk {rows.start}..{rows.stop - 1}")
+        assert self._pixels is not None, "StoreBuilder.append outside its `with` block"
         self._pixels.write(np.ascontiguousarray(pixels).data)
         self._pixels.flush()  # in the OS's hands before the journal says so: survives a killed process
         self.progress.next_row = rows.stop
@@ -138,6 +148,7 @@ class StoreBuilder:
         count = self.progress.kept_count
         if len(index.sample_ids) != count or len(index.labels) != count:
             raise ValueError(f"index has {len(index.sample_ids)} samples, the pixels file {count}")
+        assert self._pixels is not None, "StoreBuilder.finish outside its `with` block"
         self._pixels.flush()
         os.fsync(self._pixels.fileno())
         shape = (count, self.image_size, self.image_size)

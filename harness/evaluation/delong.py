@@ -14,7 +14,6 @@ from scipy.stats import rankdata
 
 from harness.evaluation.arrays import as_columns, binary_labels
 
-
 # ---------------------------------------------------------------------------------------------
 # DeLong's paired test
 # ---------------------------------------------------------------------------------------------
@@ -62,8 +61,10 @@ DELONG_KEYS = ("auroc_a", "auroc_b", "difference", "standard_error", "z", "p")
 
 def delong_from_components(components_a: Components, components_b: Components) -> dict[str, np.ndarray]:
     """delong_test's result from per-label (v10, v01) pairs (None for a one-class label)."""
+    # From the same labels a and b are None together; mypy cannot know, so both are tested.
     rows = [
-        _paired_z(*a, *b) if a is not None else (math.nan,) * 6 for a, b in zip(components_a, components_b)
+        _paired_z(*a, *b) if a is not None and b is not None else (math.nan,) * 6
+        for a, b in zip(components_a, components_b, strict=True)
     ]
     return {key: np.array([row[k] for row in rows], dtype=np.float64) for k, key in enumerate(DELONG_KEYS)}
 

@@ -86,13 +86,15 @@ def _ratio(numerator, denominator) -> np.ndarray:
     return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
 
 
-def thresholded(probabilities: np.ndarray, labels: np.ndarray, thresholds: np.ndarray, label_names: Sequence[str]) -> dict:
+def thresholded(
+    probabilities: np.ndarray, labels: np.ndarray, thresholds: np.ndarray, label_names: Sequence[str]
+) -> dict:
     """Precision, recall and F1 at per-label thresholds: per label, macro (mean over labels) and micro (pooled)."""
     c = counts_at(probabilities, labels, thresholds)
     precision, recall = _ratio(c["tp"], c["tp"] + c["fp"]), _ratio(c["tp"], c["tp"] + c["fn"])
     f1 = _ratio(2 * c["tp"], 2 * c["tp"] + c["fp"] + c["fn"])
     tp, fp, fn = (int(c[key].sum()) for key in ("tp", "fp", "fn"))
-    named = lambda values: {name: float(v) for name, v in zip(label_names, values)}  # noqa: E731
+    named = lambda values: {name: float(v) for name, v in zip(label_names, values, strict=True)}  # noqa: E731
     return {
         "precision": float(precision.mean()),
         "recall": float(recall.mean()),
@@ -146,19 +148,21 @@ def evaluate(logits: np.ndarray, labels: np.ndarray, label_names: Sequence[str],
         "loss": bce_with_logits(logits, labels),
         "macro_auroc": optional(_nanmean(aurocs)),
         "micro_auroc": optional(_micro(roc_auc_score, logits, labels)),
-        "auroc": {name: optional(v) for name, v in zip(label_names, aurocs)},
+        "auroc": {name: optional(v) for name, v in zip(label_names, aurocs, strict=True)},
         "macro_auprc": optional(_nanmean(auprcs)),
         "micro_auprc": optional(_micro(average_precision_score, logits, labels)),
-        "auprc": {name: optional(v) for name, v in zip(label_names, auprcs)},
-        "positives": {name: int(n) for name, n in zip(label_names, labels.sum(axis=0))},
+        "auprc": {name: optional(v) for name, v in zip(label_names, auprcs, strict=True)},
+        "positives": {name: int(n) for name, n in zip(label_names, labels.sum(axis=0), strict=True)},
         "precision": at_half["precision"],
         "recall": at_half["recall"],
         "f1": at_half["f1"],
         "at_0.5": at_half,
-        "unscorable_labels": [name for name, value in zip(label_names, aurocs) if not np.isfinite(value)],
+        "unscorable_labels": [name for name, value in zip(label_names, aurocs, strict=True) if not np.isfinite(value)],
     }
     if thresholds is not None:
-        result["at_validation_thresholds"] = thresholded(probabilities, labels, np.asarray(thresholds, np.float64), label_names)
+        result["at_validation_thresholds"] = thresholded(
+            probabilities, labels, np.asarray(thresholds, np.float64), label_names
+        )
     return result
 
 

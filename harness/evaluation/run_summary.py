@@ -92,6 +92,8 @@ def combine_runs(runs: list[dict]) -> dict:
     }
     if len(runs) > 1:
         result["test_std"] = test_std
-        result["spread"] = {metric: {"folds": _grouped_std(runs, "fold", metric), "seeds": _grouped_std(runs, "seed", metric)}
-                            for metric in HEADLINE}
+        result["spread"] = {
+            metric: {"folds": _grouped_std(runs, "fold", metric), "seeds": _grouped_std(runs, "seed", metric)}
+            for metric in HEADLINE
+        }
     return result

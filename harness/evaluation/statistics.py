@@ -17,6 +17,7 @@ import itertools
 import math
 import warnings
 from collections.abc import Sequence
+from typing import Any, SupportsFloat
 
 import numpy as np
 from scipy.stats import t as student_t
@@ -76,8 +77,8 @@ def paired_bootstrap_p(differences: np.ndarray) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
-def _plain(value: float) -> float | None:
-    """A JSON-ready float: None for NaN or infinity."""
+def _plain(value: SupportsFloat) -> float | None:
+    """A JSON-ready float: None for NaN or infinity (`value`: a float, numpy scalar or 0-d array)."""
     return float(value) if math.isfinite(value) else None
 
 
@@ -106,8 +107,8 @@ def _checked_run(run: np.ndarray, shape: tuple[int, int], worker: str, index: in
 
 def _worker_metrics(
     worker: str, runs: list[np.ndarray], labels: np.ndarray, weights_t: np.ndarray, patient_index: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """(2, 1 + B, L) AUROC and AUPRC of one worker, each the mean over its runs.
+) -> np.ndarray:
+    """(2, 1 + B, L) AUROC and AUPRC of one worker, each the mean over its runs (unpacks as the two).
 
     Column 0 of `weights_t` weighs every patient once (the full test set), so one sort per run and
     label serves the estimate and all its replicates.
@@ -134,7 +135,7 @@ def _label_pairs(
         for j, label in enumerate(label_names):
             rows.append({"a": a, "b": b, "label": label, **{key: _plain(result[key][j]) for key in shown}})
             p_values.append(result["p"][j])
-    for row, p_holm in zip(rows, holm(p_values)):
+    for row, p_holm in zip(rows, holm(p_values), strict=True):
         row["p_holm"] = _plain(p_holm)
         row["significant"] = bool(p_holm < ALPHA)
     return rows
@@ -186,7 +187,7 @@ def compare_workers(
             "auroc": {lab: _interval(auroc[0, j], auroc[1:, j], level) for j, lab in enumerate(label_names)},
             "auprc": {lab: _interval(auprc[0, j], auprc[1:, j], level) for j, lab in enumerate(label_names)},
         }
-    macro_pairs = []
+    macro_pairs: list[dict[str, Any]] = []
     for a, b in itertools.combinations(names, 2):
         difference = macro_boot[a] - macro_boot[b]
         low, high = percentile_interval(difference, level)
@@ -195,7 +196,7 @@ def compare_workers(
             "difference": _plain(macro_full[a] - macro_full[b]), "low": _plain(low), "high": _plain(high),
             "p": paired_bootstrap_p(difference),
         })  # fmt: skip
-    for pair, p_holm in zip(macro_pairs, holm([pair["p"] for pair in macro_pairs])):
+    for pair, p_holm in zip(macro_pairs, holm([pair["p"] for pair in macro_pairs]), strict=True):
         pair["p"], pair["p_holm"] = _plain(pair["p"]), _plain(p_holm)
         pair["significant"] = bool(p_holm < ALPHA)
     return {
@@ -238,7 +239,7 @@ def paired_run_tests(run_values: dict[str, list[float]]) -> list[dict]:
     the test set's sampling noise; this sees training noise. p is None with fewer than 3 runs, or
     when the differences do not vary. Holm over the pairs.
     """
-    pairs = []
+    pairs: list[dict[str, Any]] = []
     for a, b in itertools.combinations(list(run_values), 2):
         differences = np.asarray(run_values[a], dtype=np.float64) - np.asarray(run_values[b], dtype=np.float64)
         differences = differences[np.isfinite(differences)]
@@ -248,7 +249,7 @@ def paired_run_tests(run_values: dict[str, list[float]]) -> list[dict]:
         p = float(2 * student_t.sf(abs(t), runs - 1)) if math.isfinite(t) else math.nan
         pairs.append({"a": a, "b": b, "runs": runs, "difference": _plain(mean), "sd": _plain(sd),
                       "t": _plain(t), "p": p})
-    for pair, p_holm in zip(pairs, holm([pair["p"] for pair in pairs])):
+    for pair, p_holm in zip(pairs, holm([pair["p"] for pair in pairs]), strict=True):
         pair["p"], pair["p_holm"] = _plain(pair["p"]), _plain(p_holm)
         pair["significant"] = bool(p_holm < ALPHA)
     return pairs

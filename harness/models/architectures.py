@@ -9,8 +9,8 @@ that every worker reports the same parameter counts.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 # Roles decide how a tensor is initialised and whether it counts as trainable.
 CONV = "conv"              # conv weight, OIHW
@@ -82,7 +82,7 @@ def _resnet50(num_labels: int) -> Iterator[TensorSpec]:
     yield from _conv("conv1", 64, 3, 7)
     yield from _bn("bn1", 64)
     inplanes = 64
-    for stage, (blocks, planes) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512)), start=1):
+    for stage, (blocks, planes) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512), strict=True), start=1):
         for block in range(blocks):
             prefix = f"layer{stage}.{block}"
             yield from _conv(f"{prefix}.conv1", planes, inplanes, 1)

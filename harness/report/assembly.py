@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.report.significance import compare_run
 from harness.evaluation.metrics import best_f1_thresholds, evaluate
-from harness.report.parity_tables import parity_lines
+from harness.evaluation.run_summary import combine_runs
 from harness.report.figures import write_figures
 from harness.report.html import render_html
+from harness.report.parity_tables import parity_lines
 from harness.report.sections import (
     accuracy_table,
     delong_table,
@@ -28,8 +28,8 @@ from harness.report.sections import (
     schedule_lines,
     significance_lines,
 )
+from harness.report.significance import compare_run
 from harness.results.run_directory import RunDirectory
-from harness.evaluation.run_summary import combine_runs
 
 
 def _data(run: dict) -> list[str]:
@@ -38,7 +38,8 @@ def _data(run: dict) -> list[str]:
     notes = data.get("notes", {})
     lines = [
         f"- Dataset `{run['config']['dataset']}` ({notes.get('kind', 'unknown')}): {data['images']:,} images of "
-        f"{data['patients']:,} patients at {data['image_size']}x{data['image_size']}, data digest `{data['content_sha256'][:16]}`.",
+        f"{data['patients']:,} patients at {data['image_size']}x{data['image_size']}, "
+        f"data digest `{data['content_sha256'][:16]}`.",
     ]
     if "test_source" in data:
         lines.append(f"- Held-out test set: {data['test_source']}; validation: {data['validation_source']}. "
@@ -50,11 +51,14 @@ def _data(run: dict) -> list[str]:
             for k, f in enumerate(folds, start=1)) + f"; test {split['test']['images']:,} images in every fold.")
     else:
         lines.append("- Patient-wise split: " + ", ".join(
-            f"{part} {facts['images']:,} images / {facts['patients']:,} patients" for part, facts in split.items()) + ".")
+            f"{part} {facts['images']:,} images / {facts['patients']:,} patients"
+            for part, facts in split.items()) + ".")
     if "augmentation" in data:
-        lines.append(f"- Training augmentation, done once by the harness (the same bytes for every worker): {data['augmentation']}.")
+        lines.append("- Training augmentation, done once by the harness (the same bytes for every worker): "
+                     f"{data['augmentation']}.")
     if notes.get("csv_file"):
-        lists = "the official train_val_list.txt / test_list.txt" if notes.get("official_lists") else "no official lists"
+        lists = ("the official train_val_list.txt / test_list.txt" if notes.get("official_lists")
+                 else "no official lists")
         lines.append(f"- Read from `{notes['csv_file']}` ({notes.get('csv_revision')} labels), images in "
                      f"{' and '.join(f'`{layout}/`' for layout in notes.get('image_layouts', []))}, {lists}.")
     if notes.get("no_patient_ids"):
@@ -67,15 +71,16 @@ def _data(run: dict) -> list[str]:
             shown = "; ".join(f"`{item['where']}`: {item.get('reason') or item.get('note')}" for item in items[:10])
             more = f"; and {len(items) - 10:,} more (all in the store's meta.json)" if len(items) > 10 else ""
             lines.append(f"- {verb} {len(items):,} input(s): {shown}{more}.")
-    lifted = {name: p for name, p in data.get("notes", {}).get("prevalence", {}).items() if p["used"] > p["reference"] + 1e-9}
+    lifted = {name: p for name, p in data.get("notes", {}).get("prevalence", {}).items()
+              if p["used"] > p["reference"] + 1e-9}
     if lifted:
         lines.append(
             "- Synthetic data: rare labels were lifted to a floor prevalence so every label has positives to score: "
             + ", ".join(f"{name} {p['reference']:.1%} -> {p['used']:.1%}" for name, p in lifted.items()) + "."
         )
     if run["config"].get("shuffle_labels"):
-        lines.append("- **Control run**: training and validation labels were shuffled across images; test labels are true. "
-                     "A macro AUROC near 0.5 is the expected, correct result.")
+        lines.append("- **Control run**: training and validation labels were shuffled across images; "
+                     "test labels are true. A macro AUROC near 0.5 is the expected, correct result.")
     return lines + [""]
 
 
@@ -92,12 +97,14 @@ def render_report(run_dir: Path, figures: list[tuple[str, str, str]] | None = No
     significance = directory.read_significance()
     config = run["config"]
     seeds = config.get("seeds") or [config["seed"]]
-    runs = f"{len(seeds)} training seeds x {config['folds']} folds" if len(seeds) > 1 or config["folds"] > 1 else "one run per worker"
+    runs = (f"{len(seeds)} training seeds x {config['folds']} folds" if len(seeds) > 1 or config["folds"] > 1
+            else "one run per worker")
     lines = [
         f"# {_title(config)}",
         "",
-        f"Run `{run_dir.resolve().name}`: **{run['status']}**, started {run['started']}; up to {config['epochs']} epochs, batch "
-        f"{config['batch_size']}, Adam lr {config['learning_rate']}, {config['precision']}, {config['image_size']} px; {runs}.",
+        f"Run `{run_dir.resolve().name}`: **{run['status']}**, started {run['started']}; "
+        f"up to {config['epochs']} epochs, batch {config['batch_size']}, Adam lr {config['learning_rate']}, "
+        f"{config['precision']}, {config['image_size']} px; {runs}.",
         "",
     ]
     if run.get("error"):
@@ -127,9 +134,9 @@ def render_report(run_dir: Path, figures: list[tuple[str, str, str]] | None = No
         lines += ["## Parity: the same network in every framework", ""]
         start = run.get("starting_weights", {})
         if start:
+            per_seed = "; each training seed has its own, the same for every worker" if start.get("per_seed") else ""
             lines += [f"Every worker started from the same weights: {start['description']} "
-                      f"(neutral safetensors, sha256 `{start['sha256'][:16]}`)" + (
-                          "; each training seed has its own, the same for every worker" if start.get("per_seed") else "") + ".", ""]
+                      f"(neutral safetensors, sha256 `{start['sha256'][:16]}`){per_seed}.", ""]
         lines += parity_lines(parity) + [""]
     epochs = directory.read_epochs()
     if epochs:
@@ -143,7 +150,8 @@ def rescore_run(run_dir: Path, run: dict, labels: np.ndarray, label_names: tuple
     folder = run_dir / run["logits"]
     best = run["schedule"]["best_epoch"] or run["schedule"]["epochs_trained"]
     split = run_dir / "labels" / (f"fold{run['fold']}" if run.get("fold") else "")
-    thresholds, _ = best_f1_thresholds(np.load(folder / f"validation_epoch_{best:03d}.npy"), np.load(split / "validation.npy"))
+    thresholds, _ = best_f1_thresholds(np.load(folder / f"validation_epoch_{best:03d}.npy"),
+                                       np.load(split / "validation.npy"))
     return evaluate(np.load(folder / "test.npy"), labels, label_names, thresholds)
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from harness.report import plots
 from harness.evaluation.metrics import roc_points
+from harness.report import plots
 from harness.results.run_directory import RunDirectory
 
 
@@ -46,7 +47,7 @@ def _learning_rows(epochs: list[dict], metrics: dict) -> list[dict]:
     several = any(len(result["runs"]) > 1 for result in metrics.values())
     rows = []
     for row in epochs:
-        value = lambda key: float(row[key]) if row.get(key) not in (None, "") else None  # noqa: E731
+        value = lambda key, row=row: float(row[key]) if row.get(key) not in (None, "") else None  # noqa: E731
         key = (row["worker"], row.get("seed", ""), row.get("fold", ""))
         run = f"seed {row.get('seed')}" + (f" fold {row['fold']}" if row.get("fold") else "") if several else ""
         rows.append({
@@ -54,13 +55,14 @@ def _learning_rows(epochs: list[dict], metrics: dict) -> list[dict]:
             "train_loss": value("train_loss"), "validation_loss": value("validation_loss"),
             "validation_macro_auroc": value("validation_macro_auroc"), "learning_rate": value("learning_rate"),
             "best": kept.get(key) == int(row["epoch"]),
-            "lr_changed": row.get("next_learning_rate") not in (None, "") and value("next_learning_rate") != value("learning_rate"),
+            "lr_changed": row.get("next_learning_rate") not in (None, "")
+                          and value("next_learning_rate") != value("learning_rate"),
         })
     return rows
 
 
 def _throughput(metrics: dict) -> dict:
-    bars = {}
+    bars: dict[str, dict[str, Any]] = {}
     for name, result in metrics.items():
         efficiency = result["efficiency"]
         bars[name] = {}
@@ -86,14 +88,19 @@ def write_figures(run_dir: Path) -> list[tuple[str, str, str]]:
     interval = "95% patient-bootstrap interval" if significance else "no interval (--bootstrap 0)"
     colors = plots.worker_colors(list(metrics))  # one colour per worker in every figure
     figures = [
-        ("Test AUROC per label", "per_label_auroc.png", plots.per_label_auroc_chart(label_names, _per_label(metrics, significance, label_names), colors),
+        ("Test AUROC per label", "per_label_auroc.png",
+         plots.per_label_auroc_chart(label_names, _per_label(metrics, significance, label_names), colors),
          f"Bars: test AUROC{' (mean over runs)' if several else ''}; whiskers: {interval}. The dashed line is chance."),
-        ("ROC curves per label", "roc_curves.png", plots.roc_curves(label_names, _roc(run_dir, metrics, label_names), colors),
+        ("ROC curves per label", "roc_curves.png",
+         plots.roc_curves(label_names, _roc(run_dir, metrics, label_names), colors),
          "Test set, each worker's " + ("first run (first seed, fold 1)." if several else "kept checkpoint.")),
-        ("Learning curves", "learning_curves.png", plots.learning_curves(_learning_rows(directory.read_epochs(), metrics), colors),
-         "Per epoch, from epochs.csv; stars: the checkpoint kept for the test set; triangles: learning-rate reductions."),
+        ("Learning curves", "learning_curves.png",
+         plots.learning_curves(_learning_rows(directory.read_epochs(), metrics), colors),
+         "Per epoch, from epochs.csv; stars: the checkpoint kept for the test set; "
+         "triangles: learning-rate reductions."),
         ("Throughput", "throughput.png", plots.throughput_bars(_throughput(metrics), colors),
-         "Images per second, median over epochs and runs; whiskers: range. Worker compute excludes the data path and transport."),
+         "Images per second, median over epochs and runs; whiskers: range. "
+         "Worker compute excludes the data path and transport."),
     ]
     folder = run_dir / "plots"
     folder.mkdir(exist_ok=True)

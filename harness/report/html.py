@@ -45,7 +45,8 @@ blockquote { margin: 1em 0; padding: 0.6em 1em; border-left: 4px solid var(--mar
 blockquote p { margin: 0.2em 0; }
 ul, ol { padding-left: 1.4em; }
 li { margin: 0.25em 0; }
-.table-wrap { overflow: auto; max-height: 85vh; margin: 1em 0 1.4em; border: 1px solid var(--line); border-radius: 6px; }
+.table-wrap { overflow: auto; max-height: 85vh; margin: 1em 0 1.4em; border: 1px solid var(--line);
+              border-radius: 6px; }
 table { border-collapse: separate; border-spacing: 0; width: 100%; font-size: 0.9em; }
 th, td { padding: 0.35em 0.7em; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
 th { position: sticky; top: 0; z-index: 1; background: var(--head); font-weight: 600; vertical-align: bottom; }
@@ -155,8 +156,9 @@ class _PageTreeprocessor(Treeprocessor):
         numeric = {column for column, seen in columns.items() if "number" in seen and "text" not in seen}
         for row in rows:
             for column, cell in enumerate(row):
-                kind = kinds.get(cell)
-                if (cell.tag == "th" and column in numeric) or kind == "number" or (kind == "placeholder" and column in numeric):
+                found = kinds.get(cell)
+                if ((cell.tag == "th" and column in numeric) or found == "number"
+                        or (found == "placeholder" and column in numeric)):
                     cell.set("class", " ".join(filter(None, [cell.get("class"), "num"])))
 
 

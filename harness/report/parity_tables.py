@@ -18,14 +18,16 @@ def parity_lines(summary: dict) -> list[str]:
     for count in summary["counts"]:
         verdict = "yes" if count["ok"] else f"NO (expected {expected['trainable']:,} / {expected['non_trainable']:,})"
         noise = _number(summary["own_noise_max"].get(count["worker"]))
-        lines.append(f"| {count['worker']} | {count['trainable']:,} | {count['non_trainable']:,} | {verdict} | {noise} |")
+        lines.append(f"| {count['worker']} | {count['trainable']:,} | {count['non_trainable']:,} | {verdict} "
+                     f"| {noise} |")
     if not summary["pairs"]:
         return lines + ["", "Only one worker: no pair to compare."]
     lines += ["", f"| pair | eval logits max abs | eval logits rel (<= {tol['logits_relative']:g}) | "
               f"first loss rel (<= {tol['first_loss_relative']:g}) | {steps}-step losses rel, max | allowed, max | "
               "logits after training rel | ok |", "|---|---:|---:|---:|---:|---:|---:|---|"]
     for pair in summary["pairs"]:
-        lines.append(f"| {' vs '.join(pair['workers'])} | {pair['logits_max_abs']:.3g} | {pair['logits_relative']:.2e} | "
+        lines.append(f"| {' vs '.join(pair['workers'])} | {pair['logits_max_abs']:.3g} | "
+                     f"{pair['logits_relative']:.2e} | "
                      f"{pair['first_loss_relative']:.2e} | {pair['losses_relative_max']:.2e} | "
                      f"{pair['losses_allowed_max']:.2e} | {pair['trained_logits_relative']:.2e} | "
                      f"{'yes' if pair['ok'] else 'NO'} |")
@@ -35,6 +37,7 @@ def parity_lines(summary: dict) -> list[str]:
     if summary["cross_loads"]:
         lines += ["", f"| weights exported by | loaded into | logits rel (<= {tol['loaded_logits_relative']:g}) | ok |",
                   "|---|---|---:|---|"]
-        lines += [f"| {row['exporter']} | {row['importer']} | {row['logits_relative']:.2e} | {'yes' if row['ok'] else 'NO'} |"
+        lines += [f"| {row['exporter']} | {row['importer']} | {row['logits_relative']:.2e} | "
+                  f"{'yes' if row['ok'] else 'NO'} |"
                   for row in summary["cross_loads"]]
     return lines

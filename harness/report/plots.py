@@ -13,14 +13,19 @@ import io
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 import numpy as np
+from matplotlib.artist import Artist
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+if TYPE_CHECKING:  # the rc keys as matplotlib types them (a Literal of every key)
+    from matplotlib.typing import RcKeyType
 
 DPI = 100
 WIDTH_IN = 11.0
@@ -31,7 +36,7 @@ PALETTE = (
     "#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#CC6677", "#882255", "#AA4499",
 )
 REFERENCE = "#6E6E6E"  # chance lines, separators
-STYLE = {
+STYLE: dict[RcKeyType, Any] = {
     "font.family": "DejaVu Sans", "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10,
     "figure.titlesize": 13, "figure.titleweight": "bold", "legend.fontsize": 9, "xtick.labelsize": 9,
     "ytick.labelsize": 9, "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
@@ -123,7 +128,7 @@ def per_label_auroc_chart(label_names: Sequence[str], workers: dict[str, dict],
                                  f"{count} labels ({', '.join(label_names)}); give one per label, None where unknown")
         lows, highs = entry.get("low") or [None] * count, entry.get("high") or [None] * count
         estimates = [_value(v) for v in (entry.get("estimate") or [None] * count)]
-        cells = [(e, _interval(e, lo, hi)) for e, lo, hi in zip(estimates, lows, highs)]
+        cells = [(e, _interval(e, lo, hi)) for e, lo, hi in zip(estimates, lows, highs, strict=True)]
         macro = entry.get("macro") or {}
         finite = [e for e in estimates if math.isfinite(e)]
         mean = _value(macro.get("estimate")) if macro else (float(np.mean(finite)) if finite else math.nan)
@@ -136,7 +141,7 @@ def per_label_auroc_chart(label_names: Sequence[str], workers: dict[str, dict],
         axes = figure.add_subplot()
         bar = 0.8 / width
         for j, name in enumerate(names):
-            for row, (y, (estimate, err)) in enumerate(zip(positions, table[name])):
+            for row, (y, (estimate, err)) in enumerate(zip(positions, table[name], strict=True)):
                 y = y - 0.4 + bar * (j + 0.5)
                 if not math.isfinite(estimate):
                     axes.text(left + 0.004, y, "n/a", va="center", fontsize=8, color=REFERENCE)
@@ -160,7 +165,7 @@ def per_label_auroc_chart(label_names: Sequence[str], workers: dict[str, dict],
         axes.grid(axis="y", visible=False)
         axes.set_xlabel("test AUROC (bar: estimate; whisker: 95% confidence interval)")
         # Above the bars, under the title (a figure legend "outside upper center" would cover the title).
-        handles = [Patch(color=colors[name], label=name) for name in names]
+        handles: list[Artist] = [Patch(color=colors[name], label=name) for name in names]
         handles.append(Line2D([], [], color=REFERENCE, linestyle="--", linewidth=1.2, label="chance (AUROC 0.5)"))
         axes.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=min(width + 1, 5),
                     frameon=False)
@@ -247,7 +252,8 @@ def _runs(rows: Sequence[dict]) -> dict[str, dict[str, list[dict]]]:
         epoch = _value(row.get("epoch"))
         if not math.isfinite(epoch):
             continue
-        grouped.setdefault(str(row["worker"]), {}).setdefault(str(row.get("run") or ""), []).append({**row, "epoch": int(epoch)})
+        by_run = grouped.setdefault(str(row["worker"]), {})
+        by_run.setdefault(str(row.get("run") or ""), []).append({**row, "epoch": int(epoch)})
     for runs in grouped.values():
         for run in runs.values():
             run.sort(key=lambda r: r["epoch"])
@@ -260,7 +266,8 @@ def _mean_by_epoch(runs: list[list[dict]], key: str, geometric: bool) -> tuple[l
     for epoch in epochs:
         values = np.array([_value(r.get(key)) for run in runs for r in run if r["epoch"] == epoch])
         values = values[np.isfinite(values) & ((values > 0) if geometric else True)]
-        means.append(math.nan if values.size == 0 else float(np.exp(np.log(values).mean()) if geometric else values.mean()))
+        means.append(math.nan if values.size == 0
+                     else float(np.exp(np.log(values).mean()) if geometric else values.mean()))
     return epochs, means
 
 
@@ -279,7 +286,7 @@ def learning_curves(rows: Sequence[dict], colors: dict[str, str] | None = None) 
     moves: set[str] = set()
     with _figure(7.6, title) as figure:
         panels = figure.subplots(2, 2, sharex=True).flat
-        for axes, (key, heading, unit) in zip(panels, LEARNING_PANELS):
+        for axes, (key, heading, unit) in zip(panels, LEARNING_PANELS, strict=True):
             geometric = key == "learning_rate"
             for order, (name, runs) in enumerate(grouped.items()):
                 color = colors[name]
@@ -316,7 +323,8 @@ def learning_curves(rows: Sequence[dict], colors: dict[str, str] | None = None) 
             handles.append(Line2D([], [], color="#555555", linewidth=1, alpha=0.5, label="single run"))
         handles.append(Line2D([], [], linestyle="none", marker="*", markersize=13, color="#BBBBBB",
                               markeredgecolor="black", label="chosen checkpoint (lowest validation loss)"))
-        for marker, text in (("v", "learning rate lowered after this epoch"), ("^", "learning rate raised after this epoch")):
+        for marker, text in (("v", "learning rate lowered after this epoch"),
+                             ("^", "learning rate raised after this epoch")):
             if marker in moves:
                 handles.append(Line2D([], [], linestyle="none", marker=marker, markersize=8, color="white",
                                       markeredgecolor="black", label=text))
@@ -328,7 +336,7 @@ def _mark_rate_changes(axes, run: list[dict], color: str, size: float) -> set[st
     """Triangles on the learning-rate panel at each epoch after which the rate changed; returns the
     markers used ("v" lowered, "^" raised; "v" when the next epoch is not logged)."""
     used = set()
-    for here, after in zip(run, run[1:] + [None]):
+    for here, after in zip(run, run[1:] + [None], strict=True):
         rate = _value(here.get("learning_rate"))
         if not _flag(here.get("lr_changed")) or not (math.isfinite(rate) and rate > 0):
             continue
@@ -339,7 +347,9 @@ def _mark_rate_changes(axes, run: list[dict], color: str, size: float) -> set[st
     return used
 
 
-THROUGHPUT_PANELS = (("train", "training, end to end"), ("compute", "training, worker compute"), ("predict", "prediction"))
+THROUGHPUT_PANELS = (
+    ("train", "training, end to end"), ("compute", "training, worker compute"), ("predict", "prediction")
+)
 
 
 def throughput_bars(workers: dict[str, dict], colors: dict[str, str] | None = None) -> bytes:
@@ -357,7 +367,7 @@ def throughput_bars(workers: dict[str, dict], colors: dict[str, str] | None = No
     title = "Throughput in images per second (whisker: spread across epochs and runs)"
     with _figure(height, title) as figure:
         panels = figure.subplots(1, 3, sharey=True)
-        for axes, (key, heading) in zip(panels, THROUGHPUT_PANELS):
+        for axes, (key, heading) in zip(panels, THROUGHPUT_PANELS, strict=True):
             ends = [0.0]
             for y, name in enumerate(names):
                 entry = workers[name]

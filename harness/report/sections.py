@@ -80,7 +80,8 @@ def accuracy_table(metrics: dict, significance: dict | None) -> list[str]:
 
 def frameworks_line(run: dict, metrics: dict) -> list[str]:
     """Which framework each worker ran, as the running worker reported it."""
-    return ["Frameworks, as each worker reported them: " + "; ".join(f"{name}: {framework(run, name)}" for name in metrics) + ".", ""]
+    return ["Frameworks, as each worker reported them: "
+            + "; ".join(f"{name}: {framework(run, name)}" for name in metrics) + ".", ""]
 
 
 def _millions(value) -> str:
@@ -100,11 +101,13 @@ def efficiency_table(metrics: dict) -> list[str]:
             _spread(efficiency["prediction_images_per_second"]),
             "n/a" if not rss else number(rss / MIB, 0), "n/a (CPU)" if device is None else number(device / MIB, 0),
             f"{_millions(parameters['trainable'])} / {_millions(parameters['non_trainable'])}",
-            f"{number(sizes['neutral_safetensors'] / MIB, 1)} / " + (number(native["size_bytes"] / MIB, 1) if native else "n/a"),
+            f"{number(sizes['neutral_safetensors'] / MIB, 1)} / "
+            + (number(native["size_bytes"] / MIB, 1) if native else "n/a"),
         ])
     formats = [f"{name}: {result['model_size_bytes']['native']['format']}" for name, result in metrics.items()
                if result["model_size_bytes"].get("native")]
-    note = (["Model size: neutral safetensors / the framework's own format (" + "; ".join(formats) + ")."] if formats else [])
+    note = (["Model size: neutral safetensors / the framework's own format (" + "; ".join(formats) + ")."]
+            if formats else [])
     return table(["worker", "s/epoch", "train img/s (end to end)", "train img/s (compute)", "warm-up s (first step)",
                   "predict img/s", "peak RSS MiB", "device peak MiB", "parameters trainable / non-trainable",
                   "size MiB neutral / native"], rows) + note + ([""] if note else [])
@@ -124,9 +127,12 @@ def delong_table(significance: dict) -> list[str]:
         return "significant" if row["significant"] else "not significant"
 
     rows = [[row["label"], f"{row['a']} vs {row['b']}", number(row["auroc_a"]), number(row["auroc_b"]),
-             number(row["difference"]), number(row["z"], 2), number(row["p"], 4), number(row["p_holm"], 4), verdict(row)]
+             number(row["difference"]), number(row["z"], 2), number(row["p"], 4), number(row["p_holm"], 4),
+             verdict(row)]
             for row in significance.get("label_pairs", [])]
-    return table(["label", "pair", "AUROC a", "AUROC b", "difference", "z", "p", "p (Holm)", "verdict"], rows) if rows else []
+    if not rows:
+        return []
+    return table(["label", "pair", "AUROC a", "AUROC b", "difference", "z", "p", "p (Holm)", "verdict"], rows)
 
 
 def per_label_table(metrics: dict, label_names: list[str], significance: dict | None) -> list[str]:
@@ -140,7 +146,8 @@ def per_label_table(metrics: dict, label_names: list[str], significance: dict | 
         return value if not entry or entry.get("low") is None else f"{value} [{_interval(entry)}]"
 
     rows = [[label, str(first["positives"][label])] + [cell(n, label) for n in names] for label in label_names]
-    rows.append(["**macro mean**", f"{first['samples']} images"] + [_with_std(metrics[n], ("macro_auroc",), bold=True) for n in names])
+    rows.append(["**macro mean**", f"{first['samples']} images"]
+                + [_with_std(metrics[n], ("macro_auroc",), bold=True) for n in names])
     return table(["label", "test positives"] + names, rows)
 
 
@@ -150,16 +157,19 @@ def _run_name(run: dict) -> str:
 
 def schedule_lines(config: dict, metrics: dict) -> list[str]:
     """The settings, then for every worker and run: the epoch kept, early stopping, each rate change."""
-    stop = f"stop after {config['early_stop']} epochs without a new best" if config.get("early_stop") else "no early stopping"
+    stop = (f"stop after {config['early_stop']} epochs without a new best" if config.get("early_stop")
+            else "no early stopping")
     lines = [f"Decided by the harness from the validation loss it computes from each worker's logits, by the same "
-             f"rules for every worker: ReduceLROnPlateau (factor {config['lr_factor']}, patience {config['lr_patience']} "
+             f"rules for every worker: ReduceLROnPlateau (factor {config['lr_factor']}, "
+             f"patience {config['lr_patience']} "
              f"by torch's rule, minimum {config['min_lr']:g}); {stop}; the checkpoint with the lowest validation loss "
              "is restored (SetWeights) and is the one tested.", ""]
     rows = []
     for name, result in metrics.items():
         for run in result["runs"]:
             schedule = run["schedule"]
-            changes = "; ".join(f"after epoch {c['epoch']}: {c['from']:g} → {c['to']:g}" for c in schedule["lr_changes"]) or "none"
+            changes = "; ".join(f"after epoch {c['epoch']}: {c['from']:g} → {c['to']:g}"
+                                for c in schedule["lr_changes"]) or "none"
             rows.append([name, _run_name(run), str(schedule["epochs_trained"]),
                          f"{schedule['best_epoch']} ({number(schedule['best_validation_loss'], 4)})",
                          "yes" if schedule["stopped_early"] else "no", changes])
@@ -184,16 +194,18 @@ def runs_table(metrics: dict) -> list[str]:
             spreads.append(f"- {name}: standard deviation of the macro AUROC " + ", ".join(parts) + ".")
     if not rows:
         return []
-    return table(["worker", "seed", "fold", "macro AUROC", "macro AUPRC", "F1 @0.5", "kept epoch"], rows) + spreads + [""]
+    return (table(["worker", "seed", "fold", "macro AUROC", "macro AUPRC", "F1 @0.5", "kept epoch"], rows)
+            + spreads + [""])
 
 
 def epochs_table(rows: list[dict]) -> list[str]:
     body = [[r["worker"], r.get("seed", ""), r.get("fold") or "-", r["epoch"], number(r["learning_rate"], 6),
              number(r["train_loss"], 4), number(r["validation_loss"], 4), number(r["validation_macro_auroc"]),
-             "✓" if r.get("checkpoint") == "1" else "", number(r["seconds"], 1), number(r["train_images_per_second"], 1)]
+             "✓" if r.get("checkpoint") == "1" else "", number(r["seconds"], 1),
+             number(r["train_images_per_second"], 1)]
             for r in rows]
-    return table(["worker", "seed", "fold", "epoch", "learning rate", "train loss", "validation loss", "validation AUROC",
-                  "new best", "seconds", "img/s"], body)
+    return table(["worker", "seed", "fold", "epoch", "learning rate", "train loss", "validation loss",
+                  "validation AUROC", "new best", "seconds", "img/s"], body)
 
 
 def _ran_in(worker: dict) -> str:
@@ -212,7 +224,8 @@ def provenance_lines(run: dict, metrics: dict) -> list[str]:
     lines = [
         f"- Commit `{git['commit'] or 'unknown'}`" + (" (with uncommitted changes)" if git.get("dirty") else "") + ".",
         f"- Host: {host['cpu']}, {host['cpu_count']} cores{memory}, {host['platform']}, Python {host['python']}.",
-        f"- Data seed {config['seed']} (data, test set, folds); training seeds {', '.join(map(str, config.get('seeds') or [config['seed']]))} "
+        f"- Data seed {config['seed']} (data, test set, folds); "
+        f"training seeds {', '.join(map(str, config.get('seeds') or [config['seed']]))} "
         f"(starting weights, batch order, augmentation). Data digest `{run['data']['content_sha256']}`.",
         "- Harness packages: " + ", ".join(f"{k} {v}" for k, v in prov["harness_packages"].items()) + ".",
     ]
@@ -228,5 +241,6 @@ def provenance_lines(run: dict, metrics: dict) -> list[str]:
     if len(metrics) > 1 and len(digests) == 1:
         runs = max(len(result["runs"]) for result in metrics.values())
         lines.append("- Every worker received byte-identical training batches (augmented pixels and labels) in the "
-                     "same order: its echoed batch digests are equal, epoch by epoch" + (", run by run" if runs > 1 else "") + ".")
+                     "same order: its echoed batch digests are equal, epoch by epoch"
+                     + (", run by run" if runs > 1 else "") + ".")
     return lines + [""]

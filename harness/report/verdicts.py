@@ -27,8 +27,10 @@ def macro_verdict(pair: dict, level: float) -> str:
     if pair.get("low") is not None and pair.get("high") is not None:
         head += f" ({level:.0%} CI {_signed(pair['low'])} to {_signed(pair['high'])})"
     if pair["significant"]:
-        return f"{head}: **significant** (Holm-adjusted p {_p(pair['p_holm'])}); {pair['a'] if pair['difference'] > 0 else pair['b']} is better."
-    return f"{head}: not significant (Holm-adjusted p {_p(pair['p_holm'])}); the difference is within the test set's noise."
+        better = pair["a"] if pair["difference"] > 0 else pair["b"]
+        return f"{head}: **significant** (Holm-adjusted p {_p(pair['p_holm'])}); {better} is better."
+    return (f"{head}: not significant (Holm-adjusted p {_p(pair['p_holm'])}); "
+            "the difference is within the test set's noise.")
 
 
 def label_verdict(a: str, b: str, rows: list[dict]) -> str:
@@ -39,7 +41,8 @@ def label_verdict(a: str, b: str, rows: list[dict]) -> str:
         return f"{a} vs {b}, per label: none of the {len(scored)} label differences is significant."
     better = lambda row: a if row["difference"] > 0 else b  # noqa: E731
     listed = ", ".join(f"{row['label']} ({better(row)} better, {_signed(row['difference'])})" for row in significant)
-    return f"{a} vs {b}, per label: {len(significant)} of {len(scored)} label differences are **significant**: {listed}."
+    return (f"{a} vs {b}, per label: {len(significant)} of {len(scored)} label differences are "
+            f"**significant**: {listed}.")
 
 
 def run_verdict(pair: dict) -> str:

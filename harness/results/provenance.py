@@ -17,7 +17,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def git_state(repo: Path = REPO_ROOT) -> dict:
     """Commit of the checkout and whether it has uncommitted changes (None when not a git checkout)."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo,
+                                capture_output=True, text=True, check=True).stdout.strip()
         dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
                                     capture_output=True, text=True, check=True).stdout.strip())
     except (OSError, subprocess.CalledProcessError):
@@ -47,7 +48,7 @@ def host_facts() -> dict:
 def harness_versions() -> dict:
     """Versions of the harness's own packages that touch the numbers (metrics, transport)."""
     names = ("numpy", "scikit-learn", "scipy", "grpcio", "protobuf", "safetensors")
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in names:
         try:
             versions[name] = metadata.version(name)

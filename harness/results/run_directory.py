@@ -43,7 +43,7 @@ class RunDirectory:
         self.path = path
 
     @classmethod
-    def create(cls, out: Path, name: str) -> "RunDirectory":
+    def create(cls, out: Path, name: str) -> RunDirectory:
         """A new, empty run directory under `out` (a numeric suffix avoids collisions)."""
         out.mkdir(parents=True, exist_ok=True)
         stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"

@@ -58,9 +58,9 @@ class StepResult:
 class WorkerClient:
     """Calls one worker; checks that every batch digest comes back as it was sent."""
 
-    def __init__(self, name: str, address: str, on_failure: Callable[[], str] | None = None,
+    def __init__(self, name: str, address: str, on_failure: Callable[[], str | None] | None = None,
                  security: ChannelSecurity | None = None) -> None:
-        """`on_failure` returns extra context (e.g. the worker process's exit status) for errors."""
+        """`on_failure` returns extra context (e.g. the worker process's exit status) for errors, or None."""
         self.name = name
         self.address = address
         self._on_failure = on_failure
@@ -132,17 +132,19 @@ class WorkerClient:
                     raise WorkerError(self.name, rpc, "PROTOCOL", f"answered batch {reply.index}, which was not sent")
                 index, digest = sent[answered]
                 if reply.index != index:
-                    raise WorkerError(self.name, rpc, "PROTOCOL", f"answered batch {reply.index} where batch {index} was due")
+                    raise WorkerError(self.name, rpc, "PROTOCOL",
+                                      f"answered batch {reply.index} where batch {index} was due")
                 if reply.digest != digest:
                     raise WorkerError(
                         self.name, rpc, "DIGEST_MISMATCH",
-                        f"batch {index} was sent with digest {digest[:16]}... but the worker computed {reply.digest[:16]}...",
+                        f"batch {index} was sent with digest {digest[:16]}... "
+                        f"but the worker computed {reply.digest[:16]}...",
                     )
                 answered += 1
                 yield reply
         except grpc.RpcError as error:
-            if harness_failure:
-                raise harness_failure[0]
+            if harness_failure:  # the RPC failed because the requests did: the harness's error alone
+                raise harness_failure[0] from None
             raise self._error(rpc, error) from None
         if harness_failure:
             raise harness_failure[0]
@@ -171,7 +173,8 @@ class WorkerClient:
             raise self._error("GetWeights", error) from None
         data = b"".join(reply.chunk for reply in replies)
         if not replies or len(data) != replies[0].total_bytes or hashlib.sha256(data).hexdigest() != replies[0].sha256:
-            raise WorkerError(self.name, "GetWeights", "DATA_LOSS", "the weights received do not match their size or SHA-256")
+            raise WorkerError(self.name, "GetWeights", "DATA_LOSS",
+                              "the weights received do not match their size or SHA-256")
         return data
 
     def set_weights(self, data: bytes) -> int:
@@ -216,7 +219,7 @@ def _channel(address: str, security: ChannelSecurity) -> grpc.Channel:
         raise ValueError(f"{address}: a token is sent only over TLS")
     if not security.tls:
         return grpc.insecure_channel(address, options=list(GRPC_OPTIONS))
-    options = list(GRPC_OPTIONS)
+    options: list[tuple[str, int | str]] = list(GRPC_OPTIONS)
     if security.server_name:
         options.append(("grpc.ssl_target_name_override", security.server_name))
     return grpc.secure_channel(address, security.credentials(), options=options)
@@ -238,4 +241,5 @@ def wait_until_serving(client: WorkerClient, timeout: float, alive: Callable[[],
             return
         time.sleep(0.2)
     last = f"; last answer: {client.last_health_error}" if client.last_health_error else ""
-    raise WorkerError(client.name, "health", "DEADLINE_EXCEEDED", f"{client.address} not SERVING after {timeout:.0f} s{last}")
+    raise WorkerError(client.name, "health", "DEADLINE_EXCEEDED",
+                      f"{client.address} not SERVING after {timeout:.0f} s{last}")

@@ -11,6 +11,7 @@ import datetime
 import ipaddress
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def _subject_names(hosts: list[str]) -> list[x509.GeneralName]:
     return names
 
 
-def make_credentials(folder: Path, hosts: list[str] = ()) -> Credentials:
+def make_credentials(folder: Path, hosts: Sequence[str] = ()) -> Credentials:
     """Write a self-signed certificate for `hosts` (plus localhost), its key and a random token.
 
     Files are readable by all (0644) so a container's non-root user can read its bind-mounted
@@ -62,12 +63,13 @@ def make_credentials(folder: Path, hosts: list[str] = ()) -> Credentials:
     folder.chmod(0o700)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cxrbench worker")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(name).issuer_name(name).public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
         .add_extension(x509.SubjectAlternativeName(_subject_names(list(hosts))), critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .sign(key, hashes.SHA256())

@@ -22,10 +22,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cxrbench_worker.locks import current_lock_text
-from harness.runtime.client import ChannelSecurity, WorkerClient, wait_until_serving
-from harness.runtime.registry import WorkerSpec
-from harness.runtime.credentials import Credentials, make_credentials
 from harness.runtime.base import RunningWorker
+from harness.runtime.client import ChannelSecurity, WorkerClient, wait_until_serving
+from harness.runtime.credentials import Credentials, make_credentials
+from harness.runtime.registry import WorkerSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "compose.yaml"
@@ -62,7 +62,9 @@ class DockerRuntime:
 
     name = "docker"
 
-    def __init__(self, compose_file: Path = COMPOSE_FILE, docker: str = "docker", secrets_root: Path | None = None) -> None:
+    def __init__(
+        self, compose_file: Path = COMPOSE_FILE, docker: str = "docker", secrets_root: Path | None = None
+    ) -> None:
         """`secrets_root`: where each run's credentials folder is made (default: the system's temp
         folder; the harness passes its cache, since Docker installed as a snap cannot mount /tmp)."""
         self.compose_file = compose_file
@@ -109,7 +111,8 @@ class DockerRuntime:
         info = self._call(["info", "--format", "{{.ServerVersion}}"])
         if info.returncode != 0 or not info.stdout.strip():
             said = (info.stderr or info.stdout).strip().splitlines()
-            raise RuntimeError(f"--runtime docker: no Docker engine is reachable ({said[-1] if said else 'docker info failed'}); "
+            raise RuntimeError("--runtime docker: no Docker engine is reachable "
+                               f"({said[-1] if said else 'docker info failed'}); "
                                f"start the engine (or set DOCKER_HOST), or run without --runtime docker: {NO_DOCKER}")
         self._run(["compose", "version"], "checking for the compose plugin ('docker compose version')")
 
@@ -144,7 +147,8 @@ class DockerRuntime:
         for spec in specs:
             tag = image_tag(spec)
             if self.image_id(tag) is None:
-                print(f"building {tag} (docker compose build {spec.name}; the first build takes minutes)...", flush=True)
+                print(f"building {tag} (docker compose build {spec.name}; the first build takes minutes)...",
+                      flush=True)
                 self._run(self._compose(spec, "build", spec.name), f"building the image of '{spec.label}'",
                           self._environment(spec), capture=False)
 
@@ -175,8 +179,8 @@ class DockerRuntime:
         arguments = self._compose(spec, "down", "--remove-orphans", "--timeout", "10")
         stopped = self._call(arguments, environment)
         if stopped.returncode != 0:
-            print(f"warning: could not stop '{spec.label}' (docker {' '.join(arguments)}): {stopped.stderr.strip()[-500:]}",
-                  flush=True)
+            print(f"warning: could not stop '{spec.label}' (docker {' '.join(arguments)}): "
+                  f"{stopped.stderr.strip()[-500:]}", flush=True)
 
     def _save_log(self, spec: WorkerSpec, environment: dict[str, str], log_path: Path) -> None:
         logs = self._call(self._compose(spec, "logs", "--no-color", spec.name), environment)

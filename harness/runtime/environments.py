@@ -23,9 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.progress import progress_bar
-
 from cxrbench_worker.worker_folder import WorkerFolder
+from harness.progress import progress_bar
 from harness.runtime.worker_locks import Lock, environment_lock
 
 COMPLETE_MARKER = ".complete"
@@ -136,7 +135,8 @@ def ensure_environment(folder: WorkerFolder, cache: Path, version: str | None = 
     from its lock if needed (about a minute for torch; a version with no committed lock is resolved
     with uv first, a few seconds)."""
     if folder.requirements is None:
-        return WorkerEnvironment(Path(sys.executable), "host", hashlib.sha256(_freeze(Path(sys.executable)).encode()).hexdigest())
+        return WorkerEnvironment(Path(sys.executable), "host",
+                                 hashlib.sha256(_freeze(Path(sys.executable)).encode()).hexdigest())
     lock = environment_lock(folder, version, cache / "locks")
     assert lock is not None  # resolved when missing
     key = environment_key(lock.text)
@@ -146,6 +146,7 @@ def ensure_environment(folder: WorkerFolder, cache: Path, version: str | None = 
     with open(target.parent / f"{target.name}.lock", "w") as flock:
         fcntl.flock(flock, fcntl.LOCK_EX)  # two harnesses never build the same environment at once
         if not (target / COMPLETE_MARKER).is_file():
-            print(f"Creating the environment of worker '{label}' in {target} from {lock.path} (first use)...", file=sys.stderr)
+            print(f"Creating the environment of worker '{label}' in {target} from {lock.path} (first use)...",
+                  file=sys.stderr)
             _install(target, lock, label)
     return WorkerEnvironment(target / "bin" / "python", key, hashlib.sha256(lock.text.encode()).hexdigest())

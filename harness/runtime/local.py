@@ -14,17 +14,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from harness.runtime.client import WorkerClient, wait_until_serving
-from harness.runtime.registry import WorkerSpec
-from harness.runtime.environments import WorkerEnvironment, ensure_environment
-from harness.runtime.base import RunningWorker
 from cxrbench_worker.worker_folder import WorkerFolder
+from harness.runtime.base import RunningWorker
+from harness.runtime.client import WorkerClient, wait_until_serving
+from harness.runtime.environments import WorkerEnvironment, ensure_environment
+from harness.runtime.registry import WorkerSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The contract package and the worker SDK travel on PYTHONPATH; the environment holds only pins.
 WORKER_PYTHONPATH = (REPO_ROOT / "proto", REPO_ROOT / "workers" / "common")
 STARTUP_TIMEOUT_SECONDS = 180.0
-WORKER_SETTINGS = ("CXRBENCH_WORKER_DIR", "CXRBENCH_ADDRESS", "CXRBENCH_TLS_CERT", "CXRBENCH_TLS_KEY", "CXRBENCH_TOKEN_FILE")
+WORKER_SETTINGS = ("CXRBENCH_WORKER_DIR", "CXRBENCH_ADDRESS", "CXRBENCH_TLS_CERT", "CXRBENCH_TLS_KEY",
+                   "CXRBENCH_TOKEN_FILE")
 STOP_GRACE_SECONDS = 5.0
 
 
@@ -49,7 +50,9 @@ class LocalWorker:
         # (a CXRBENCH_TLS_CERT set for a remote worker would otherwise turn on TLS on the local socket).
         inherited = {k: v for k, v in os.environ.items() if k not in WORKER_SETTINGS}
         env = dict(inherited, PYTHONUNBUFFERED="1", **self._extra_env)
-        env["PYTHONPATH"] = os.pathsep.join([*map(str, WORKER_PYTHONPATH), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [*map(str, WORKER_PYTHONPATH), env.get("PYTHONPATH", "")]
+        ).rstrip(os.pathsep)
         command = [
             str(self.environment.python), "-m", "cxrbench_worker",
             "--worker-dir", str(self.folder.path), "--address", self.address, "--parent-pid", str(os.getpid()),
@@ -106,7 +109,7 @@ class LocalWorker:
             leftover.unlink(missing_ok=True)
         self._socket_dir.rmdir() if self._socket_dir.exists() else None
 
-    def __enter__(self) -> "LocalWorker":
+    def __enter__(self) -> LocalWorker:
         return self
 
     def __exit__(self, *exc_info) -> None:

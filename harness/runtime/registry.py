@@ -98,6 +98,7 @@ def resolve_workers(selection: str, root: Path = WORKERS_ROOT) -> list[WorkerSpe
         if any(other.label == spec.label for other in chosen):
             raise ValueError(f"--workers: '{name}' is named twice")
         if any(other.name == base and other.framework_version == spec.framework_version for other in chosen):
-            raise ValueError(f"--workers: '{name}' is the same {base} {spec.framework_version} as another worker in the list")
+            raise ValueError(f"--workers: '{name}' is the same {base} {spec.framework_version} "
+                             "as another worker in the list")
         chosen.append(spec)
     return chosen

@@ -13,10 +13,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from cxrbench_worker.transport_security import is_loopback
+from harness.runtime.base import RunningWorker
 from harness.runtime.client import ChannelSecurity, WorkerClient, wait_until_serving
 from harness.runtime.registry import WorkerSpec
-from harness.runtime.base import RunningWorker
-from cxrbench_worker.transport_security import is_loopback
 
 CONNECT_TIMEOUT_SECONDS = 30.0
 TOKEN_VARIABLE = "CXRBENCH_TOKEN"  # the token itself, for when a file is unwelcome
@@ -46,7 +46,7 @@ class RemoteRuntime:
     name: str = "remote"
 
     @classmethod
-    def from_files(cls, workers: tuple[str, ...], tls_ca: str | None, token_file: str | None) -> "RemoteRuntime":
+    def from_files(cls, workers: tuple[str, ...], tls_ca: str | None, token_file: str | None) -> RemoteRuntime:
         """Read --worker, --tls-ca and --token-file (or $CXRBENCH_TOKEN); ValueError naming the flag."""
         roots = None
         if tls_ca is not None:
@@ -82,7 +82,8 @@ class RemoteRuntime:
             raise ValueError(f"--worker: no address for {', '.join(missing)} (give --worker NAME=HOST:PORT for each)")
         extra = [name for name in self.addresses if name not in labels]
         if extra:
-            raise ValueError(f"--worker: {', '.join(extra)} given an address but not in --workers ({', '.join(labels)})")
+            raise ValueError(f"--worker: {', '.join(extra)} given an address but not in --workers "
+                             f"({', '.join(labels)})")
         for address in self.addresses.values():
             self.security_for(address)
 

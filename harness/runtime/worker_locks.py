@@ -26,8 +26,18 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from cxrbench_worker.locks import (LOCKS_FOLDER, current_lock_text, header, lock_label, lock_path, lock_problem,
-                                   locked_version, relock_command, requirements_sha256, variant)
+from cxrbench_worker.locks import (
+    LOCKS_FOLDER,
+    current_lock_text,
+    header,
+    lock_label,
+    lock_path,
+    lock_problem,
+    locked_version,
+    relock_command,
+    requirements_sha256,
+    variant,
+)
 from cxrbench_worker.requirements import requirements_text
 from cxrbench_worker.worker_folder import WorkerFolder
 from harness.runtime.registry import WORKERS_ROOT, WorkerSpec, discover_workers, resolve_workers
@@ -156,7 +166,9 @@ def lock_targets(selection: str | None, root: Path = WORKERS_ROOT) -> list[Worke
     return targets
 
 
-def lock_workers(selection: str | None = None, upgrade: bool = False, root: Path = WORKERS_ROOT) -> list[tuple[Path, str]]:
+def lock_workers(
+    selection: str | None = None, upgrade: bool = False, root: Path = WORKERS_ROOT
+) -> list[tuple[Path, str]]:
     """Renew the CPU and GPU locks of the selected worker versions that are missing or stale (all of
     them with `upgrade`, which also lets uv move every package to its newest release).
 
@@ -166,7 +178,8 @@ def lock_workers(selection: str | None = None, upgrade: bool = False, root: Path
     for spec in lock_targets(selection, root):
         for gpu in (False, True):  # CPU first: the GPU lock then keeps the CPU lock's shared versions
             path = lock_path(spec.folder, spec.version, gpu)
-            if not upgrade and path.is_file() and lock_problem(spec.folder, spec.version, gpu, path.read_text()) is None:
+            if (not upgrade and path.is_file()
+                    and lock_problem(spec.folder, spec.version, gpu, path.read_text()) is None):
                 done.append((path, "current"))
                 continue
             lock_worker(spec.folder, spec.version, gpu, upgrade)
@@ -181,7 +194,9 @@ def cached_lock_path(folder: WorkerFolder, version: str | None, cache: Path) -> 
     return cache / folder.name / name
 
 
-def environment_lock(folder: WorkerFolder, version: str | None, cache: Path, resolve_missing: bool = True) -> Lock | None:
+def environment_lock(
+    folder: WorkerFolder, version: str | None, cache: Path, resolve_missing: bool = True
+) -> Lock | None:
     """The CPU lock the local runtime installs for this worker version.
 
     The committed lock when there is one (LockError, naming the file and the command, when it is

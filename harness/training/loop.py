@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from harness.progress import announce, progress_bar
 
 from cxrbench.worker.v1 import worker_pb2
 from harness.data.augmentation import AugmentedPixels
@@ -25,14 +24,15 @@ from harness.data.batches import (
     training_batches,
     training_chunks,
 )
-from harness.runtime.client import WorkerClient
-from harness.evaluation.metrics import bce_with_logits, best_f1_thresholds, evaluate, macro_auroc
 from harness.data.pixel_store import PixelStore
 from harness.data.prefetch import Prefetch
+from harness.data.splits import Split
+from harness.evaluation.metrics import bce_with_logits, best_f1_thresholds, evaluate, macro_auroc
+from harness.progress import announce, progress_bar
 from harness.results.run_directory import RunDirectory
+from harness.runtime.client import WorkerClient
 from harness.training.schedule import EpochDecision, TrainingSchedule
 from harness.training.settings import TrainingSettings
-from harness.data.splits import Split
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,9 @@ class TrainingRun:
         return ", ".join(parts + ([f"fold {self.fold}"] if self.fold else []))
 
 
-def predict_set(client: WorkerClient, store: PixelStore, indices: np.ndarray, batch_size: int) -> tuple[np.ndarray, dict]:
+def predict_set(
+    client: WorkerClient, store: PixelStore, indices: np.ndarray, batch_size: int
+) -> tuple[np.ndarray, dict]:
     """Logits of `indices` (in index order) and the timing of the prediction pass."""
     batches = Prefetch(prediction_batches(store.pixels, evaluation_chunks(indices, batch_size)))
     start = time.perf_counter()
@@ -91,8 +93,8 @@ def train_epoch(client: WorkerClient, settings: TrainingSettings, data: Training
     losses, digests, compute = [], [], []
     first_step = None
     start = time.perf_counter()
-    bar = progress_bar(total=len(chunks) * settings.batch_size, desc=f"{client.name}{run_text} epoch {epoch}/{settings.epochs}",
-               unit="img", leave=False)
+    bar = progress_bar(total=len(chunks) * settings.batch_size,
+                       desc=f"{client.name}{run_text} epoch {epoch}/{settings.epochs}", unit="img", leave=False)
     try:
         for step in client.train(batches):
             if first_step is None:
@@ -119,19 +121,22 @@ def train_epoch(client: WorkerClient, settings: TrainingSettings, data: Training
 
 
 def _announce(name: str, decision: EpochDecision, row: dict, epochs: int) -> None:
-    events = (["checkpoint"] if decision.checkpoint else []) + (
-        [f"learning rate {decision.learning_rate:g} -> {decision.next_learning_rate:g}"] if decision.lr_changed else []) + (
-        ["early stop"] if decision.stop and decision.epoch < epochs else [])
+    events = ((["checkpoint"] if decision.checkpoint else [])
+              + ([f"learning rate {decision.learning_rate:g} -> {decision.next_learning_rate:g}"]
+                 if decision.lr_changed else [])
+              + (["early stop"] if decision.stop and decision.epoch < epochs else []))
     speed = row["train_images_per_second"]
     announce(
         f"{name} epoch {decision.epoch}/{epochs}: loss {row['train_loss']:.4f}, validation loss "
         f"{row['validation_loss']:.4f}, validation AUROC {row['validation_macro_auroc']:.3f}, "
-        f"{row['seconds']:.0f} s ({'n/a' if speed is None else f'{speed:.0f}'} img/s)" + (f"; {', '.join(events)}" if events else "")
+        f"{row['seconds']:.0f} s ({'n/a' if speed is None else f'{speed:.0f}'} img/s)"
+        + (f"; {', '.join(events)}" if events else "")
     )
 
 
 def train_and_evaluate(client: WorkerClient, settings: TrainingSettings, data: TrainingData, run_dir: RunDirectory,
-                       configured: worker_pb2.ConfigureResponse, run: TrainingRun, measure_native: bool = False) -> dict:
+                       configured: worker_pb2.ConfigureResponse, run: TrainingRun,
+                       measure_native: bool = False) -> dict:
     """Train a configured worker under the harness's schedule, restore its best checkpoint, evaluate.
 
     Returns the run's results (plain values). Logits go to logits/<worker>/<run.folder>/.

@@ -39,7 +39,9 @@ class TrainingSettings:
     options: Mapping[str, str] = field(default_factory=dict)  # this worker's --option switches
 
 
-def configure_request(settings: TrainingSettings, num_labels: int, seed: int | None = None) -> worker_pb2.ConfigureRequest:
+def configure_request(
+    settings: TrainingSettings, num_labels: int, seed: int | None = None
+) -> worker_pb2.ConfigureRequest:
     """The Configure request for a run; `seed` is the run's training seed (default: the data seed)."""
     return worker_pb2.ConfigureRequest(
         architecture=settings.architecture,
@@ -49,7 +51,9 @@ def configure_request(settings: TrainingSettings, num_labels: int, seed: int | N
         optimizer=worker_pb2.AdamOptimizer(
             learning_rate=settings.learning_rate, beta1=0.9, beta2=0.999, epsilon=1e-8, weight_decay=0.0
         ),
-        numerics=worker_pb2.Numerics(precision=settings.precision, allow_tf32=False, deterministic=settings.deterministic),
+        numerics=worker_pb2.Numerics(
+            precision=settings.precision, allow_tf32=False, deterministic=settings.deterministic
+        ),
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
         threads=settings.threads,

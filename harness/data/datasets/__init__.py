@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from harness.progress import progress_bar
-
 from harness.data.pixel_store import DatasetArrays, PixelStore, open_or_build
+from harness.progress import progress_bar
 
 DATASETS = ("phantom", "nih", "chestmnist")
 DATASET_FORMS = "phantom, nih:PATH (an NIH ChestX-ray14 folder) or chestmnist:PATH (a MedMNIST .npz file or folder)"
@@ -40,10 +39,12 @@ def load_dataset(name: str, image_size: int, seed: int, cache: Path, patients: i
     if kind == "nih":
         from harness.data.datasets.nih import prepare_nih
 
+        assert path is not None  # parse_dataset gives every kind but phantom a path
         return prepare_nih(path, image_size, cache, skip_bad=skip_bad).store
     if kind == "chestmnist":
         from harness.data.datasets.chestmnist import load_chestmnist
 
+        assert path is not None
         return load_chestmnist(path, image_size, cache)
     return _phantom(image_size, seed, cache, patients)
 

@@ -11,14 +11,13 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-from harness.progress import progress_bar
 
 from harness.data.datasets.bad_input import DatasetError
 from harness.data.datasets.image_decode import resize_square
 from harness.data.datasets.labels import CHESTXRAY14_LABELS
-from harness.data.pixel_store import DatasetArrays, PixelStore
-from harness.data.pixel_store import PRESET_TEST, PRESET_TRAIN, PRESET_VALIDATION
+from harness.data.pixel_store import PRESET_TEST, PRESET_TRAIN, PRESET_VALIDATION, DatasetArrays, PixelStore
 from harness.data.store_builder import StoreBuilder, finished_store
+from harness.progress import progress_bar
 
 FILE_NAMES = {28: "chestmnist.npz", 64: "chestmnist_64.npz", 128: "chestmnist_128.npz", 224: "chestmnist_224.npz"}
 PARTS = (("train", PRESET_TRAIN), ("val", PRESET_VALIDATION), ("test", PRESET_TEST))
@@ -33,7 +32,8 @@ def resolve_file(path: Path, image_size: int) -> Path:
     if path.is_file():
         return path
     if not path.is_dir():
-        raise DatasetError(f"{path}: no such file or folder (expected a MedMNIST chestmnist*.npz file or a folder of them)")
+        raise DatasetError(f"{path}: no such file or folder "
+                           "(expected a MedMNIST chestmnist*.npz file or a folder of them)")
     present = {size: path / name for size, name in FILE_NAMES.items() if (path / name).is_file()}
     if not present:
         raise DatasetError(f"{path}: no ChestMNIST file (looked for {', '.join(FILE_NAMES.values())})")
@@ -61,7 +61,8 @@ def _labels(archive: zipfile.ZipFile, part: str, path: Path, count: int) -> np.n
     with handle:
         labels = np.frombuffer(handle.read(), dtype=dtype).reshape(shape)
     if labels.shape != (count, len(CHESTXRAY14_LABELS)):
-        raise DatasetError(f"{path.name}: '{part}_labels' has shape {labels.shape}, expected ({count}, {len(CHESTXRAY14_LABELS)})")
+        raise DatasetError(f"{path.name}: '{part}_labels' has shape {labels.shape}, "
+                           f"expected ({count}, {len(CHESTXRAY14_LABELS)})")
     bad = np.flatnonzero(~np.isin(labels, (0, 1)).all(axis=1))
     if len(bad):
         raise DatasetError(f"{path.name}: row {bad[0]:,} of '{part}_labels' holds {labels[bad[0]].tolist()}; "
@@ -107,7 +108,8 @@ def load_chestmnist(path: Path, image_size: int, cache: Path) -> PixelStore:
                 raise DatasetError(f"{npz.name}: '{part}_images' is {dtype}; expected uint8")
             labels.append(_labels(archive, part, npz, count))
             codes.append(np.full(count, code, np.uint8))
-            with handle, progress_bar(total=count, desc=f"ChestMNIST {part} -> {image_size}px", unit="img", leave=False) as bar:
+            with handle, progress_bar(total=count, desc=f"ChestMNIST {part} -> {image_size}px", unit="img",
+                                      leave=False) as bar:
                 for start in range(0, count, CHUNK_IMAGES):
                     n = min(CHUNK_IMAGES, count - start)
                     raw = handle.read(n * native * native)
@@ -117,10 +119,12 @@ def load_chestmnist(path: Path, image_size: int, cache: Path) -> PixelStore:
                     builder.append(range(row + start, row + start + n), _resize(images, image_size), [], [])
                     bar.update(n)
             row += count
-        notes = {"kind": "ChestMNIST (MedMNIST)", "file": npz.name, "native_size": native, "no_patient_ids": NO_PATIENT_IDS}
+        notes = {"kind": "ChestMNIST (MedMNIST)", "file": npz.name, "native_size": native,
+                 "no_patient_ids": NO_PATIENT_IDS}
         if native != image_size:
             notes["resized"] = f"resized from {native}x{native} to {image_size}x{image_size}"
-        sample_ids = tuple(f"{part}/{i:06d}" for (part, _), part_labels in zip(PARTS, labels) for i in range(len(part_labels)))
+        sample_ids = tuple(f"{part}/{i:06d}" for (part, _), part_labels in zip(PARTS, labels, strict=True)
+                           for i in range(len(part_labels)))
         index = DatasetArrays(
             pixels=np.zeros((0,), np.uint8), labels=np.concatenate(labels), patient_ids=np.arange(row, dtype=np.int64),
             sample_ids=sample_ids, label_names=CHESTXRAY14_LABELS, boxes=np.zeros((0, 6), np.int32), notes=notes,

@@ -17,14 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from harness.progress import progress_bar
 
 from harness.data.datasets.bad_input import DatasetError
 from harness.data.datasets.image_decode import BadImage, decode_grayscale
 from harness.data.datasets.nih_index import NIH_LABELS, SKIP_BAD_HINT, NihIndex, index_fingerprint, read_nih_index
-from harness.data.pixel_store import DatasetArrays, PixelStore
-from harness.data.pixel_store import PRESET_NONE, PRESET_TEST, PRESET_TRAIN_VAL
+from harness.data.pixel_store import PRESET_NONE, PRESET_TEST, PRESET_TRAIN_VAL, DatasetArrays, PixelStore
 from harness.data.store_builder import StoreBuilder, finished_store
+from harness.progress import progress_bar
 
 # Bump when decoding or resizing changes its output, so stores prepared before are not reused.
 DECODER_VERSION = 1
@@ -55,7 +54,7 @@ def decode_chunk(start: int, paths: list[str], wheres: list[str], size: int) -> 
     conversions as (row, where, note)).
     """
     images, bad, converted = [], [], []
-    for offset, (path, where) in enumerate(zip(paths, wheres)):
+    for offset, (path, where) in enumerate(zip(paths, wheres, strict=True)):
         try:
             pixels, note = decode_grayscale(Path(path), size)
         except BadImage as error:
@@ -90,8 +89,8 @@ def _decode_all(builder: StoreBuilder, index: NihIndex, image_size: int, skip_ba
     total = len(index)
     starts = range(builder.progress.next_row, total, CHUNK_IMAGES)
     window = 2 * processes  # chunks in flight: keeps every core busy while bounding memory
-    bar = progress_bar(total=total, initial=builder.progress.next_row, unit="img", desc=f"decoding NIH at {image_size}px",
-                       smoothing=0.05)
+    bar = progress_bar(total=total, initial=builder.progress.next_row, unit="img",
+                       desc=f"decoding NIH at {image_size}px", smoothing=0.05)
     executor = ProcessPoolExecutor(processes, mp_context=get_context("spawn"), initializer=_ignore_interrupts)
     pending: deque[Future] = deque()
     try:
@@ -142,7 +141,9 @@ def _store_index(index: NihIndex, builder: StoreBuilder) -> DatasetArrays:
     )
 
 
-def prepare_nih(root: Path, image_size: int, cache: Path, skip_bad: bool = False, processes: int | None = None) -> PreparedNih:
+def prepare_nih(
+    root: Path, image_size: int, cache: Path, skip_bad: bool = False, processes: int | None = None
+) -> PreparedNih:
     """Decode the NIH tree at `root` into the pixel store (or open the one prepared before).
 
     Stops at the first bad row or file with a DatasetError naming it, unless `skip_bad`, which skips
@@ -150,7 +151,8 @@ def prepare_nih(root: Path, image_size: int, cache: Path, skip_bad: bool = False
     """
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise DatasetError(f"{root}: no such folder (the NIH ChestX-ray14 root holds Data_Entry_2017.csv and the image folders)")
+        raise DatasetError(f"{root}: no such folder "
+                           "(the NIH ChestX-ray14 root holds Data_Entry_2017.csv and the image folders)")
     index = read_nih_index(root, skip_bad=skip_bad)
     if len(index) == 0:
         raise DatasetError(f"{index.csv_path}: no usable row")

@@ -81,7 +81,8 @@ def read_nih_index(root: Path, skip_bad: bool = False) -> NihIndex:
     """
     root = Path(root).resolve()
     if not root.is_dir():
-        raise DatasetError(f"{root}: not a folder; give the folder that holds {CSV_NAMES[1]} and the images_NNN folders")
+        raise DatasetError(f"{root}: not a folder; "
+                           f"give the folder that holds {CSV_NAMES[1]} and the images_NNN folders")
     csv_path = _find_csv(root)
     notes: dict = {"csv_file": csv_path.name, "csv_revision": "2020" if "v2020" in csv_path.name else "2017"}
     columns, records = _read_csv(csv_path, notes)
@@ -124,6 +125,7 @@ def read_nih_index(root: Path, skip_bad: bool = False) -> NihIndex:
     patient_ids = np.array(patients, np.int64)
     if official_test is not None:
         _check_no_leakage(patient_ids, official_test, kept_names)
+        assert lists is not None  # official_test is made only from the lists
         csv_names = set(first_line)
         notes["list_names_not_in_csv"] = len((lists[0] | lists[1]) - csv_names)
         notes["official_test_images"] = int(official_test.sum())
@@ -153,7 +155,7 @@ def index_fingerprint(index: NihIndex) -> dict:
     (stat only: no image is read), and lists the skipped rows.
     """
     rows = hashlib.sha256()
-    for name, path in zip(index.sample_ids, index.image_paths):
+    for name, path in zip(index.sample_ids, index.image_paths, strict=True):
         info = os.stat(path)
         rows.update(f"{name}\t{info.st_size}\t{info.st_mtime_ns}\n".encode())
     lists = index.official_test is not None
@@ -320,7 +322,7 @@ def _official_side(name: str, train_val: set[str], test: set[str]) -> tuple[bool
 def _check_no_leakage(patient_ids: np.ndarray, official_test: np.ndarray, names: list[str]) -> None:
     """A patient on both sides of the official split would leak between training and test."""
     sides: dict[int, list[str | None]] = {}
-    for patient, test, name in zip(patient_ids.tolist(), official_test.tolist(), names):
+    for patient, test, name in zip(patient_ids.tolist(), official_test.tolist(), names, strict=True):
         side = sides.setdefault(patient, [None, None])
         if side[test] is None:
             side[test] = name

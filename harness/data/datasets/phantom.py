@@ -31,17 +31,28 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from numbers import Integral, Real
+from typing import cast
 
 import numpy as np
 
 from harness.data.datasets import phantom_drawing as draw
 from harness.data.datasets import phantom_findings as findings
 from harness.data.datasets.labels import CHESTXRAY14_LABELS
+
 # Re-exported: the label statistics are part of the phantom's API (tests and callers read them here).
 from harness.data.datasets.phantom_labels import (  # noqa: F401
-    MAX_IMAGES_PER_PATIENT, PATIENT_SHARE, REFERENCE_COOCCURRENCE, REFERENCE_IMAGES, REFERENCE_IMAGES_PER_PATIENT,
-    REFERENCE_LABEL_COUNT, images_per_patient_distribution, latent_correlation, latent_thresholds,
-    reference_prevalence, sample_labels, target_prevalence,
+    MAX_IMAGES_PER_PATIENT,
+    PATIENT_SHARE,
+    REFERENCE_COOCCURRENCE,
+    REFERENCE_IMAGES,
+    REFERENCE_IMAGES_PER_PATIENT,
+    REFERENCE_LABEL_COUNT,
+    images_per_patient_distribution,
+    latent_correlation,
+    latent_thresholds,
+    reference_prevalence,
+    sample_labels,
+    target_prevalence,
 )  # fmt: skip
 
 LABELS = CHESTXRAY14_LABELS
@@ -87,7 +98,8 @@ class PhantomData:
 
 
 def _require_int(name: str, value: object, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, Integral) or not low <= value <= high:
+    # cast: numbers.Integral declares no >= to mypy (typeshed); an Integral compares as the int it is.
+    if isinstance(value, bool) or not isinstance(value, Integral) or not low <= cast(int, value) <= high:
         raise ValueError(f"{name}: {value!r} must be an integer in [{low}, {high}]")
 
 
@@ -96,7 +108,9 @@ def _require_real(
 ) -> None:
     ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
     if ok:
-        ok = (value > low if lower_open else value >= low) and (value < high if upper_open else value <= high)
+        # cast: numbers.Real declares only < and <= to mypy (typeshed); a finite Real compares as a float does.
+        number = cast(float, value)
+        ok = (number > low if lower_open else number >= low) and (number < high if upper_open else number <= high)
     if not ok:
         interval = f"{'(' if lower_open else '['}{low}, {high}{')' if upper_open else ']'}"
         raise ValueError(f"{name}: {value!r} must be a number in {interval}")
@@ -259,7 +273,7 @@ def _noise(plan: _Plan, rows: slice, config: PhantomConfig) -> np.ndarray:
     """White noise of each image from its own (patient, image) stream."""
     size = config.image_size
     noise = np.empty((rows.stop - rows.start, size, size), np.float32)
-    for k, (patient, number) in enumerate(zip(plan.patient_ids[rows], plan.image_numbers[rows])):
+    for k, (patient, number) in enumerate(zip(plan.patient_ids[rows], plan.image_numbers[rows], strict=True)):
         seed = np.random.SeedSequence(config.seed, spawn_key=(int(patient), int(number)))
         noise[k] = np.random.default_rng(seed).standard_normal((size, size), dtype=np.float32)
     return noise
@@ -294,7 +308,8 @@ def generate_phantom(config: PhantomConfig, progress: Callable[[int], None] | No
         pixels=_read_only(pixels),
         labels=_read_only(plan.labels.astype(np.uint8)),
         patient_ids=_read_only(plan.patient_ids),
-        sample_ids=tuple(f"phantom_p{p:06d}_f{i:03d}" for p, i in zip(plan.patient_ids, plan.image_numbers)),
+        sample_ids=tuple(f"phantom_p{p:06d}_f{i:03d}"
+                         for p, i in zip(plan.patient_ids, plan.image_numbers, strict=True)),
         boxes=_read_only(np.ascontiguousarray(all_boxes, dtype=np.int32)),
         prevalence={name: (float(reference[k]), float(used[k])) for k, name in enumerate(LABELS)},
     )

@@ -15,6 +15,7 @@ a (B, 1, 1) float32 column, so one numpy expression draws a whole batch at once.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+
 import numpy as np
 
 DENSITY_RANGE = np.float32(1.2)  # densest anatomy (~0.75) plus the densest finding still below it
@@ -22,6 +23,8 @@ EDGE = np.float32(0.025)  # width of a soft edge, in normalized units (0.8 px at
 TWO_PI = np.float32(2 * np.pi)
 
 Array = np.ndarray
+# A (B, 1, 1) column or one number for the whole batch (0, np.float32(1)): both broadcast alike.
+Value = Array | float | np.floating
 
 
 @dataclass
@@ -54,11 +57,11 @@ class Scene:
     gradient_x: Array
     gradient_y: Array
 
-    def take(self, index: Array) -> "Scene":
+    def take(self, index: Array | slice) -> Scene:
         """The scene of the images at `index` (any numpy index)."""
         return Scene(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
-    def columns(self) -> "Scene":
+    def columns(self) -> Scene:
         """The same scene with every parameter as a float32 (B, 1, 1) column, ready to broadcast."""
         return Scene(
             **{f.name: np.array(getattr(self, f.name), np.float32).reshape(-1, 1, 1) for f in fields(self)}
@@ -70,12 +73,12 @@ class Scene:
 # ---------------------------------------------------------------------------------------------
 
 
-def ramp(signed_distance: Array, width: Array | float = EDGE) -> Array:
+def ramp(signed_distance: Array, width: Value = EDGE) -> Array:
     """Soft indicator: 0 outside, 1 inside, linear across `width` around the border (cheaper than a sigmoid)."""
     return np.clip(0.5 + signed_distance / width, 0.0, 1.0)
 
 
-def ellipse(x: Array, y: Array, cx: Array, cy: Array, a: Array, b: Array, width: Array | float = EDGE) -> Array:
+def ellipse(x: Array, y: Array, cx: Value, cy: Array, a: Array, b: Array, width: Value = EDGE) -> Array:
     """Soft mask of an axis-aligned ellipse; the signed distance is approximated by (1 - r) * min(a, b)."""
     r = np.sqrt(((x - cx) / a) ** 2 + ((y - cy) / b) ** 2)
     return ramp((1 - r) * np.minimum(a, b), width)
@@ -100,12 +103,12 @@ def side_sign(site: Array) -> Array:
     return np.where(site < 0.5, np.float32(-1), np.float32(1))
 
 
-def dome_base(scene: Scene, sign: Array) -> Array:
+def dome_base(scene: Scene, sign: Value) -> Array:
     """Costophrenic level of one side: the patient's right hemidiaphragm (image left) sits higher."""
     return scene.dome_base - np.where(sign < 0, np.float32(0.045), np.float32(0))
 
 
-def lung(x: Array, y: Array, scene: Scene, sign: Array) -> Array:
+def lung(x: Array, y: Array, scene: Scene, sign: Value) -> Array:
     """Soft mask of one lung: an ellipse cut from below by its diaphragm dome.
 
     The dome is highest at the lung's centre and meets the ellipse's lateral side at an acute angle:
@@ -122,7 +125,7 @@ def heart(x: Array, y: Array, scene: Scene) -> Array:
     return ellipse(x, y, scene.heart_cx, scene.heart_cy, scene.heart_a, scene.heart_b)
 
 
-def point_in_lung(scene: Scene, sign: Array, lateral: Array, depth: Array) -> tuple[Array, Array]:
+def point_in_lung(scene: Scene, sign: Array, lateral: Value, depth: Array) -> tuple[Array, Array]:
     """A point of one lung: `lateral` 0 medial .. 1 lateral, `depth` 0 apex .. 1 base (both in [0, 1])."""
     x = sign * (scene.lung_dx + (lateral - 0.4) * scene.lung_a * 1.2)
     top = scene.lung_cy - scene.lung_b
@@ -130,7 +133,7 @@ def point_in_lung(scene: Scene, sign: Array, lateral: Array, depth: Array) -> tu
     return x, top + (0.15 + 0.8 * depth) * (bottom - top)
 
 
-def rotated(x: Array, y: Array, cx: Array, cy: Array, angle: Array) -> tuple[Array, Array]:
+def rotated(x: Array, y: Array, cx: Value, cy: Value, angle: Array) -> tuple[Array, Array]:
     """Coordinates along and across a direction `angle` through (cx, cy)."""
     cos, sin = np.cos(angle), np.sin(angle)
     dx, dy = x - cx, y - cy
@@ -151,7 +154,7 @@ class Anatomy:
     markings: Array  # the vascular markings already added to `density`
     heart: Array
 
-    def parts(self, index: Array) -> "Anatomy":
+    def parts(self, index: Array) -> Anatomy:
         """The parts findings read (lungs, markings, heart) of the images at `index`; no density."""
         return Anatomy(np.empty(0, np.float32), self.lungs[index], self.markings[index], self.heart[index])
 

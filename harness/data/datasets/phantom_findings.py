@@ -9,13 +9,24 @@ normalized coordinates and batch layout (see there), and each returns its footpr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from harness.data.datasets.phantom_drawing import (
-    EDGE, TWO_PI, Anatomy, Array, Scene, dome_base, ellipse, lung, point_in_lung, ramp, rotated, side_sign,
+    EDGE,
+    TWO_PI,
+    Anatomy,
+    Array,
+    Scene,
+    dome_base,
+    ellipse,
+    lung,
+    point_in_lung,
+    ramp,
+    rotated,
+    side_sign,
 )  # fmt: skip
 
 SITE_VALUES = 4  # uniform numbers per finding that place and shape it (side, position, size, angle)
@@ -233,7 +244,8 @@ def boxes_from_footprints(footprint: Array) -> Array:
     """
     count, size = footprint.shape[0], footprint.shape[-1]
     inside = footprint > 0.5
-    rows, cols = inside.any(axis=2), inside.any(axis=1)
+    # asarray (no copy): to mypy an axis reduction may be a numpy scalar; here both are (B, S) arrays.
+    rows, cols = np.asarray(inside.any(axis=2)), np.asarray(inside.any(axis=1))
     y0 = rows.argmax(axis=1)
     y1 = size - 1 - rows[:, ::-1].argmax(axis=1)
     x0 = cols.argmax(axis=1)

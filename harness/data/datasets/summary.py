@@ -16,7 +16,8 @@ def summary_lines(store: PixelStore) -> list[str]:
         if notes.get(key):
             lines.append(notes[key])
     counts = store.labels.sum(axis=0)
-    lines.append("positives per label: " + ", ".join(f"{name} {int(count):,}" for name, count in zip(store.label_names, counts)))
+    lines.append("positives per label: " + ", ".join(
+        f"{name} {int(count):,}" for name, count in zip(store.label_names, counts, strict=True)))
     lines.append(f"images with no finding: {int((store.labels.sum(axis=1) == 0).sum()):,}")
     for key, text in (("converted", "converted"), ("skipped", "skipped")):
         items = notes.get(key, [])

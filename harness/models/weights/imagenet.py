@@ -24,7 +24,9 @@ _SKIPPED_SUFFIX = "num_batches_tracked"  # BatchNorm's counter is not part of th
 _LISTED = 5
 # Checkpoints saved before torchvision 0.3 spell DenseNet's layers "norm.1" where the model has
 # "norm1"; torchvision renames them on load with this pattern, and so does the harness.
-_OLD_DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+_OLD_DENSENET_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+)
 
 
 def file_sha256(path: Path) -> str:
@@ -82,5 +84,6 @@ def imagenet_weights(path: Path, arch: Architecture, seed: int, cache: Path) -> 
         partial = cached.with_name(f".{cached.name}.{os.getpid()}.partial")
         partial.write_bytes(weights_to_bytes(backbone))
         os.replace(partial, cached)
-    head = {spec.name: initial_tensor(spec, arch, seed) for spec in arch.tensors if spec.name.startswith(f"{arch.head}.")}
+    head = {spec.name: initial_tensor(spec, arch, seed)
+            for spec in arch.tensors if spec.name.startswith(f"{arch.head}.")}
     return {**backbone, **head}, checksum

@@ -19,7 +19,15 @@ import zlib
 import numpy as np
 
 from harness.models.architectures import (
-    BN_BIAS, BN_MEAN, BN_VAR, BN_WEIGHT, CONV, HEAD_BIAS, HEAD_WEIGHT, Architecture, TensorSpec,
+    BN_BIAS,
+    BN_MEAN,
+    BN_VAR,
+    BN_WEIGHT,
+    CONV,
+    HEAD_BIAS,
+    HEAD_WEIGHT,
+    Architecture,
+    TensorSpec,
 )
 
 _STREAM_TAG = 0x1417  # keeps these streams apart from the harness's other uses of the run seed

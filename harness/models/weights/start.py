@@ -22,7 +22,8 @@ class StartingWeights:
     def describe(self) -> str:
         """One line for reports."""
         if self.source["scheme"] == "imagenet":
-            return (f"ImageNet backbone from {self.source['checkpoint']} (sha256 {self.source['checkpoint_sha256'][:16]}...), "
+            return (f"ImageNet backbone from {self.source['checkpoint']} "
+                    f"(sha256 {self.source['checkpoint_sha256'][:16]}...), "
                     f"head drawn by the harness with seed {self.source['seed']}")
         return f"torchvision's initialisation scheme, drawn by the harness with seed {self.source['seed']}"
 

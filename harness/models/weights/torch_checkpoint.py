@@ -13,7 +13,7 @@ import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -49,7 +49,7 @@ def _rebuild_tensor_v2(
     if len(size) != len(stride):
         raise ValueError(f"tensor has {len(size)} sizes but {len(stride)} strides")
     # The last element the view touches must lie inside the storage, or as_strided would read past it.
-    needed = 0 if 0 in size else offset + 1 + sum((n - 1) * s for n, s in zip(size, stride))
+    needed = 0 if 0 in size else offset + 1 + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
     if needed > storage.size:
         raise ValueError(f"truncated storage: tensor needs {needed} elements, storage has {storage.size}")
     view = np.lib.stride_tricks.as_strided(
@@ -78,7 +78,7 @@ class _StateDictUnpickler(pickle.Unpickler):
     def __init__(self, archive: zipfile.ZipFile, prefix: str, byteorder: str) -> None:
         super().__init__(archive.open(f"{prefix}data.pkl"))
         self.archive, self.prefix = archive, prefix
-        self.endian = "<" if byteorder == "little" else ">"
+        self.endian: Literal["<", ">"] = "<" if byteorder == "little" else ">"
         self.storages: dict[str, np.ndarray] = {}  # views of one storage share it, as in torch
 
     def find_class(self, module: str, name: str) -> Any:

@@ -52,16 +52,18 @@ def exit_with_parent(parent_pid: int) -> None:
 
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
+PLAIN_LISTEN = ListenSecurity()  # no TLS, no token: loopback only (frozen, so one shared default is safe)
 
 
-def serve(worker_dir: Path, address: str, parent_pid: int | None, security: ListenSecurity = ListenSecurity()) -> None:
+def serve(worker_dir: Path, address: str, parent_pid: int | None, security: ListenSecurity = PLAIN_LISTEN) -> None:
     """Start the server, load the backend, report SERVING, block until told to stop."""
     check_listen_policy(address, security)
     if parent_pid:
         exit_with_parent(parent_pid)
     folder = WorkerFolder.read(worker_dir)
     interceptors = [TokenInterceptor(security.token)] if security.token else []
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=list(GRPC_OPTIONS), interceptors=interceptors)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=list(GRPC_OPTIONS),
+                         interceptors=interceptors)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE_NAME):
@@ -73,7 +75,8 @@ def serve(worker_dir: Path, address: str, parent_pid: int | None, security: List
     worker_pb2_grpc.add_WorkerServicer_to_server(WorkerServicer(folder.name, backend), server)
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    protection = ", ".join(what for what, on in (("TLS", security.tls), ("token", security.token)) if on) or "no TLS, no token"
+    protection = (", ".join(what for what, on in (("TLS", security.tls), ("token", security.token)) if on)
+                  or "no TLS, no token")
     print(f"worker {folder.name} serving on {address} ({protection}; pid {os.getpid()})", file=sys.stderr, flush=True)
 
     stop = threading.Event()

@@ -79,7 +79,8 @@ def header(folder: WorkerFolder, version: str | None, gpu: bool, requirements: s
     what = (f"{folder.framework_package} {framework_version}" if framework_version else "no framework pin")
     used = "a GPU image (compose.yaml, workers/Dockerfile)" if gpu else "the local runtime's environment"
     requirements_command = (f"python -m cxrbench_worker.requirements workers/{folder.path.name}"
-                            + (f" --version {framework_version}" if framework_version else "") + (" --gpu" if gpu else ""))
+                            + (f" --version {framework_version}" if framework_version else "")
+                            + (" --gpu" if gpu else ""))
     return (f"# Lock of worker '{folder.name}' ({what}), {variant(gpu)}: what {used} installs, with\n"
             f"# `pip install --require-hashes --no-deps -r` this file. Generated: do not edit; after changing\n"
             f"# a pin, run `{relock_command(folder, version)}`.\n"
@@ -164,7 +165,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gpu", action="store_true", help="the lock a GPU image installs")
     args = parser.parse_args(argv)
     try:
-        sys.stdout.write(current_lock_text(WorkerFolder.read(args.worker_dir, require_package=False), args.version or None, args.gpu))
+        sys.stdout.write(current_lock_text(WorkerFolder.read(args.worker_dir, require_package=False),
+                                           args.version or None, args.gpu))
     except ValueError as error:  # LockError included
         raise SystemExit(f"error: {error}") from None
 

@@ -76,7 +76,8 @@ def requirements_text(folder: WorkerFolder, version: str | None = None, gpu: boo
         elif _pin_of(text, folder.framework_package) is None:
             raise ValueError(f"{folder.requirements}: no '{folder.framework_package}==' line to change to {version}")
         else:
-            text = "".join(_repinned(line, folder.framework_package, version) for line in text.splitlines(keepends=True))
+            text = "".join(_repinned(line, folder.framework_package, version)
+                           for line in text.splitlines(keepends=True))
     if gpu:
         for cpu_package, gpu_package in folder.gpu_packages.items():
             text = "".join(_renamed(line, cpu_package, gpu_package) for line in text.splitlines(keepends=True))

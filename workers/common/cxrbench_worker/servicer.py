@@ -29,8 +29,8 @@ from cxrbench_worker.backend import (
     UnsupportedOption,
 )
 from cxrbench_worker.batch_checks import BatchError, ExpectedBatch, check_batch
-from cxrbench_worker.neutral_weights import sha256_hex, weights_from_bytes, weights_to_bytes
 from cxrbench_worker.native_export import measure_native_export
+from cxrbench_worker.neutral_weights import sha256_hex, weights_from_bytes, weights_to_bytes
 from cxrbench_worker.process_memory import read_process_memory, reset_peak_rss
 
 DEFAULT_CHUNK_BYTES = 1024 * 1024
@@ -154,6 +154,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             for request in request_iterator:
                 expected = self._require_model("Train")
                 batch = check_batch(request.batch, expected, with_labels=True)
+                assert batch.labels is not None  # with_labels=True: check_batch refuses a batch without
                 with self._lock:
                     start = time.perf_counter()
                     loss = self._backend.train_step(batch.pixels, batch.labels)

@@ -27,7 +27,7 @@ class ListenSecurity:
     token: str | None = None
 
     @classmethod
-    def from_files(cls, certificate: Path | None, private_key: Path | None, token_file: Path | None) -> "ListenSecurity":
+    def from_files(cls, certificate: Path | None, private_key: Path | None, token_file: Path | None) -> ListenSecurity:
         """Read the files; ValueError names a missing or empty one, or a certificate without its key."""
         if (certificate is None) != (private_key is None):
             raise ValueError("TLS needs both a certificate (--tls-cert) and its private key (--tls-key)")
@@ -107,7 +107,8 @@ def _refusal(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHand
         (True, True): grpc.stream_stream_rpc_method_handler,
     }
     make = kinds[(handler.request_streaming, handler.response_streaming)]
-    return make(abort, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+    return make(abort, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
 
 
 def add_port(server: grpc.Server, address: str, security: ListenSecurity) -> int:

@@ -42,7 +42,7 @@ class WorkerFolder:
     gpu_packages: dict[str, str]
 
     @classmethod
-    def read(cls, path: Path, require_package: bool = True) -> "WorkerFolder":
+    def read(cls, path: Path, require_package: bool = True) -> WorkerFolder:
         """Parse `path/worker.toml`; raises ValueError naming the file and the field at fault.
 
         `require_package` False skips only the check that the backend's package folder is there,
@@ -85,7 +85,7 @@ class WorkerFolder:
         """The worker's own package, `cxrbench_<name>`: the backend module's top-level name."""
         return self.backend.split(":", 1)[0].split(".", 1)[0]
 
-    def load_backend(self) -> "Backend":
+    def load_backend(self) -> Backend:
         """Import the backend class from the worker's package and instantiate it (imports the framework).
 
         Only the package is imported, from its folder: the worker folder is not put on sys.path,

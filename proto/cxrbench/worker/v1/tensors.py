@@ -58,7 +58,7 @@ def decode_tensor(tensor: worker_pb2.Tensor, field: str) -> np.ndarray:
     return np.frombuffer(tensor.data, dtype=dtype).reshape(shape)
 
 
-def _update(digest: "hashlib._Hash", name: str, tensor: worker_pb2.Tensor) -> None:
+def _update(digest: hashlib._Hash, name: str, tensor: worker_pb2.Tensor) -> None:
     shape = ",".join(str(int(d)) for d in tensor.shape)
     digest.update(f"{name}\0{tensor.dtype}\0{shape}\0".encode())
     digest.update(tensor.data)
