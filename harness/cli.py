@@ -55,19 +55,20 @@ def _print_summary(run_dir: Path) -> None:
 
 
 def _benchmark(args: argparse.Namespace) -> int:
+    config = from_arguments(BenchmarkConfig, args, "benchmark")  # a bad value is refused before the heavy imports
     from harness.benchmark import run_benchmark
 
-    run_dir = run_benchmark(from_arguments(BenchmarkConfig, args, "benchmark"))
+    run_dir = run_benchmark(config)
     _print_summary(run_dir)
     print(f"report: {run_dir / 'report.md'} and {run_dir / 'report.html'}")
     return 0
 
 
 def _parity(args: argparse.Namespace) -> int:
+    config, parity = from_arguments(BenchmarkConfig, args, "parity"), from_arguments(ParityOptions, args, "parity")
     from harness.parity_check import print_parity, run_parity
 
-    parity = from_arguments(ParityOptions, args, "parity")
-    return print_parity(run_parity(from_arguments(BenchmarkConfig, args, "parity"), parity.steps), parity.json)
+    return print_parity(run_parity(config, parity.steps), parity.json)
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -55,6 +55,15 @@ class StepResult:
     digest: str
 
 
+# Statuses a worker sends itself when it refuses a request: it is alive, so there is no exit status to
+# wait for. Any other failure (a dropped connection, a crash mid-call) asks `on_failure` how it ended.
+ANSWERED_BY_THE_WORKER = frozenset({
+    grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.OUT_OF_RANGE,
+})
+
+
 class WorkerClient:
     """Calls one worker; checks that every batch digest comes back as it was sent."""
 
@@ -74,7 +83,7 @@ class WorkerClient:
 
     def _error(self, rpc: str, error: grpc.RpcError) -> WorkerError:
         details = error.details() or ""
-        if self._on_failure is not None:
+        if self._on_failure is not None and error.code() not in ANSWERED_BY_THE_WORKER:
             extra = self._on_failure()
             if extra:
                 details = f"{details} ({extra})" if details else extra
@@ -233,13 +242,15 @@ def _plain(message) -> dict:
 def wait_until_serving(client: WorkerClient, timeout: float, alive: Callable[[], str | None]) -> None:
     """Poll health until SERVING; `alive()` returns a reason string once the process has died."""
     deadline = time.monotonic() + timeout
+    pause = 0.02  # a worker without a framework serves within a second: look often at first, then every 0.2 s
     while time.monotonic() < deadline:
         reason = alive()
         if reason:
             raise WorkerError(client.name, "health", "NOT_STARTED", reason)
         if client.is_serving():
             return
-        time.sleep(0.2)
+        time.sleep(pause)
+        pause = min(2 * pause, 0.2)
     last = f"; last answer: {client.last_health_error}" if client.last_health_error else ""
     raise WorkerError(client.name, "health", "DEADLINE_EXCEEDED",
                       f"{client.address} not SERVING after {timeout:.0f} s{last}")
