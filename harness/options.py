@@ -134,7 +134,7 @@ def default_text(item: dataclasses.Field, declared: Option, command: str, code: 
     value = declared.default_for(command, item.default)
     if declared.kind == "switch" or value is None:
         return "off" if code else None
-    if value == ():
+    if value in ((), ""):
         return "none" if code else None
     if isinstance(value, float):
         shown = f"{value:g}"
