@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -52,11 +53,18 @@ def run_harness(args: list[str], cwd: Path, env: dict[str, str] | None = None, t
     )
 
 
+def _interruptible() -> None:
+    # A test runner started in the background (`cmd &` in a script, nohup) inherits SIGINT ignored, and
+    # so would the harness: Python then installs no KeyboardInterrupt handler and a test's Ctrl-C does
+    # nothing. Start it as from a terminal, with SIGINT at its default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def harness_process(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start `harness ARGS` in the background (for tests that interrupt it)."""
+    """Start `harness ARGS` in the background (for tests that interrupt it), Ctrl-C-able as from a terminal."""
     return subprocess.Popen(
         [sys.executable, "-m", "harness.cli", *args], cwd=cwd, env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_interruptible,
     )
 
 
