@@ -20,13 +20,17 @@ command to run. Standard library only: it runs in a bare Python before anything 
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import re
-import sys
 from pathlib import Path
 
-from cxrbench_worker.requirements import pinned_version, requirements_text
+from cxrbench_worker.requirements import (
+    normalized_name,
+    pinned_version,
+    requirement_pin,
+    requirements_text,
+    worker_version_command,
+)
 from cxrbench_worker.worker_folder import WorkerFolder
 
 LOCKS_FOLDER = "locks"
@@ -97,30 +101,19 @@ def recorded_requirements_sha256(lock_text: str) -> str | None:
     return None
 
 
-def _normalized(package: str) -> str:
-    """A package name as pip compares them (PEP 503): lower case, runs of "-", "_", "." as "-"."""
-    return re.sub(r"[-_.]+", "-", package.strip()).lower()
-
-
 def locked_pins(lock_text: str) -> dict[str, set[str]]:
     """{normalized package: versions} the lock pins (a package may have one version per marker)."""
     pins: dict[str, set[str]] = {}
     for line in lock_text.splitlines():
         match = LOCKED_PIN.match(line)
         if match:
-            pins.setdefault(_normalized(match["name"]), set()).add(match["version"])
+            pins.setdefault(normalized_name(match["name"]), set()).add(match["version"])
     return pins
 
 
 def required_pins(requirements: str) -> dict[str, str]:
     """{normalized package: version} of the requirements' `name==version` lines (extras dropped)."""
-    pins = {}
-    for line in requirements.splitlines():
-        requirement = line.split("#", 1)[0].strip()
-        if "==" in requirement:
-            name, version = requirement.split("==", 1)
-            pins[_normalized(name.split("[", 1)[0])] = version.split(";", 1)[0].strip()
-    return pins
+    return dict(pin for pin in map(requirement_pin, requirements.splitlines()) if pin is not None)
 
 
 def lock_problem(folder: WorkerFolder, version: str | None, gpu: bool, lock_text: str) -> str | None:
@@ -158,17 +151,8 @@ def current_lock_text(folder: WorkerFolder, version: str | None = None, gpu: boo
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m cxrbench_worker.locks WORKER_DIR [--version V] [--gpu]`: print the current lock."""
-    parser = argparse.ArgumentParser(prog="python -m cxrbench_worker.locks", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("worker_dir", type=Path, help="the worker folder, e.g. workers/keras")
-    parser.add_argument("--version", default=None, help="framework version (default: the pinned one)")
-    parser.add_argument("--gpu", action="store_true", help="the lock a GPU image installs")
-    args = parser.parse_args(argv)
-    try:
-        sys.stdout.write(current_lock_text(WorkerFolder.read(args.worker_dir, require_package=False),
-                                           args.version or None, args.gpu))
-    except ValueError as error:  # LockError included
-        raise SystemExit(f"error: {error}") from None
+    worker_version_command("python -m cxrbench_worker.locks", __doc__, "the lock a GPU image installs",
+                           current_lock_text, argv)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from cxrbench_worker.worker_folder import WorkerFolder
@@ -26,23 +27,32 @@ from cxrbench_worker.worker_folder import WorkerFolder
 VERSION_PATTERN = re.compile(r"^[0-9][0-9A-Za-z.+!_-]*$")
 
 
-def _normalized(package: str) -> str:
-    """A package name as pip compares them: lower case, "_" as "-"."""
-    return package.strip().lower().replace("_", "-")
+def normalized_name(package: str) -> str:
+    """A package name as pip compares them (PEP 503): lower case, runs of "-", "_", "." as "-"."""
+    return re.sub(r"[-_.]+", "-", package.strip()).lower()
+
+
+def requirement_pin(line: str) -> tuple[str, str] | None:
+    """(normalized name, version) of a `name==version` requirement line (comment, extras and marker
+    dropped), or None for any other line."""
+    requirement = line.split("#", 1)[0].strip()
+    if "==" not in requirement:
+        return None
+    name, version = requirement.split("==", 1)
+    return normalized_name(name.split("[", 1)[0]), version.split(";", 1)[0].strip()
 
 
 def _package_of(line: str) -> str | None:
     """The package name a requirement line pins (normalized, extras dropped), or None."""
-    requirement = line.split("#", 1)[0].strip()
-    if "==" not in requirement:
-        return None
-    return _normalized(requirement.split("==", 1)[0].split("[", 1)[0])
+    pin = requirement_pin(line)
+    return None if pin is None else pin[0]
 
 
 def _pin_of(text: str, package: str) -> str | None:
     for line in text.splitlines():
-        if _package_of(line) == _normalized(package):
-            return line.split("#", 1)[0].split("==", 1)[1].strip()
+        pin = requirement_pin(line)
+        if pin is not None and pin[0] == normalized_name(package):
+            return pin[1]
     return None
 
 
@@ -85,31 +95,41 @@ def requirements_text(folder: WorkerFolder, version: str | None = None, gpu: boo
 
 
 def _repinned(line: str, package: str, version: str) -> str:
-    if _package_of(line) != _normalized(package):
+    if _package_of(line) != normalized_name(package):
         return line
     name = line.split("==", 1)[0]
     return f"{name}=={version}\n"
 
 
 def _renamed(line: str, package: str, replacement: str) -> str:
-    if _package_of(line) != _normalized(package):
+    if _package_of(line) != normalized_name(package):
         return line
     return f"{replacement}=={line.split('#', 1)[0].split('==', 1)[1].strip()}\n"
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m cxrbench_worker.requirements", description=__doc__,
+def worker_version_command(prog: str, description: str | None, gpu_help: str,
+                           produce: Callable[[WorkerFolder, str | None, bool], str],
+                           argv: list[str] | None = None) -> None:
+    """The command line `python -m cxrbench_worker.requirements` and `.locks` share: WORKER_DIR
+    [--version V] [--gpu], printing what `produce` makes of them; an error exits with its message."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("worker_dir", type=Path, help="the worker folder, e.g. workers/keras")
     parser.add_argument("--version", default=None, help="framework version (default: the pinned one)")
-    parser.add_argument("--gpu", action="store_true", help="rename the packages of worker.toml's [gpu] table")
+    parser.add_argument("--gpu", action="store_true", help=gpu_help)
     args = parser.parse_args(argv)
     try:
-        # An image's requirements stage copies worker.toml and the requirements alone, not the code.
+        # An image build's first stage copies worker.toml, the requirements and the locks, not the code.
         folder = WorkerFolder.read(args.worker_dir, require_package=False)
-        sys.stdout.write(requirements_text(folder, args.version or None, args.gpu))
-    except ValueError as error:
+        sys.stdout.write(produce(folder, args.version or None, args.gpu))
+    except ValueError as error:  # a lock's LockError included
         raise SystemExit(f"error: {error}") from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m cxrbench_worker.requirements WORKER_DIR [--version V] [--gpu]`: print the requirements."""
+    worker_version_command("python -m cxrbench_worker.requirements", __doc__,
+                           "rename the packages of worker.toml's [gpu] table", requirements_text, argv)
 
 
 if __name__ == "__main__":
