@@ -21,10 +21,10 @@ from harness.data.splits import Split
 from harness.evaluation.run_summary import combine_runs
 from harness.models.architectures import architecture
 from harness.models.weights.start import starting_weights
+from harness.records import provenance
+from harness.records.run_directory import RunDirectory
 from harness.report.assembly import write_report
 from harness.report.significance import compare_run
-from harness.results import provenance
-from harness.results.run_directory import RunDirectory
 from harness.runtime.base import Runtime
 from harness.runtime.registry import WorkerSpec
 from harness.runtime.selection import runtime_for

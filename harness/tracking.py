@@ -12,7 +12,7 @@ import json
 import time
 from pathlib import Path
 
-from harness.results.run_directory import RunDirectory
+from harness.records.run_directory import RunDirectory
 
 EXPERIMENT = "cxrbench"
 EPOCH_METRICS = ("train_loss", "validation_loss", "validation_macro_auroc", "learning_rate", "seconds",

@@ -24,10 +24,10 @@ LAYERS: dict[str, set[str]] = {
     "data": {"progress"},
     "models": {"progress"},
     "runtime": {"progress"},
-    "results": set(),
+    "records": set(),
     "evaluation": set(),
-    "training": {"progress", "data", "models", "runtime", "results", "evaluation"},
-    "report": {"progress", "results", "evaluation"},
+    "training": {"progress", "data", "models", "runtime", "records", "evaluation"},
+    "report": {"progress", "records", "evaluation"},
 }
 COMMANDS = {"cli", "config", "options", "benchmark", "parity_check", "tracking"}
 
@@ -142,7 +142,7 @@ def test_no_package_imports_one_above_it():
 
 def test_evaluation_and_data_import_no_runtime_training_report_or_command():
     graph = import_graph()
-    forbidden = {"runtime", "training", "report", "results"} | COMMANDS
+    forbidden = {"runtime", "training", "report", "records"} | COMMANDS
     reached = {f"{module} -> {target}" for module, targets in graph.items() if layer_of(module) in ("evaluation", "data")
                for target in targets if layer_of(target) in forbidden}
     assert reached == set()

@@ -19,7 +19,7 @@ from harness.runtime.client import StepResult
 from harness.config import BenchmarkConfig
 from harness.data.pixel_store import PixelStore
 from harness.report.sections import schedule_lines
-from harness.results.run_directory import RunDirectory
+from harness.records.run_directory import RunDirectory
 from harness.training.schedule import ScheduleSettings, TrainingSchedule
 from harness.data.splits import Split
 from harness.training.loop import TrainingData, TrainingRun, train_and_evaluate

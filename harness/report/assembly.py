@@ -13,6 +13,7 @@ import numpy as np
 
 from harness.evaluation.metrics import best_f1_thresholds, evaluate
 from harness.evaluation.run_summary import combine_runs
+from harness.records.run_directory import RunDirectory
 from harness.report.figures import write_figures
 from harness.report.html import render_html
 from harness.report.parity_tables import parity_lines
@@ -29,7 +30,6 @@ from harness.report.sections import (
     significance_lines,
 )
 from harness.report.significance import compare_run
-from harness.results.run_directory import RunDirectory
 
 
 def _data(run: dict) -> list[str]:

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from harness.evaluation.metrics import roc_points
+from harness.records.run_directory import RunDirectory
 from harness.report import plots
-from harness.results.run_directory import RunDirectory
 
 
 def _per_label(metrics: dict, significance: dict | None, label_names: list[str]) -> dict:

@@ -29,7 +29,7 @@ from harness.data.prefetch import Prefetch
 from harness.data.splits import Split
 from harness.evaluation.metrics import bce_with_logits, best_f1_thresholds, evaluate, macro_auroc
 from harness.progress import announce, progress_bar
-from harness.results.run_directory import RunDirectory
+from harness.records.run_directory import RunDirectory
 from harness.runtime.client import WorkerClient
 from harness.training.schedule import EpochDecision, TrainingSchedule
 from harness.training.settings import TrainingSettings
