@@ -25,11 +25,12 @@ SMALL_RUN = ["--patients", "40", "--image-size", "32", "--batch-size", "8"]
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items) -> None:
-    """Keep each framework test file in one test process: its module-scoped worker (a framework
-    imported, a model built) is started once, not once per process."""
+    """Every framework test in one test process, one file after another: a file's module-scoped
+    worker (a framework imported, a model built: several GB) starts once, and only one such file runs
+    at a time whatever the number of processes, while the other processes take the fast tests."""
     for item in items:
         if item.get_closest_marker("framework"):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+            item.add_marker(pytest.mark.xdist_group("framework"))
 
 
 @pytest.fixture
