@@ -13,6 +13,7 @@ workers lock`). A `.complete` marker is written last, so an interrupted creation
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import platform
 import shutil
@@ -60,6 +61,13 @@ def _run(command: list[str], what: str) -> str:
 
 def _freeze(python: Path) -> str:
     return _run([str(python), "-m", "pip", "freeze", "--all"], f"listing the packages of {python}")
+
+
+@functools.cache
+def _host_freeze_sha256() -> str:
+    """SHA-256 of `pip freeze` in the harness's own interpreter: once per process (a pip subprocess
+    costs about 0.4 s, and what is installed here does not change while the harness runs)."""
+    return hashlib.sha256(_freeze(Path(sys.executable)).encode()).hexdigest()
 
 
 def _tick(bar: Any, done: threading.Event) -> None:
@@ -135,8 +143,7 @@ def ensure_environment(folder: WorkerFolder, cache: Path, version: str | None = 
     from its lock if needed (about a minute for torch; a version with no committed lock is resolved
     with uv first, a few seconds)."""
     if folder.requirements is None:
-        return WorkerEnvironment(Path(sys.executable), "host",
-                                 hashlib.sha256(_freeze(Path(sys.executable)).encode()).hexdigest())
+        return WorkerEnvironment(Path(sys.executable), "host", _host_freeze_sha256())
     lock = environment_lock(folder, version, cache / "locks")
     assert lock is not None  # resolved when missing
     key = environment_key(lock.text)
