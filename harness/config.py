@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from harness.data.augmentation import Augmentation
+from harness.evaluation.comparison import DEFAULT_MARGIN
 from harness.data.datasets import parse_dataset
 from harness.models.architectures import ARCHITECTURE_NAMES
 from harness.options import (
@@ -40,6 +41,7 @@ from harness.training.schedule import (
 from harness.training.settings import PRECISIONS, TrainingSettings
 
 BENCHMARK_AND_PARITY = ("benchmark", "parity")
+DEFAULT_RUNS = 3  # training seeds per worker by default: the fewest that measure training noise at all
 RUNTIME_GROUP = "runtime (where the workers run)"
 SCHEDULE_GROUP = "schedule (decided by the harness from validation loss, the same for every worker)"
 
@@ -108,12 +110,14 @@ class BenchmarkConfig:
                              commands=("benchmark", "parity", "data prepare"), parse=int, check=within(32, 1024))
     learning_rate: float = option(1e-3, "--lr", "Adam learning rate", parse=float, check=positive_finite)
     seed: int = option(
-        0, "--seed", "the data seed: the phantom, the patient split and folds; also the training seed "
+        0, "--seed", "the data seed: the phantom, the patient split and folds; also the first training seed "
         "unless `--seeds` is given", parse=int, check=_not_negative())
     seeds: tuple[int, ...] = option(
-        (), "--seeds", "training seeds, e.g. `0,1,2`: one run per seed (and fold), each with its own starting "
-        "weights, batch order and augmentation; mean ± std over runs", commands=("benchmark",), parse=integer_list,
-        metavar="S,S,...", check=_seeds_check, shown_default="`--seed`")
+        (), "--seeds", "training seeds, e.g. `0,1,2,3,4`: one run per seed (and fold), each with its own starting "
+        "weights, batch order and augmentation, the same for every worker, so runs pair across workers; the spread "
+        "over runs is the training noise every verdict is measured against (one seed: every verdict undetermined)",
+        commands=("benchmark",), parse=integer_list, metavar="S,S,...", check=_seeds_check,
+        shown_default=f"{DEFAULT_RUNS} seeds from `--seed`")
     folds: int = option(1, "--folds", "K > 1: K-fold cross-validation grouped by patient; mean ± std over folds",
                         commands=("benchmark",), parse=int, check=within(1, 20, " (1: no cross-validation)"))
     augment: str = option(
@@ -159,6 +163,10 @@ class BenchmarkConfig:
         DEFAULT_EARLY_STOP, "--early-stop", "stop after this many epochs without a new best validation loss "
         "(0: never); the best checkpoint is the one tested", commands=("benchmark",), parse=int, group=SCHEDULE_GROUP,
         check=_not_negative(" (0: never stop early)"))
+    equivalence_margin: float = option(
+        DEFAULT_MARGIN, "--equivalence-margin", "macro and per-label AUROC: two workers are called equivalent when "
+        "the 95% interval of their difference lies inside ± this (docs/STATISTICS.md)", commands=("benchmark",),
+        parse=float, check=lambda value: None if 0 < value < 1 else f"{value} must be between 0 and 1")
     bootstrap: int = option(
         1000, "--bootstrap", "patient-level bootstrap resamples for confidence intervals and paired tests (0: none)",
         commands=("benchmark", "report"), parse=int,
@@ -206,8 +214,8 @@ class BenchmarkConfig:
 
     @property
     def training_seeds(self) -> tuple[int, ...]:
-        """The runs' training seeds: --seeds, else the data seed."""
-        return self.seeds or (self.seed,)
+        """The runs' training seeds: --seeds, else DEFAULT_RUNS seeds from the data seed on."""
+        return self.seeds or tuple(range(self.seed, self.seed + DEFAULT_RUNS))
 
     @property
     def schedule(self) -> ScheduleSettings:

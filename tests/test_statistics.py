@@ -1,5 +1,5 @@
 """Bootstrap, Holm, intervals and the worker comparison against sklearn and slow references
-written here (DeLong has its own file, tests/test_delong.py)."""
+written here (the verdicts' arithmetic has its own file, tests/test_comparison.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from scipy.stats import rankdata
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from harness.evaluation.bootstrap import patient_bootstrap_weights, weighted_auroc_auprc
-from harness.report.verdicts import verdicts
-from harness.evaluation.statistics import ALPHA, compare_workers, holm, paired_bootstrap_p, paired_run_tests, percentile_interval
+from harness.evaluation.multiplicity import holm
+from harness.evaluation.statistics import ALPHA, compare_workers, percentile_interval
 
 
 def rank_sum_auroc(scores: np.ndarray, positive: np.ndarray) -> float:
@@ -96,15 +96,6 @@ def test_percentile_interval_ignores_nan_replicates():
     assert low[0] == 25.0 and high[0] == 75.0 and math.isnan(low[1]) and math.isnan(high[1])
 
 
-def test_paired_bootstrap_p_counts_the_far_side_of_zero():
-    differences = np.array([1.0] * 97 + [-1.0] * 2 + [np.nan])  # B = 99, two on the far side
-    assert paired_bootstrap_p(differences) == pytest.approx(2 * (1 + 2) / 100)
-    assert paired_bootstrap_p(-differences) == pytest.approx(2 * (1 + 2) / 100)
-    assert paired_bootstrap_p(np.ones(999)) == pytest.approx(2 / 1000)
-    assert paired_bootstrap_p(np.zeros(50)) == 1.0
-    assert math.isnan(paired_bootstrap_p(np.array([np.nan])))
-
-
 # ---------------------------------------------------------------------------------------------
 # Patient bootstrap weights
 # ---------------------------------------------------------------------------------------------
@@ -156,26 +147,29 @@ def small_test_set(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return patient_ids, labels, rng.normal(size=(600, 3)).astype(np.float32)
 
 
-def test_compare_workers_calls_a_far_better_worker_significant():
+def test_compare_workers_calls_a_far_better_worker_different_once_it_has_runs():
     patient_ids, labels, noise = small_test_set()
-    good = [(4 * labels + noise).astype(np.float32)]
-    poor = [np.random.default_rng(9).normal(size=labels.shape).astype(np.float32)]
+    rng = np.random.default_rng(9)
+    good = [(4 * labels + noise + 0.3 * rng.normal(size=labels.shape)).astype(np.float32) for _ in range(3)]
+    poor = [rng.normal(size=labels.shape).astype(np.float32) for _ in range(3)]
     report = compare_workers({"good": good, "poor": poor}, labels, patient_ids, LABELS, resamples=200, seed=0)
-    (pair,) = report["macro_auroc_pairs"]
-    assert (pair["a"], pair["b"]) == ("good", "poor")
-    assert pair["difference"] > 0.3 and pair["low"] > 0
-    assert pair["p"] == pytest.approx(2 / 201) and pair["significant"] is True
-    assert all(row["significant"] for row in report["label_pairs"])
+    (pair,) = report["comparison"]["macro"]
+    assert (pair["a"], pair["b"], pair["runs"]) == ("good", "poor", 3)
+    assert pair["difference"] > 0.3 and pair["low"] > 0 and pair["verdict"] == "different"
+    assert all(row["verdict"] == "different" for row in report["comparison"]["labels"])
+    one = compare_workers({"good": good[:1], "poor": poor[:1]}, labels, patient_ids, LABELS, resamples=200, seed=0)
+    (pair,) = one["comparison"]["macro"]
+    assert pair["test_low"] > 0 and pair["verdict"] == "undetermined"  # one run: never different
 
 
-def test_compare_workers_finds_identical_workers_not_different():
+def test_compare_workers_finds_identical_workers_equivalent():
     patient_ids, labels, noise = small_test_set()
-    run = (labels + noise).astype(np.float32)
-    report = compare_workers({"a": [run], "b": [run.copy()]}, labels, patient_ids, LABELS, resamples=100)
-    (pair,) = report["macro_auroc_pairs"]
-    assert (pair["difference"], pair["low"], pair["high"], pair["p_holm"], pair["significant"]) == (0, 0, 0, 1, False)
-    outcomes = [(row["difference"], row["p_holm"], row["significant"]) for row in report["label_pairs"]]
-    assert outcomes == [(0, 1, False)] * 3
+    runs = [(labels + noise * scale).astype(np.float32) for scale in (1.0, 1.2, 1.4)]
+    report = compare_workers({"a": runs, "b": [run.copy() for run in runs]}, labels, patient_ids, LABELS,
+                             resamples=100)
+    (pair,) = report["comparison"]["macro"]
+    assert (pair["difference"], pair["low"], pair["high"], pair["p_holm"], pair["verdict"]) == (0, 0, 0, 1, "equivalent")
+    assert [row["verdict"] for row in report["comparison"]["labels"]] == ["equivalent"] * 3
 
 
 def test_compare_workers_report_shape_and_json():
@@ -184,17 +178,21 @@ def test_compare_workers_report_shape_and_json():
     runs = {name: [(k * labels + noise + 0.1 * r).astype(np.float32) for r in range(2)] for k, name in enumerate("xyz")}
     report = compare_workers(runs, labels, patient_ids, LABELS, resamples=50, seed=3, level=0.9)
     assert list(report) == ["resamples", "level", "alpha", "unit", "patients", "images", "workers",
-                            "macro_auroc_pairs", "label_pairs", "notes"]  # fmt: skip
+                            "comparison", "notes"]  # fmt: skip
     assert (report["resamples"], report["level"], report["alpha"], report["unit"]) == (50, 0.9, ALPHA, "patient")
     assert (report["patients"], report["images"]) == (len(np.unique(patient_ids)), 600)
-    assert [(p["a"], p["b"]) for p in report["macro_auroc_pairs"]] == [("x", "y"), ("x", "z"), ("y", "z")]
-    assert len(report["label_pairs"]) == 3 * 3
+    comparison = report["comparison"]
+    assert [(p["a"], p["b"]) for p in comparison["macro"]] == [("x", "y"), ("x", "z"), ("y", "z")]
+    assert len(comparison["labels"]) == 3 * 3
+    assert comparison["workers"]["x"]["runs"] == [{"seed": 0, "fold": None, "macro_auroc": pytest.approx(
+        np.mean([roc_auc_score(labels[:, j], noise[:, j]) for j in range(2)]))}, {"seed": 1, "fold": None,
+        "macro_auroc": pytest.approx(np.mean([roc_auc_score(labels[:, j], noise[:, j]) for j in range(2)]))}]
     worker = report["workers"]["y"]
     assert worker["runs"] == 2 and set(worker) == {"runs", "macro_auroc", "macro_auprc", "auroc", "auprc"}
     assert set(worker["auroc"]) == set(LABELS) and set(worker["auroc"]["Mass"]) == {"estimate", "low", "high"}
     assert worker["auroc"]["Hernia"] == {"estimate": None, "low": None, "high": None}
-    hernia = [row for row in report["label_pairs"] if row["label"] == "Hernia"]
-    assert len(hernia) == 3 and all(row["p"] is None and row["significant"] is False for row in hernia)
+    hernia = [row for row in comparison["labels"] if row["label"] == "Hernia"]
+    assert len(hernia) == 3 and all(row["p"] is None and row["verdict"] == "undetermined" for row in hernia)
     assert all(isinstance(note, str) and note for note in report["notes"])
     json.dumps(report, allow_nan=False)
 
@@ -203,7 +201,7 @@ def test_compare_workers_estimates_are_full_set_run_means_and_intervals_come_fro
     patient_ids, labels, noise = small_test_set(1)
     runs = [(labels + noise * scale).astype(np.float32) for scale in (1.0, 1.5)]
     report = compare_workers({"only": runs}, labels, patient_ids, LABELS, resamples=120, seed=11)
-    assert report["macro_auroc_pairs"] == [] and report["label_pairs"] == []
+    assert report["comparison"]["macro"] == [] and report["comparison"]["labels"] == []
     weights = patient_bootstrap_weights(patient_ids, 120, seed=11)
     replicates = [weighted_auroc_auprc(run, labels, weights) for run in runs]
     for j, label in enumerate(LABELS):
@@ -221,37 +219,3 @@ def test_compare_workers_refuses_logits_of_the_wrong_shape():
     patient_ids, labels, noise = small_test_set()
     with pytest.raises(ValueError, match="worker 'bad', run 1"):
         compare_workers({"bad": [noise, noise[:, :2]]}, labels, patient_ids, LABELS, resamples=10)
-
-
-def test_paired_run_test_matches_the_t_distribution_with_two_degrees_of_freedom():
-    # Differences 0.1, 0.2, 0.3: mean 0.2, sd 0.1, t = 0.2 / (0.1 / sqrt 3); with 2 degrees of
-    # freedom the two-sided p is 1 - t / sqrt(2 + t^2) in closed form.
-    (pair,) = paired_run_tests({"a": [0.8, 0.9, 1.0], "b": [0.7, 0.7, 0.7]})
-    t = 0.2 / (0.1 / math.sqrt(3))
-    assert pair["difference"] == pytest.approx(0.2, abs=1e-12) and pair["sd"] == pytest.approx(0.1, abs=1e-12)
-    assert pair["t"] == pytest.approx(t, abs=1e-9)
-    assert pair["p"] == pytest.approx(1 - t / math.sqrt(2 + t * t), abs=1e-9)
-    assert pair["p_holm"] == pair["p"] and pair["significant"] is False  # p 0.074
-
-
-def test_paired_run_test_needs_three_runs_and_holm_spans_the_pairs():
-    (two,) = paired_run_tests({"a": [0.8, 0.9], "b": [0.7, 0.7]})
-    assert two["p"] is None and two["significant"] is False
-    pairs = paired_run_tests({"a": [0.9, 0.91, 0.92, 0.93], "b": [0.7, 0.72, 0.71, 0.70], "c": [0.9, 0.92, 0.91, 0.93]})
-    assert [(p["a"], p["b"]) for p in pairs] == [("a", "b"), ("a", "c"), ("b", "c")]
-    assert pairs[0]["significant"] and not pairs[1]["significant"] and pairs[2]["significant"]
-    raw = [p["p"] for p in pairs]
-    assert [p["p_holm"] for p in pairs] == pytest.approx(list(holm(raw)))
-
-
-def test_verdicts_say_when_a_single_run_cannot_see_training_noise():
-    significance = {"level": 0.95, "macro_auroc_pairs": [{"a": "a", "b": "b", "estimate_a": 0.9, "estimate_b": 0.8,
-                    "difference": 0.1, "low": 0.05, "high": 0.15, "p_holm": 0.002, "significant": True}],
-                    "label_pairs": [], "run_pairs": [{"a": "a", "b": "b", "runs": 1, "difference": 0.1, "sd": None,
-                                                      "t": None, "p": None, "p_holm": None, "significant": False}]}
-    lines = verdicts(significance)
-    assert lines[0].startswith("a vs b: macro AUROC 0.900 vs 0.800, difference +0.100 (95% CI +0.050 to +0.150): **significant**")
-    assert lines[-1].startswith("Caution: one run per worker")
-    significance["run_pairs"] = paired_run_tests({"a": [0.9, 0.91, 0.92], "b": [0.7, 0.72, 0.71]})
-    assert verdicts(significance)[-1].startswith("a vs b over 3 paired runs (same seed and fold): mean difference +0.200")
-    assert "**larger than run-to-run noise**" in verdicts(significance)[-1]

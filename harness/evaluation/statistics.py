@@ -1,14 +1,13 @@
-"""Uncertainty and significance for comparing workers that predicted the same test images.
-
-Two tools, used side by side in the report:
+"""Uncertainty for comparing workers that predicted the same test images, run by run.
 
 * a paired patient-level bootstrap: every replicate draws the test patients with replacement, all of
-  a patient's images travel together, and every worker is scored on the same replicates, so a
-  difference between two workers is paired replicate by replicate;
-* DeLong's paired test per label, which treats images as independent (it cannot see patients).
+  a patient's images travel together, and every worker and run is scored on the same replicates, so
+  a difference between two workers is paired replicate by replicate (the test set's sampling noise);
+* the runs: run r of every worker shares a training seed and fold, so each pair of workers gives one
+  difference per run, whose spread is the training noise.
 
-A worker's estimate of a metric is the mean over its runs (folds x seeds) on the same test set.
-The bootstrap lives in harness.evaluation.bootstrap, DeLong in harness.evaluation.delong; this module combines them.
+harness.evaluation.comparison combines the two into each pair's verdict; the bootstrap lives in
+harness.evaluation.bootstrap.
 """
 
 from __future__ import annotations
@@ -17,34 +16,20 @@ import itertools
 import math
 import warnings
 from collections.abc import Sequence
-from typing import Any, SupportsFloat
+from typing import SupportsFloat
 
 import numpy as np
-from scipy.stats import t as student_t
 
 from harness.evaluation.arrays import as_columns, binary_labels
 from harness.evaluation.bootstrap import patient_counts, replicate_metrics
-from harness.evaluation.delong import delong_from_components, worker_components
+from harness.evaluation.comparison import ALPHA, DEFAULT_MARGIN, decide, pair_statistics
 
-ALPHA = 0.05
+RunKey = tuple[int, int | None]  # (training seed, fold or None): how runs pair across workers
 
 
 # ---------------------------------------------------------------------------------------------
-# Multiplicity, intervals, bootstrap p-values
+# Intervals
 # ---------------------------------------------------------------------------------------------
-
-
-def holm(p_values: Sequence[float]) -> np.ndarray:
-    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1); NaN inputs stay NaN
-    and do not count towards the family size."""
-    p = np.asarray(p_values, dtype=np.float64).reshape(-1)
-    adjusted = np.full(p.shape, np.nan)
-    finite = np.flatnonzero(~np.isnan(p))
-    order = finite[np.argsort(p[finite], kind="stable")]
-    family = len(order)
-    scaled = p[order] * (family - np.arange(family))
-    adjusted[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
-    return adjusted
 
 
 def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
@@ -56,20 +41,6 @@ def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[np.nd
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: NaN is the answer
         low, high = np.nanpercentile(np.asarray(samples, dtype=np.float64), [tail, 100.0 - tail], axis=0)
     return low, high
-
-
-def paired_bootstrap_p(differences: np.ndarray) -> float:
-    """Two-sided bootstrap p-value that a paired difference is 0: (1 + count of replicates on the
-    far side of 0) / (B + 1), doubled, capped at 1; NaN replicates ignored (NaN if none is left).
-
-    The far side is the smaller tail; replicates exactly at 0 count in both tails (conservative).
-    """
-    d = np.asarray(differences, dtype=np.float64).reshape(-1)
-    d = d[~np.isnan(d)]
-    if d.size == 0:
-        return math.nan
-    far = min(int((d <= 0).sum()), int((d >= 0).sum()))
-    return min(1.0, 2.0 * (1 + far) / (d.size + 1))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -105,40 +76,75 @@ def _checked_run(run: np.ndarray, shape: tuple[int, int], worker: str, index: in
     return run
 
 
+
 def _worker_metrics(
     worker: str, runs: list[np.ndarray], labels: np.ndarray, weights_t: np.ndarray, patient_index: np.ndarray
 ) -> np.ndarray:
-    """(2, 1 + B, L) AUROC and AUPRC of one worker, each the mean over its runs (unpacks as the two).
+    """(J, 2, 1 + B, L): every run's AUROC and AUPRC per label, on the full test set (column 0) and
+    on every bootstrap replicate.
 
     Column 0 of `weights_t` weighs every patient once (the full test set), so one sort per run and
     label serves the estimate and all its replicates.
     """
-    total = np.zeros((2, weights_t.shape[1], labels.shape[1]))
+    scores = np.empty((len(runs), 2, weights_t.shape[1], labels.shape[1]))
     for index, run in enumerate(runs):
         run = _checked_run(run, labels.shape, worker, index)
         for j in range(labels.shape[1]):
-            auroc, auprc = replicate_metrics(run[:, j], labels[:, j], weights_t, patient_index)
-            total[0, :, j] += auroc
-            total[1, :, j] += auprc
-    return total / len(runs)
+            scores[index, :, :, j] = replicate_metrics(run[:, j], labels[:, j], weights_t, patient_index)
+    return scores
 
 
-def _label_pairs(
-    logits: dict[str, list[np.ndarray]], labels: np.ndarray, label_names: Sequence[str]
-) -> list[dict]:
-    """DeLong per pair and label, Holm over all of them as one family."""
-    components = {name: worker_components(runs, labels) for name, runs in logits.items()}
-    shown = ("auroc_a", "auroc_b", "difference", "z", "p")
-    rows, p_values = [], []
-    for a, b in itertools.combinations(list(logits), 2):
-        result = delong_from_components(components[a], components[b])
-        for j, label in enumerate(label_names):
-            rows.append({"a": a, "b": b, "label": label, **{key: _plain(result[key][j]) for key in shown}})
-            p_values.append(result["p"][j])
-    for row, p_holm in zip(rows, holm(p_values), strict=True):
-        row["p_holm"] = _plain(p_holm)
-        row["significant"] = bool(p_holm < ALPHA)
-    return rows
+def _shared_test_variance(replicate_differences: np.ndarray) -> float:
+    """The test set's share of the variance of a mean difference over runs, from (J, B) bootstrap
+    replicates of each run's difference: the mean covariance between different runs (>= 0).
+
+    All runs are scored on one test set, so part of its sampling error is common to every run and
+    does not average away; the part that differs between runs already shows in the runs' spread.
+    With one run nothing separates the two: the whole variance is returned.
+    """
+    finite = replicate_differences[:, np.isfinite(replicate_differences).all(axis=0)]
+    runs = finite.shape[0]
+    if finite.shape[1] < 2:
+        return math.nan
+    covariance = np.atleast_2d(np.cov(finite))
+    if runs == 1:
+        return float(covariance[0, 0])
+    off_diagonal = (covariance.sum() - np.trace(covariance)) / (runs * (runs - 1))
+    return max(float(off_diagonal), 0.0)
+
+
+def _run_summary(keys: Sequence[RunKey], values: np.ndarray) -> dict:
+    """A worker's runs (seed, fold, macro AUROC) and their mean, sd (None with one run), min and max."""
+    finite = values[np.isfinite(values)]
+    return {
+        "runs": [{"seed": seed, "fold": fold, "macro_auroc": _plain(value)}
+                 for (seed, fold), value in zip(keys, values, strict=True)],
+        "mean": _plain(finite.mean()) if len(finite) else None,
+        "sd": _plain(finite.std(ddof=1)) if len(finite) > 1 else None,
+        "min": _plain(finite.min()) if len(finite) else None,
+        "max": _plain(finite.max()) if len(finite) else None,
+    }
+
+
+def _pair_stats(names: list[str], scores: dict[str, np.ndarray], fold_ratio: float, level: float,
+                margin: float) -> tuple[list[dict], list[float]]:
+    """Every pair of workers on one metric, before multiplicity, from each worker's (J, 1 + B) scores
+    (run by run; column 0 the full test set, then the bootstrap replicates); and each pair's shared
+    test-set variance."""
+    stats, variances = [], []
+    for a, b in itertools.combinations(names, 2):
+        differences = scores[a] - scores[b]
+        test_variance = _shared_test_variance(differences[:, 1:])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a label no run could score: NaN is the answer
+            test_low, test_high = percentile_interval(np.nanmean(differences[:, 1:], axis=0), level)
+            mean_a, mean_b = float(np.nanmean(scores[a][:, 0])), float(np.nanmean(scores[b][:, 0]))
+        stats.append({"a": a, "b": b, "mean_a": mean_a, "mean_b": mean_b,
+                      **pair_statistics(differences[:, 0], test_variance, fold_ratio, level, margin),
+                      "test_low": float(test_low), "test_high": float(test_high),
+                      "differences": [_plain(value) for value in differences[:, 0]]})
+        variances.append(test_variance)
+    return stats, variances
 
 
 def compare_workers(
@@ -149,16 +155,22 @@ def compare_workers(
     resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    run_keys: Sequence[RunKey] | None = None,
+    fold_ratio: float = 0.0,
+    margin: float = DEFAULT_MARGIN,
 ) -> dict:
     """Everything the report needs, as JSON-ready plain values (None for NaN), using ONE set of
-    patient bootstrap replicates shared by all workers, so differences are paired.
+    patient bootstrap replicates shared by all workers and runs, so differences are paired.
+
+    `logits[name]` holds the worker's runs in run order: run r of every worker shares a training
+    seed and fold, `run_keys[r]` = (seed, fold or None) (default: seed r, no fold). `fold_ratio` is
+    n_validation / n_train of a fold when the runs are folds of a cross-validation (0 otherwise).
 
     Keys: resamples, level, alpha, unit ("patient"), patients, images, workers (per worker: runs,
-    macro_auroc, macro_auprc, auroc and auprc per label, each {estimate, low, high}),
-    macro_auroc_pairs (paired bootstrap on the macro AUROC, Holm over the pairs), label_pairs
-    (DeLong per label, Holm over all pairs x labels as one family) and notes. Pairs are every
-    unordered pair of worker names in the given order (a before b). 'estimate' is the metric on the
-    full test set (mean over runs), not the bootstrap mean.
+    macro_auroc, macro_auprc, auroc and auprc per label, each {estimate, low, high}: the test set's
+    sampling noise only), comparison (see harness.evaluation.comparison: the per-run spread of each
+    worker, and each pair's verdict on the macro AUROC and per label against training and test-set
+    noise together) and notes. Pairs are every unordered pair of worker names in the given order.
     """
     labels = binary_labels(labels)
     names = list(logits)
@@ -168,6 +180,13 @@ def compare_workers(
         raise ValueError(
             f"{len(label_names)} label names, {len(patient_ids)} patient ids, labels of shape {labels.shape}"
         )
+    runs = {len(logits[name]) for name in names}
+    if len(runs) != 1:
+        listed = ", ".join(f"{name}: {len(logits[name])}" for name in names)
+        raise ValueError(f"workers have different numbers of runs ({listed}): runs must pair up by seed and fold")
+    keys = list(run_keys) if run_keys is not None else [(r, None) for r in range(runs.pop())]
+    if len(keys) != len(logits[names[0]]):
+        raise ValueError(f"{len(keys)} run keys for {len(logits[names[0]])} runs")
     counts, patient_index = patient_counts(patient_ids, resamples, seed)
     # (P, 1 + B): a column of ones (the full test set), then every replicate's patient counts.
     # Integer counts are exact in float32 (sums stay far below 2**24), halving the memory traffic.
@@ -175,11 +194,12 @@ def compare_workers(
     weights_t[:, 0] = 1.0
     weights_t[:, 1:] = counts.T
     del counts
-    workers, macro_boot, macro_full = {}, {}, {}
+    workers, macro_scores, label_scores = {}, {}, {}
     for name in names:
-        auroc, auprc = _worker_metrics(name, logits[name], labels, weights_t, patient_index)
+        scores = _worker_metrics(name, logits[name], labels, weights_t, patient_index)
+        auroc, auprc = scores.mean(axis=0)  # the worker's estimate: the mean over its runs
         macro_auroc, macro_auprc = _nanmean_rows(auroc), _nanmean_rows(auprc)
-        macro_full[name], macro_boot[name] = macro_auroc[0], macro_auroc[1:]
+        macro_scores[name], label_scores[name] = _nanmean_rows(scores[:, 0]), scores[:, 0]
         workers[name] = {
             "runs": len(logits[name]),
             "macro_auroc": _interval(macro_auroc[0], macro_auroc[1:], level),
@@ -187,18 +207,22 @@ def compare_workers(
             "auroc": {lab: _interval(auroc[0, j], auroc[1:, j], level) for j, lab in enumerate(label_names)},
             "auprc": {lab: _interval(auprc[0, j], auprc[1:, j], level) for j, lab in enumerate(label_names)},
         }
-    macro_pairs: list[dict[str, Any]] = []
-    for a, b in itertools.combinations(names, 2):
-        difference = macro_boot[a] - macro_boot[b]
-        low, high = percentile_interval(difference, level)
-        macro_pairs.append({
-            "a": a, "b": b, "estimate_a": _plain(macro_full[a]), "estimate_b": _plain(macro_full[b]),
-            "difference": _plain(macro_full[a] - macro_full[b]), "low": _plain(low), "high": _plain(high),
-            "p": paired_bootstrap_p(difference),
-        })  # fmt: skip
-    for pair, p_holm in zip(macro_pairs, holm([pair["p"] for pair in macro_pairs]), strict=True):
-        pair["p"], pair["p_holm"] = _plain(pair["p"]), _plain(p_holm)
-        pair["significant"] = bool(p_holm < ALPHA)
+    macro_stats, macro_variances = _pair_stats(names, macro_scores, fold_ratio, level, margin)
+    label_stats: list[dict] = []
+    label_variances: list[float] = []
+    for j, label in enumerate(label_names):  # one family over pairs x labels: Holm sees them all at once
+        stats, variances = _pair_stats(names, {n: label_scores[n][..., j] for n in names}, fold_ratio, level, margin)
+        label_stats += [{"label": label, **row} for row in stats]
+        label_variances += variances
+    comparison = {
+        "alpha": ALPHA, "level": float(level), "margin": float(margin),
+        "fold_correction": {"folds": len({fold for _, fold in keys if fold is not None}) or 1,
+                            "ratio": _plain(fold_ratio) if fold_ratio else None},
+        "workers": {name: _run_summary(keys, macro_scores[name][:, 0]) for name in names},
+        "macro": decide(macro_stats, macro_variances, fold_ratio, level, margin),
+        "labels": decide(label_stats, label_variances, fold_ratio, level, margin),
+        "notes": comparison_notes(resamples, level, margin, fold_ratio, len(keys), len(names), len(label_names)),
+    }
     return {
         "resamples": int(resamples),
         "level": float(level),
@@ -207,49 +231,42 @@ def compare_workers(
         "patients": int(patient_index.max()) + 1,
         "images": int(len(labels)),
         "workers": workers,
-        "macro_auroc_pairs": macro_pairs,
-        "label_pairs": _label_pairs(logits, labels, label_names),
-        "notes": _notes(resamples, level, len(names), len(label_names)),
+        "comparison": comparison,
+        "notes": _notes(resamples, level),
     }
 
 
-def _notes(resamples: int, level: float, workers: int, labels: int) -> list[str]:
-    """Plain-English sentences for the report: what was resampled, which test, which families."""
-    pairs = workers * (workers - 1) // 2
+def _notes(resamples: int, level: float) -> list[str]:
+    """What the per-worker intervals are."""
     return [
-        f"Intervals are {level:.0%} percentile intervals from {resamples} bootstrap replicates that resample "
-        "patients with replacement; all images of a drawn patient are kept together, and every worker is "
-        "scored on the same replicates, so differences between workers are paired.",
-        "Each estimate is the metric on the full test set, averaged over the worker's runs (folds x seeds); "
-        "macro figures average the labels that can be scored.",
-        "The macro AUROC comparisons use the paired patient bootstrap; their p-values are Holm-adjusted "
-        f"over the {pairs} pair(s) of workers.",
-        "The per-label comparisons use DeLong's paired test, which treats images as independent and so "
-        "ignores that one patient contributes several images (it can overstate significance); their "
-        f"p-values are Holm-adjusted over all {pairs} pair(s) x {labels} labels as one family.",
-        f"A difference is called significant when its Holm-adjusted p-value is below {ALPHA}.",
+        f"Per-worker intervals are {level:.0%} percentile intervals from {resamples} bootstrap replicates that "
+        "resample the test set's patients with replacement (all images of a drawn patient kept together): they show "
+        "the test set's sampling noise only, not training noise.",
+        "Each estimate is the metric on the full test set, averaged over the worker's runs (folds x seeds); macro "
+        "figures average the labels that can be scored.",
     ]
 
 
-def paired_run_tests(run_values: dict[str, list[float]]) -> list[dict]:
-    """Is a difference larger than run-to-run noise? A paired t-test per pair of workers over their runs.
-
-    Run r of every worker used the same training seed and fold (the same starting weights and
-    batches), so run r of one worker pairs with run r of another. The bootstrap and DeLong see only
-    the test set's sampling noise; this sees training noise. p is None with fewer than 3 runs, or
-    when the differences do not vary. Holm over the pairs.
-    """
-    pairs: list[dict[str, Any]] = []
-    for a, b in itertools.combinations(list(run_values), 2):
-        differences = np.asarray(run_values[a], dtype=np.float64) - np.asarray(run_values[b], dtype=np.float64)
-        differences = differences[np.isfinite(differences)]
-        runs, mean = len(differences), float(differences.mean()) if len(differences) else math.nan
-        sd = float(differences.std(ddof=1)) if runs > 1 else math.nan
-        t = mean / (sd / math.sqrt(runs)) if runs >= 3 and sd > 0 else math.nan
-        p = float(2 * student_t.sf(abs(t), runs - 1)) if math.isfinite(t) else math.nan
-        pairs.append({"a": a, "b": b, "runs": runs, "difference": _plain(mean), "sd": _plain(sd),
-                      "t": _plain(t), "p": p})
-    for pair, p_holm in zip(pairs, holm([pair["p"] for pair in pairs]), strict=True):
-        pair["p"], pair["p_holm"] = _plain(pair["p"]), _plain(p_holm)
-        pair["significant"] = bool(p_holm < ALPHA)
-    return pairs
+def comparison_notes(resamples: int, level: float, margin: float, fold_ratio: float, runs: int, workers: int,
+                     labels: int) -> list[str]:
+    """Plain-English sentences for the report: the method behind every pair's verdict."""
+    pairs = workers * (workers - 1) // 2
+    correction = (f" With folds, training sets overlap, so 1/runs is replaced by 1/runs + {fold_ratio:.3f} "
+                  "(held-out / training images; the corrected resampled t-test of Nadeau & Bengio 2003, "
+                  "Bouckaert & Frank 2004)." if fold_ratio else "")
+    return [
+        f"The unit of replication is the training run: run r of every worker had the same seed and fold (same "
+        f"starting weights, batches and augmentation), so runs pair across workers ({runs} per worker here).",
+        "A pair's uncertainty adds the two noises: the spread of its per-run differences (training noise), divided "
+        f"by the number of runs, and the variance of the mean difference over {resamples} patient-bootstrap "
+        f"replicates of the shared test set (sampling noise, which more runs do not average away).{correction} "
+        f"The {level:.0%} interval uses Student's t with Welch-Satterthwaite degrees of freedom.",
+        f"Verdicts: *different* when the two-sided test of no difference rejects at {ALPHA} after Holm's "
+        f"correction; *equivalent* when two one-sided tests put the {level:.0%} interval inside ±{margin:g} "
+        "(--equivalence-margin; Holm-corrected too); otherwise *undetermined*. With one run per worker training "
+        "noise cannot be measured and every verdict is undetermined.",
+        f"Holm's correction runs over the {pairs} pair(s) of workers for the macro AUROC, and over all {pairs} "
+        f"pair(s) x {labels} labels as one family per label.",
+        "Not shown: noise from other data (another hospital, another split), or from settings not varied here; "
+        "a verdict holds for this dataset, architecture and recipe.",
+    ]

@@ -1,4 +1,4 @@
-"""Confidence intervals and paired tests between the workers of one run, from its saved files.
+"""Confidence intervals and the verdict on every pair of workers of one run, from its saved files.
 
 Reads every run's test logits (the same test images for every worker, fold and seed), the test
 labels and the test patients, and hands them to harness.evaluation.statistics. Used by `harness benchmark`
@@ -12,24 +12,37 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.evaluation.statistics import compare_workers, paired_run_tests
+from harness.evaluation.comparison import DEFAULT_MARGIN
+from harness.evaluation.statistics import RunKey, compare_workers
+
+
+def fold_ratio(data: dict) -> float:
+    """n_validation / n_train of a fold, averaged over the folds (0 without cross-validation): the
+    Nadeau-Bengio correction for the overlap of the folds' training sets."""
+    folds = data.get("folds") or []
+    if len(folds) < 2:
+        return 0.0
+    return float(np.mean([fold["validation"]["images"] / fold["train"]["images"] for fold in folds]))
+
+
+def _paired_runs(workers: dict) -> list[RunKey]:
+    """The (seed, fold) runs that every worker completed, in the first worker's order (an interrupted
+    run may leave the last worker with fewer)."""
+    keys = [[(run["seed"], run.get("fold")) for run in worker["runs"]] for worker in workers.values()]
+    return [key for key in keys[0] if all(key in other for other in keys[1:])]
 
 
 def compare_run(run_dir: Path, resamples: int, seed: int) -> dict:
-    """Patient-level bootstrap intervals and pairwise tests (DeLong, paired bootstrap, Holm) of a run,
-    and the paired test over runs (training noise)."""
+    """Patient-level bootstrap intervals per worker, and every pair's verdict against training and
+    test-set noise (runs paired by seed and fold; the margin is the run's --equivalence-margin)."""
     workers = json.loads((run_dir / "metrics.json").read_text())["workers"]
+    run = json.loads((run_dir / "run.json").read_text())
     labels = np.load(run_dir / "labels" / "test.npy")
     patients = np.asarray(json.loads((run_dir / "labels" / "samples.json").read_text())["test"]["patient_ids"])
-    label_names = json.loads((run_dir / "run.json").read_text())["data"]["label_names"]
-    logits = {name: [np.load(run_dir / result["logits"] / "test.npy") for result in worker["runs"]]
+    paired = _paired_runs(workers)
+    logits = {name: [np.load(run_dir / result["logits"] / "test.npy") for result in worker["runs"]
+                     if (result["seed"], result.get("fold")) in paired]
               for name, worker in workers.items()}
-    result = compare_workers(logits, labels, patients, label_names, resamples=resamples, seed=seed)
-    # Runs pair up by (seed, fold) across workers: the same start and batches for both.
-    result["run_pairs"] = paired_run_tests({name: [run["test"]["macro_auroc"] for run in worker["runs"]]
-                                            for name, worker in workers.items()})
-    if any(pair["runs"] > 1 for pair in result["run_pairs"]):
-        result["notes"].append("Against training noise: run r of every worker had the same training seed and fold "
-                               "(the same start and batches), so the runs' macro AUROCs are compared pairwise with a "
-                               "paired t-test (3 or more runs needed), Holm-adjusted over the pairs of workers.")
-    return result
+    return compare_workers(logits, labels, patients, run["data"]["label_names"], resamples=resamples, seed=seed,
+                           run_keys=paired, fold_ratio=fold_ratio(run["data"]),
+                           margin=run["config"].get("equivalence_margin", DEFAULT_MARGIN))

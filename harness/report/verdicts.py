@@ -1,9 +1,13 @@
 """Plain-English verdicts from significance.json: which differences between workers are real.
 
-Shared by the report and the command line's closing summary, so both say the same thing.
+Shared by the report and the command line's closing summary, so both say the same thing. Every
+sentence says what was compared, against which noise, and what it does not show; only a pair
+whose verdict is "different" is ever said to differ, and none is ever called "the same".
 """
 
 from __future__ import annotations
+
+from harness.evaluation.comparison import DIFFERENT, EQUIVALENT
 
 
 def _signed(value: float | None) -> str:
@@ -20,58 +24,83 @@ def _p(value: float | None) -> str:
     return "< 0.001" if value < 0.001 else f"{value:.3f}"
 
 
-def macro_verdict(pair: dict, level: float) -> str:
-    """One sentence on one pair's macro AUROC difference."""
-    head = (f"{pair['a']} vs {pair['b']}: macro AUROC {_plain(pair['estimate_a'])} vs {_plain(pair['estimate_b'])}, "
-            f"difference {_signed(pair['difference'])}")
-    if pair.get("low") is not None and pair.get("high") is not None:
-        head += f" ({level:.0%} CI {_signed(pair['low'])} to {_signed(pair['high'])})"
-    if pair["significant"]:
-        better = pair["a"] if pair["difference"] > 0 else pair["b"]
-        return f"{head}: **significant** (Holm-adjusted p {_p(pair['p_holm'])}); {better} is better."
-    return (f"{head}: not significant (Holm-adjusted p {_p(pair['p_holm'])}); "
-            "the difference is within the test set's noise.")
+def _interval(low: float | None, high: float | None, level: float) -> str:
+    return f"{level:.0%} CI {_signed(low)} to {_signed(high)}"
 
 
-def label_verdict(a: str, b: str, rows: list[dict]) -> str:
-    """One sentence on how many per-label differences of one pair are significant, and which."""
-    scored = [row for row in rows if row.get("p_holm") is not None]
-    significant = [row for row in scored if row["significant"]]
-    if not significant:
-        return f"{a} vs {b}, per label: none of the {len(scored)} label differences is significant."
-    better = lambda row: a if row["difference"] > 0 else b  # noqa: E731
-    listed = ", ".join(f"{row['label']} ({better(row)} better, {_signed(row['difference'])})" for row in significant)
-    return (f"{a} vs {b}, per label: {len(significant)} of {len(scored)} label differences are "
-            f"**significant**: {listed}.")
+def _direction(pair: dict) -> str:
+    """"b lower by 0.012" / "b higher by 0.012": how b compares with a, in words."""
+    difference = pair["difference"]
+    return f"{pair['b']} {'lower' if difference > 0 else 'higher'} by {abs(difference):.3f}"
 
 
-def run_verdict(pair: dict) -> str:
-    """One sentence on whether a pair's macro AUROC difference exceeds run-to-run (training) noise."""
-    head = (f"{pair['a']} vs {pair['b']} over {pair['runs']} paired runs (same seed and fold): mean difference "
-            f"{_signed(pair['difference'])}, sd {_plain(pair['sd'])}")
-    if pair.get("p_holm") is None:
-        return f"{head}: too few runs to test against training noise (3 or more needed)."
-    if pair["significant"]:
-        return f"{head}: **larger than run-to-run noise** (paired t-test, Holm-adjusted p {_p(pair['p_holm'])})."
-    return f"{head}: within run-to-run noise (paired t-test, Holm-adjusted p {_p(pair['p_holm'])})."
+def _noise(pair: dict) -> str:
+    return (f"run-to-run sd of the difference {_plain(pair.get('run_sd'))}, shared test-set sd "
+            f"{_plain(pair.get('test_sd'))}")
+
+
+def pair_verdict(pair: dict, level: float, margin: float, metric: str = "macro AUROC") -> str:
+    """One sentence on one pair of workers: the means, the difference, its interval, the verdict."""
+    head = (f"{pair['a']} vs {pair['b']}, {metric} over {pair['runs']} paired run{'s' if pair['runs'] != 1 else ''}: "
+            f"{_plain(pair.get('mean_a'))} vs {_plain(pair.get('mean_b'))}")
+    if pair.get("difference") is None:
+        return f"{head}: cannot be compared (a label with one class in the test set)."
+    if pair["runs"] < 2:
+        return (f"{head}, difference {_signed(pair['difference'])}: **undetermined**. One run per worker cannot "
+                "separate the framework from training noise: the interval "
+                f"{_signed(pair.get('test_low'))} to {_signed(pair.get('test_high'))} covers only the test set's "
+                "sampling noise, and another training seed can move one framework's AUROC by more than that. "
+                "Run at least 3 seeds (--seeds 0,1,2); the spread they show says how many more are needed.")
+    interval = _interval(pair.get("low"), pair.get("high"), level)
+    if pair["verdict"] == DIFFERENT:
+        return (f"{head}: **different**: {_direction(pair)} ({interval}), more than training and test-set noise "
+                f"together produce (Holm-adjusted p {_p(pair.get('p_holm'))}; {_noise(pair)}).")
+    if pair["verdict"] == EQUIVALENT:
+        detectable = (" The difference itself exceeds the noise (Holm-adjusted p "
+                      f"{_p(pair.get('p_holm'))}) but is smaller than the margin."
+                      if pair.get("p_holm") is not None and pair["p_holm"] < 0.05 else "")
+        return (f"{head}: **equivalent within ±{margin:g}**: difference {_signed(pair['difference'])} ({interval}, "
+                f"inside the margin; {_noise(pair)}).{detectable}")
+    needed = pair.get("runs_needed_note") or ""
+    if pair.get("p") is not None and pair["p"] < 0.05:  # beyond noise for this pair alone, not after Holm
+        within = (f"({interval} for this pair alone) is not beyond training and test-set noise once every comparison "
+                  f"is corrected for (Holm-adjusted p {_p(pair.get('p_holm'))}; {_noise(pair)})")
+    else:
+        within = f"({interval}) is within training and test-set noise ({_noise(pair)})"
+    return (f"{head}: **undetermined**: difference {_signed(pair['difference'])} {within}, nor does its interval "
+            f"lie inside ±{margin:g} (equivalence); this does not show the two are the same"
+            + (f". To settle it: {needed}." if needed else "."))
+
+
+def label_summary(a: str, b: str, rows: list[dict], level: float, margin: float) -> str:
+    """One sentence per pair of workers on its per-label verdicts: how many of each, and which differ."""
+    scored = [row for row in rows if row.get("difference") is not None]
+    head = f"{a} vs {b}, per label ({len(scored)} labels, Holm over every pair x label)"
+    if scored and max(row["runs"] for row in scored) < 2:
+        return (f"{head}: all **undetermined**: one run per worker cannot separate the framework from training "
+                "noise for any label.")
+    different = [row for row in scored if row["verdict"] == DIFFERENT]
+    equivalent = sum(row["verdict"] == EQUIVALENT for row in scored)
+    undetermined = len(scored) - len(different) - equivalent
+    listed = "; ".join(f"{row['label']}: {_direction(row)} ({_interval(row.get('low'), row.get('high'), level)})"
+                       for row in different)
+    return (f"{head}: " + (f"{len(different)} **different** ({listed})" if listed else "none different")
+            + f", {equivalent} equivalent within ±{margin:g}, {undetermined} undetermined.")
+
+
+def comparison_lines(significance: dict) -> list[str]:
+    """Every pair's macro AUROC verdict, then each pair's per-label summary."""
+    comparison = significance.get("comparison")
+    if not comparison:
+        return ["These results predate the verdicts against training noise: `harness report RUN_DIR` recomputes them."]
+    level, margin = comparison["level"], comparison["margin"]
+    lines = [pair_verdict(pair, level, margin) for pair in comparison["macro"]]
+    pairs: dict[tuple[str, str], list[dict]] = {}
+    for row in comparison["labels"]:
+        pairs.setdefault((row["a"], row["b"]), []).append(row)
+    return lines + [label_summary(a, b, rows, level, margin) for (a, b), rows in pairs.items()]
 
 
 def verdicts(significance: dict) -> list[str]:
-    """Every pair's macro verdict, then per-label verdicts, then the verdicts against training noise.
-
-    With one run per worker the tests see only the test set's sampling noise, and the last line says so.
-    """
-    level = significance.get("level", 0.95)
-    lines = [macro_verdict(pair, level) for pair in significance.get("macro_auroc_pairs", [])]
-    pairs: dict[tuple[str, str], list[dict]] = {}
-    for row in significance.get("label_pairs", []):
-        pairs.setdefault((row["a"], row["b"]), []).append(row)
-    lines += [label_verdict(a, b, rows) for (a, b), rows in pairs.items()]
-    run_pairs = significance.get("run_pairs", [])
-    if run_pairs and min(pair["runs"] for pair in run_pairs) > 1:
-        lines += [run_verdict(pair) for pair in run_pairs]
-    elif lines:
-        lines.append("Caution: one run per worker, so these tests cover the test set's sampling noise only, not "
-                     "training noise (another seed can move a worker's AUROC by several hundredths); "
-                     "use --seeds (and --folds) to measure it.")
-    return lines
+    """The lines the command line prints at the end of a run: the same as the report's."""
+    return comparison_lines(significance)
