@@ -24,6 +24,7 @@ from harness.models.weights.start import starting_weights
 from harness.records import provenance
 from harness.records.run_directory import RunDirectory
 from harness.report.assembly import write_report
+from harness.report.beyond_auroc import beyond_auroc
 from harness.report.significance import compare_run
 from harness.runtime.base import Runtime
 from harness.runtime.registry import WorkerSpec
@@ -219,6 +220,8 @@ def _run(config: BenchmarkConfig, workers: list[WorkerSpec], runtime: Runtime, s
                     results[name] = combine_runs(run_results[name])
                     run.write_metrics({"workers": results})
             check_same_batches(run_results)
+        if results:  # every worker has run: churn between them and time to one target, beside their results
+            run.write_metrics({"workers": results, **beyond_auroc(run.path, results)})
         if config.bootstrap and results:
             run.write_significance(compare_run(run.path, config.bootstrap, config.seed))
         record["status"] = "completed"

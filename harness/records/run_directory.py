@@ -5,7 +5,8 @@
     epochs/<worker>/<run>.csv   the same rows, one file per worker and run (fold, seed), like Keras's CSVLogger
     labels/         indices, labels, sample and patient ids of each part of the split
     logits/<worker>/[seed<s>/][fold<k>/]validation_epoch_NNN.npy, test.npy   (seed and fold folders with several)
-    metrics.json    all metrics, computed by harness.evaluation.metrics from the saved logits
+    metrics.json    all metrics, computed by harness.evaluation.metrics from the saved logits; beside "workers",
+                    "churn" and "time_to_target" (harness.evaluation.agreement, .time_to_target)
     significance.json   confidence intervals and paired tests between workers (harness.evaluation.statistics)
     report.md, report.html, plots/   the report, rebuilt from the files above by `harness report`
     workers/<worker>.log   the worker process's output

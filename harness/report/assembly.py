@@ -14,6 +14,7 @@ import numpy as np
 from harness.evaluation.metrics import best_f1_thresholds, evaluate
 from harness.evaluation.run_summary import combine_runs
 from harness.records.run_directory import RunDirectory
+from harness.report.beyond_auroc import beyond_auroc, beyond_auroc_lines
 from harness.report.figures import write_figures
 from harness.report.html import render_html
 from harness.report.parity_tables import parity_lines
@@ -120,6 +121,7 @@ def render_report(run_dir: Path, figures: list[tuple[str, str, str]] | None = No
             lines += ["## Which differences are real", ""] + significance_lines(significance)
         for title, path, caption in figures or []:
             lines += [f"### {title}", "", f"![{title}]({path})", "", caption, ""]
+        lines += beyond_auroc_lines(run_dir)  # after the figures, which are subsections of the one above
         lines += ["## AUROC per label", ""] + per_label_table(metrics, run["data"]["label_names"], significance)
         if significance and len(metrics) > 1:
             lines += ["## Per-label tests (DeLong)", ""] + delong_table(significance)
@@ -156,7 +158,8 @@ def rescore_run(run_dir: Path, run: dict, labels: np.ndarray, label_names: tuple
 
 
 def rescore(run_dir: Path, bootstrap: int = 1000) -> list[str]:
-    """Recompute metrics.json (and significance.json) from the saved logits; returns the workers rescored."""
+    """Recompute metrics.json (and significance.json) from the saved logits and epoch records; returns the
+    workers rescored."""
     directory = RunDirectory(run_dir)
     metrics_path = run_dir / "metrics.json"
     if not metrics_path.exists():
@@ -169,6 +172,7 @@ def rescore(run_dir: Path, bootstrap: int = 1000) -> list[str]:
         for run in result["runs"]:
             run["test"] = rescore_run(run_dir, run, labels, label_names)
         saved["workers"][name] = combine_runs(result["runs"])
+    saved.update(beyond_auroc(run_dir, saved["workers"]))  # churn and time to target, old run directories too
     directory.write_metrics(saved)
     if bootstrap:
         directory.write_significance(compare_run(run_dir, bootstrap, record["config"]["seed"]))
