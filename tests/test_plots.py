@@ -220,6 +220,7 @@ REPORT = """# Run <x> & co
 | keras | **0.861** | 1,234 | - | a & b |
 | pytorch | 0.862 ± 0.010 | n/a | significant (p = 0.01) | |
 | tensorflow | 0.850 [0.84, 0.86] | 25,000 images | not significant | |
+| jax | 0.849 | 1 | different (keras higher) | not different |
 
 ![Figure 1: AUROC per label](plots/auroc.png)
 
@@ -264,10 +265,12 @@ def test_render_html_renders_pipe_tables_and_right_aligns_numeric_cells(report_d
     assert "<td>-</td>" in page  # a dash in a column of words stays left-aligned
 
 
-def test_render_html_highlights_significant_but_not_not_significant_cells(report_dir):
+def test_render_html_highlights_significant_and_different_but_not_not_significant_cells(report_dir):
     page = render_html(REPORT, report_dir, "run")
     assert '<td class="significant">significant (p = 0.01)</td>' in page
     assert "<td>not significant</td>" in page
+    assert '<td class="significant">different (keras higher)</td>' in page  # the comparison's verdict
+    assert "<td>not different</td>" in page
 
 
 def test_render_html_escapes_angle_brackets_and_ampersands_exactly_once(report_dir):
