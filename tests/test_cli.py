@@ -37,9 +37,10 @@ def test_benchmark_writes_every_result_file(tmp_path):
     assert "## Training decisions" in report and "| null | seed 0 | 2 | 1 (0.6931) | no | none |" in report
     assert (run / "epochs" / "null" / "run.csv").read_text() == (run / "epochs.csv").read_text()
     html = (run / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 4 and 'src="plots/' not in html
+    assert html.count("data:image/png;base64,") == 5 and 'src="plots/' not in html
     assert {path.name for path in (run / "plots").iterdir()} == {
-        "per_label_auroc.png", "roc_curves.png", "learning_curves.png", "throughput.png"}
+        "per_label_auroc.png", "roc_curves.png", "learning_curves.png", "paired_runs.png", "throughput.png"}
+    assert "### Every run, paired across workers" in report  # one worker: no comparison, with the other figures
 
     # `harness report` rescores the saved logits and rebuilds the same report.
     (run / "report.md").unlink()

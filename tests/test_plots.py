@@ -146,6 +146,63 @@ def test_per_label_chart_names_the_worker_whose_values_do_not_match_the_labels()
         plots.per_label_auroc_chart(["Effusion", "Hernia"], {"keras": {"estimate": [0.7]}})
 
 
+def paired_runs(workers: list[str], seeds: list[int], folds: list[int | None]) -> dict[str, list[dict]]:
+    """Every worker's runs, seeds x folds, in run order, with a worker offset and a run-to-run spread."""
+    rng = np.random.default_rng(4)
+    return {name: [{"seed": seed, "fold": fold, "macro_auroc": float(0.8 + 0.01 * w + rng.normal(0, 0.01))}
+                   for seed in seeds for fold in folds]
+            for w, name in enumerate(workers)}
+
+
+def test_paired_runs_chart_is_an_1100_by_460_png_with_one_run_several_runs_folds_and_gaps():
+    one = paired_runs(THREE_WORKERS, [0], [None])
+    several = paired_runs(THREE_WORKERS, [0, 1, 2], [None])
+    folds = paired_runs(["keras", "pytorch"], [0, 1], [1, 2, 3])
+    folds["pytorch"][1]["macro_auroc"] = None  # a run that could not be scored: its line breaks there
+    folds["keras"][4]["macro_auroc"] = float("nan")
+    alone = {"null": [{"seed": 0, "fold": None, "macro_auroc": 0.5}]}  # one worker, one run, a flat axis
+    unscored = {"keras": [{"seed": 0, "fold": None, "macro_auroc": None}], "pytorch": []}
+    for runs in (one, several, folds, alone, unscored):
+        assert png_size(plots.paired_runs_chart(runs)) == (1100, 460)
+
+
+def test_paired_runs_chart_gives_identical_png_bytes_for_identical_runs_and_others_when_one_run_moves():
+    runs = paired_runs(THREE_WORKERS, [0, 1, 2], [None])
+    first = plots.paired_runs_chart(runs, plots.worker_colors(THREE_WORKERS))
+    assert plots.paired_runs_chart(runs, plots.worker_colors(THREE_WORKERS)) == first
+    assert b"Software" not in first
+    runs["pytorch"][2]["macro_auroc"] += 0.005
+    assert plots.paired_runs_chart(runs, plots.worker_colors(THREE_WORKERS)) != first
+
+
+def test_runs_pair_across_workers_by_seed_and_fold_not_by_their_place_in_the_list():
+    runs = paired_runs(["keras", "pytorch"], [0, 1], [1, 2])
+    keras = [run["macro_auroc"] for run in runs["keras"]]
+    pytorch = [run["macro_auroc"] for run in runs["pytorch"]]
+    runs["pytorch"].reverse()
+    del runs["pytorch"][0]  # seed 1, fold 2 missing in pytorch
+    values = plots.paired_run_values(runs)
+    assert list(values) == [("0", "1"), ("0", "2"), ("1", "1"), ("1", "2")]  # seed and fold, in keras's run order
+    assert [row[0] for row in values.values()] == keras
+    assert [row[1] for row in values.values()][:3] == pytorch[:3] and np.isnan(values[("1", "2")][1])
+    assert [plots._run_name(key) for key in values][:2] == ["seed 0, fold 1", "seed 0, fold 2"]
+    assert list(plots.paired_run_values(paired_runs(["keras"], [0, 1], [None]))) == [("0", ""), ("1", "")]
+    assert plots._run_name(("1", "")) == "seed 1"
+
+
+def test_paired_runs_chart_names_the_worker_with_two_runs_of_one_seed_and_fold():
+    runs = {"keras": [{"seed": 0, "fold": 2, "macro_auroc": 0.8}, {"seed": 0, "fold": 2, "macro_auroc": 0.81}]}
+    with pytest.raises(ValueError, match=r"worker 'keras' has two runs of seed 0, fold 2; runs pair across workers"):
+        plots.paired_runs_chart(runs)
+    with pytest.raises(ValueError, match="no workers to plot"):
+        plots.paired_runs_chart({})
+
+
+def test_run_names_are_stacked_apart_but_never_below_their_dot():
+    assert plots._stacked([0.80, 0.801, 0.7, 0.8005], 0.01) == pytest.approx([0.80, 0.82, 0.7, 0.81])
+    assert plots._stacked([], 0.01) == []
+
+
 @pytest.fixture
 def report_dir(tmp_path):
     (tmp_path / "plots").mkdir()
@@ -163,6 +220,7 @@ REPORT = """# Run <x> & co
 | keras | **0.861** | 1,234 | - | a & b |
 | pytorch | 0.862 ± 0.010 | n/a | significant (p = 0.01) | |
 | tensorflow | 0.850 [0.84, 0.86] | 25,000 images | not significant | |
+| jax | 0.849 | 1 | different (keras higher) | not different |
 
 ![Figure 1: AUROC per label](plots/auroc.png)
 
@@ -207,10 +265,12 @@ def test_render_html_renders_pipe_tables_and_right_aligns_numeric_cells(report_d
     assert "<td>-</td>" in page  # a dash in a column of words stays left-aligned
 
 
-def test_render_html_highlights_significant_but_not_not_significant_cells(report_dir):
+def test_render_html_highlights_significant_and_different_but_not_not_significant_cells(report_dir):
     page = render_html(REPORT, report_dir, "run")
     assert '<td class="significant">significant (p = 0.01)</td>' in page
     assert "<td>not significant</td>" in page
+    assert '<td class="significant">different (keras higher)</td>' in page  # the comparison's verdict
+    assert "<td>not different</td>" in page
 
 
 def test_render_html_escapes_angle_brackets_and_ampersands_exactly_once(report_dir):

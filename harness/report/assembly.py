@@ -1,7 +1,7 @@
 """The report, built only from what a run saved: report.md, a self-contained report.html, plots/.
 
 `harness report RUN_DIR` rescores every run's saved logits with harness.evaluation.metrics, recomputes the
-intervals and paired tests, and rebuilds the report, without retraining.
+intervals and the comparison over paired runs, and rebuilds the report, without retraining.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from harness.evaluation.metrics import best_f1_thresholds, evaluate
 from harness.evaluation.run_summary import combine_runs
 from harness.records.run_directory import RunDirectory
 from harness.report.beyond_auroc import beyond_auroc, beyond_auroc_lines
-from harness.report.figures import write_figures
+from harness.report.figures import PAIRED_RUNS, write_figures
 from harness.report.html import render_html
 from harness.report.parity_tables import parity_lines
 from harness.report.sections import (
     accuracy_table,
-    delong_table,
+    differences_section,
     efficiency_table,
     epochs_table,
     frameworks_line,
@@ -28,7 +28,6 @@ from harness.report.sections import (
     provenance_lines,
     runs_table,
     schedule_lines,
-    significance_lines,
 )
 from harness.report.significance import compare_run
 
@@ -117,14 +116,15 @@ def render_report(run_dir: Path, figures: list[tuple[str, str, str]] | None = No
         lines += ["**Table 2: efficiency** (median over epochs and runs, range in brackets; throughput leaves out "
                   "each epoch's first step, shown as warm-up).", ""]
         lines += efficiency_table(metrics)
-        if significance and len(metrics) > 1:
-            lines += ["## Which differences are real", ""] + significance_lines(significance)
-        for title, path, caption in figures or []:
+        figures = list(figures or [])
+        if significance and len(metrics) > 1:  # the figure of every run goes with the comparison it shows
+            paired = next((figure for figure in figures if figure[1] == PAIRED_RUNS), None)
+            figures = [figure for figure in figures if figure is not paired]
+            lines += ["## Which differences are real", ""] + differences_section(significance, paired)
+        for title, path, caption in figures:
             lines += [f"### {title}", "", f"![{title}]({path})", "", caption, ""]
         lines += beyond_auroc_lines(run_dir)  # after the figures, which are subsections of the one above
         lines += ["## AUROC per label", ""] + per_label_table(metrics, run["data"]["label_names"], significance)
-        if significance and len(metrics) > 1:
-            lines += ["## Per-label tests (DeLong)", ""] + delong_table(significance)
         per_run = runs_table(metrics)
         if per_run:
             lines += ["## Runs", "", "Test metrics of each run (the means and standard deviations above are taken "

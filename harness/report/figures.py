@@ -12,6 +12,8 @@ from harness.evaluation.metrics import roc_points
 from harness.records.run_directory import RunDirectory
 from harness.report import plots
 
+PAIRED_RUNS = "plots/paired_runs.png"  # placed in the report's section on differences, the others together
+
 
 def _per_label(metrics: dict, significance: dict | None, label_names: list[str]) -> dict:
     """Per worker: test AUROC per label then the macro mean, with the bootstrap interval where known."""
@@ -73,6 +75,13 @@ def _throughput(metrics: dict) -> dict:
     return bars
 
 
+def _paired_runs(metrics: dict) -> dict[str, list[dict]]:
+    """Per worker: each run's seed, fold and test macro AUROC, the runs in the order they ran."""
+    return {name: [{"seed": run["seed"], "fold": run.get("fold"), "macro_auroc": run["test"]["macro_auroc"]}
+                   for run in result["runs"]]
+            for name, result in metrics.items()}
+
+
 def write_figures(run_dir: Path) -> list[tuple[str, str, str]]:
     """Draw every figure the saved files allow into run_dir/plots; returns (title, path, caption) each."""
     directory = RunDirectory(run_dir)
@@ -85,6 +94,7 @@ def write_figures(run_dir: Path) -> list[tuple[str, str, str]]:
     label_names = directory.read_run()["data"]["label_names"]
     significance = directory.read_significance()
     several = any(len(result["runs"]) > 1 for result in metrics.values())
+    folds = any(run.get("fold") for result in metrics.values() for run in result["runs"])
     interval = "95% patient-bootstrap interval" if significance else "no interval (--bootstrap 0)"
     colors = plots.worker_colors(list(metrics))  # one colour per worker in every figure
     figures = [
@@ -98,6 +108,12 @@ def write_figures(run_dir: Path) -> list[tuple[str, str, str]]:
          plots.learning_curves(_learning_rows(directory.read_epochs(), metrics), colors),
          "Per epoch, from epochs.csv; stars: the checkpoint kept for the test set; "
          "triangles: learning-rate reductions."),
+        ("Every run, paired across workers", PAIRED_RUNS.removeprefix("plots/"),
+         plots.paired_runs_chart(_paired_runs(metrics), colors),
+         "Dots: each run's test macro AUROC, on the same test images; bars: each worker's mean. The spread of a "
+         f"column is training noise ({'another seed or fold' if folds else 'the same data, another seed'}); a grey "
+         f"line joins the runs that share a seed{' and fold' if folds else ''} in every worker, and its slope is "
+         "one paired difference."),
         ("Throughput", "throughput.png", plots.throughput_bars(_throughput(metrics), colors),
          "Images per second, median over epochs and runs; whiskers: range. "
          "Worker compute excludes the data path and transport."),

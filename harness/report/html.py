@@ -27,6 +27,8 @@ NUMBER_CELL = re.compile(
 # Stand-ins for a missing number: right-aligned only in columns of numbers.
 PLACEHOLDER_CELL = re.compile(r"^(?:n/a|-|—|–)$", re.IGNORECASE)
 SIGNIFICANT = re.compile(r"(?<!not )(?<!non-)(?<!in)\bsignificant\b", re.IGNORECASE)
+# A verdict cell of the comparison that claims a difference: "different (keras higher)".
+DIFFERENT = re.compile(r"^different\b", re.IGNORECASE)
 
 CSS = """
 :root { color-scheme: light; --ink: #1d2126; --muted: #5b6570; --line: #d9dee3; --zebra: #f6f8fa;
@@ -138,7 +140,7 @@ class _PageTreeprocessor(Treeprocessor):
 
     @staticmethod
     def _classify(table: etree.Element) -> None:
-        """Right-align numbers (and n/a in columns of numbers); mark "significant" cells."""
+        """Right-align numbers (and n/a in columns of numbers); mark "significant" and "different" cells."""
         rows = [list(row) for row in table.iter("tr")]
         kinds: dict[etree.Element, str] = {}
         columns: dict[int, set[str]] = {}
@@ -151,7 +153,7 @@ class _PageTreeprocessor(Treeprocessor):
                     else "text" if text else "empty"
                 kinds[cell] = kind
                 columns.setdefault(column, set()).add(kind)
-                if SIGNIFICANT.search(text):
+                if SIGNIFICANT.search(text) or DIFFERENT.match(text):
                     cell.set("class", "significant")
         numeric = {column for column, seen in columns.items() if "number" in seen and "text" not in seen}
         for row in rows:

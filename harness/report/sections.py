@@ -1,14 +1,15 @@
 """The report's sections as Markdown lines, each built only from what a run saved.
 
 run.json (config, data, provenance, workers), metrics.json (per worker: mean over runs, every
-run), significance.json (intervals and paired tests) and epochs.csv.
+run), significance.json (intervals, and the comparison over paired runs) and epochs.csv.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
-from harness.report.verdicts import verdicts
+from harness.report.verdicts import comparison_lines
 
 MIB = 1024 * 1024
 
@@ -113,26 +114,77 @@ def efficiency_table(metrics: dict) -> list[str]:
                   "size MiB neutral / native"], rows) + note + ([""] if note else [])
 
 
-def significance_lines(significance: dict) -> list[str]:
-    """The verdicts in words, then how they were computed."""
-    lines = [f"- {line}" for line in verdicts(significance)] + [""]
-    return lines + ["How this was computed:", ""] + [f"- {note}" for note in significance.get("notes", [])] + [""]
+def _signed(value) -> str:
+    return "n/a" if value is None else f"{float(value):+.3f}"
 
 
-def delong_table(significance: dict) -> list[str]:
-    """Every per-label DeLong test (a label with too few positives to test says so)."""
-    def verdict(row: dict) -> str:
-        if row.get("p_holm") is None:
-            return "not testable"
-        return "significant" if row["significant"] else "not significant"
+def training_noise_lines(comparison: dict) -> list[str]:
+    """Each worker against itself: its runs' macro AUROC, their mean, sd and range."""
+    workers = comparison.get("workers", {})
+    if not workers:
+        return []
+    folds = (comparison.get("fold_correction") or {}).get("folds") or 1
+    data = "the same data" + (f" ({folds}-fold cross-validation: run r of every worker has the same fold)"
+                              if folds > 1 else "")
+    if max(len(entry["runs"]) for entry in workers.values()) > 1:
+        lines = [f"This spread is training noise: what a framework does against itself with {data} and different "
+                 "training seeds (starting weights, batch order, augmentation), every run scored on the same test "
+                 "images.", ""]
+    else:
+        lines = [f"One run per worker, so training noise, what a framework does against itself with {data} and "
+                 "another training seed, was not measured; `--seeds 0,1,2` measures it.", ""]
+    rows = []
+    for name, entry in workers.items():
+        count = len(entry["runs"])
+        spread = number(entry.get("min")) if count < 2 else f"{number(entry.get('min'))}–{number(entry.get('max'))}"
+        rows.append([name, str(count), number(entry.get("mean")), number(entry.get("sd")), spread])
+    return lines + table(["worker", "runs", "mean macro AUROC", "sd over runs", "min–max"], rows)
 
-    rows = [[row["label"], f"{row['a']} vs {row['b']}", number(row["auroc_a"]), number(row["auroc_b"]),
-             number(row["difference"]), number(row["z"], 2), number(row["p"], 4), number(row["p_holm"], 4),
-             verdict(row)]
-            for row in significance.get("label_pairs", [])]
+
+def _label_verdict(row: dict) -> str:
+    """The verdict word; a difference names the worker with the higher AUROC."""
+    if row.get("verdict") == "different" and row.get("difference") is not None:
+        return f"different ({row['a'] if row['difference'] > 0 else row['b']} higher)"
+    return str(row.get("verdict") or "n/a")
+
+
+def label_comparison_table(comparison: dict) -> list[str]:
+    """Every pair x label: the mean difference over paired runs, its interval and the verdict; by label."""
+    rows = comparison.get("labels", [])
     if not rows:
         return []
-    return table(["label", "pair", "AUROC a", "AUROC b", "difference", "z", "p", "p (Holm)", "verdict"], rows)
+    order = {label: index for index, label in enumerate(dict.fromkeys(row["label"] for row in rows))}
+    level = comparison.get("level", 0.95)
+    body = [[row["label"], f"{row['a']} vs {row['b']}", _signed(row.get("difference")),
+             "n/a" if row.get("low") is None or row.get("high") is None
+             else f"{_signed(row['low'])} to {_signed(row['high'])}", _label_verdict(row)]
+            for row in sorted(rows, key=lambda row: order[row["label"]])]
+    return table(["label", "pair", "mean difference (a − b)", f"{level:.0%} interval", "verdict"], body)
+
+
+def differences_section(significance: dict, figure: tuple[str, str, str] | None = None,
+                        sentences: Callable[[dict], list[str]] | None = None) -> list[str]:
+    """The section on which differences are real: training noise (table, then `figure`, every run), each
+    pair's verdict in words (`sentences`, by default comparison_lines), the per-label table, how it was
+    computed. Words that claim a difference come only from `sentences` and from "different" verdicts."""
+    comparison = significance.get("comparison")
+    notes = [f"- {note}" for note in (comparison or {}).get("notes", []) + significance.get("notes", [])]
+    computed = ["### How this was computed", ""] + notes + [""] if notes else []
+    if not comparison:
+        return ["significance.json has no comparison over paired runs (an older harness wrote it); "
+                "`harness report RUN_DIR` recomputes it.", ""] + computed
+    lines = ["### Training noise: each worker against itself", ""] + training_noise_lines(comparison)
+    if figure:
+        title, path, caption = figure
+        lines += [f"![{title}]({path})", "", caption, ""]
+    verdicts = (sentences or comparison_lines)(significance)
+    if verdicts:
+        lines += ["### Between workers: the mean difference over paired runs", ""]
+        lines += [f"- {line}" for line in verdicts] + [""]
+    per_label = label_comparison_table(comparison)
+    if per_label:
+        lines += ["### Per label", ""] + per_label
+    return lines + computed
 
 
 def per_label_table(metrics: dict, label_names: list[str], significance: dict | None) -> list[str]:
