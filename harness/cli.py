@@ -37,12 +37,13 @@ def _print_summary(run_dir: Path) -> None:
         verdict = "passed" if parity["passed"] else "FAILED (see the report's parity section)"
         print(f"parity of {', '.join(c['worker'] for c in parity['counts'])}: {verdict}")
     for name, result in json.loads(metrics_path.read_text())["workers"].items():
-        test = result["test"]
+        test, runs = result["test"], [run["test"]["macro_auroc"] for run in result["runs"]]
         auroc = "n/a" if test["macro_auroc"] is None else f"{test['macro_auroc']:.4f}"
-        runs = len(result["runs"])
+        finite = [value for value in runs if value is not None]
+        spread = (f" ± {result['test_std']['macro_auroc']:.4f} over {len(runs)} runs "
+                  f"({min(finite):.4f}–{max(finite):.4f})" if len(finite) > 1 and result.get("test_std") else "")
         seconds = result["efficiency"]["seconds_per_epoch"]["median"]
-        print(f"{name}: test macro AUROC {auroc}{f' (mean of {runs} runs)' if runs > 1 else ''} "
-              f"on {test['samples']} images, "
+        print(f"{name}: test macro AUROC {auroc}{spread} on {test['samples']} images, "
               f"{'n/a' if seconds is None else f'{seconds:.1f}'} s/epoch, "
               f"{result['parameters']['trainable']:,} trainable / "
               f"{result['parameters']['non_trainable']:,} non-trainable parameters")

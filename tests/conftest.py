@@ -20,7 +20,8 @@ from harness.training.settings import configure_request
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = REPO_ROOT / "reference"  # published figures the tests check against (reference/README.md)
 # Small and fast: enough patients for every split, images big enough for ResNet-50's strides.
-SMALL_RUN = ["--patients", "40", "--image-size", "32", "--batch-size", "8"]
+# One training run unless a test asks for more (--seeds after SMALL_RUN wins): the default is 3.
+SMALL_RUN = ["--patients", "40", "--image-size", "32", "--batch-size", "8", "--seeds", "0"]
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups

@@ -164,8 +164,8 @@ def test_the_time_to_target_section_states_the_target_and_how_it_was_chosen():
 
 def test_a_benchmark_and_a_rescored_old_run_directory_get_churn_and_time_to_target(tmp_path):
     out = tmp_path / "results"
-    result = run_harness(["benchmark", "--workers", "null", "--epochs", "2", "--seeds", "0,1", "--bootstrap", "0",
-                          "--out", str(out), *SMALL_RUN], REPO_ROOT)
+    result = run_harness(["benchmark", "--workers", "null", *SMALL_RUN, "--epochs", "2", "--seeds", "0,1",
+                          "--bootstrap", "0", "--out", str(out)], REPO_ROOT)
     assert result.returncode == 0, result.stderr
     (run,) = out.iterdir()
     images = len(np.load(run / "labels" / "test.npy"))

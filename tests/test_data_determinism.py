@@ -56,7 +56,7 @@ def test_phantom_output_is_pinned_to_the_generator_version():
     from harness.data.datasets import PHANTOM_GENERATOR_VERSION
     from harness.data.datasets.phantom import PhantomConfig, generate_phantom
 
-    data = generate_phantom(PhantomConfig(seed=3, patients=20, image_size=32))
+    data = generate_phantom(PhantomConfig(seed=3, patients=20, image_size=32, conspicuity=1.0))  # pinned at 1.0
     digest = hashlib.sha256(
         data.pixels.tobytes() + data.labels.tobytes() + data.patient_ids.tobytes() + data.boxes.tobytes()
     ).hexdigest()

@@ -111,3 +111,12 @@ def test_a_readme_without_the_markers_is_named():
         readme_with_table("# no table here\n", options_table())
     start, end = README_MARKERS
     assert readme_with_table(f"a\n{start}\nold\n{end}\nb\n", "new") == f"a\n{start}\nnew\n{end}\nb\n"
+
+
+def test_the_default_run_measures_training_noise_with_three_paired_seeds():
+    assert BenchmarkConfig().training_seeds == (0, 1, 2)
+    assert BenchmarkConfig(seed=5).training_seeds == (5, 6, 7)  # the data seed is the first training seed
+    assert BenchmarkConfig(seeds=(4,)).training_seeds == (4,)
+    assert BenchmarkConfig().to_dict()["seeds"] == [0, 1, 2] and BenchmarkConfig().equivalence_margin == 0.01
+    with pytest.raises(ValueError, match="--equivalence-margin"):
+        BenchmarkConfig(equivalence_margin=0.0)

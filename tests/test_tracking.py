@@ -14,8 +14,8 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 def test_a_benchmark_logged_to_the_local_store_reads_back_with_its_metrics(tmp_path):
     out = tmp_path / "results"
-    result = run_harness(["benchmark", "--workers", "null", "--epochs", "4", "--seeds", "0,1", "--bootstrap", "200",
-                          "--mlflow", "--out", str(out), *SMALL_RUN], REPO_ROOT)
+    result = run_harness(["benchmark", "--workers", "null", *SMALL_RUN, "--epochs", "4", "--seeds", "0,1",
+                          "--bootstrap", "200", "--mlflow", "--out", str(out)], REPO_ROOT)
     assert result.returncode == 0, result.stderr
     assert f"at sqlite:///{(out / 'mlflow.db').resolve()}" in result.stdout
     (run_dir,) = [path for path in out.iterdir() if path.is_dir() and path.name != "mlflow-artifacts"]
@@ -39,7 +39,7 @@ def test_a_benchmark_logged_to_the_local_store_reads_back_with_its_metrics(tmp_p
         history = client.get_metric_history(child.info.run_id, "validation_loss")
         assert [point.step for point in history] == [1, 2, 3, 4]
         rates = sorted(client.get_metric_history(child.info.run_id, "learning_rate"), key=lambda point: point.step)
-        assert [point.value for point in rates] == pytest.approx([1e-3, 1e-3, 1e-3, 1e-4])  # a plateau: cut after epoch 3
+        assert [point.value for point in rates] == pytest.approx([3e-4, 3e-4, 3e-4, 3e-5])  # a plateau: cut after epoch 3
         assert child.data.metrics["best_epoch"] == run["schedule"]["best_epoch"] == 1
         assert child.data.metrics["test_macro_auroc"] == 0.5
 

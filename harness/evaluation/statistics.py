@@ -260,7 +260,8 @@ def comparison_notes(resamples: int, level: float, margin: float, fold_ratio: fl
         "A pair's uncertainty adds the two noises: the spread of its per-run differences (training noise), divided "
         f"by the number of runs, and the variance of the mean difference over {resamples} patient-bootstrap "
         f"replicates of the shared test set (sampling noise, which more runs do not average away).{correction} "
-        f"The {level:.0%} interval uses Student's t with Welch-Satterthwaite degrees of freedom.",
+        f"The {level:.0%} interval uses Student's t with runs - 1 degrees of freedom (exact for the training "
+        "noise, conservative for the test set's share).",
         f"Verdicts: *different* when the two-sided test of no difference rejects at {ALPHA} after Holm's "
         f"correction; *equivalent* when two one-sided tests put the {level:.0%} interval inside ±{margin:g} "
         "(--equivalence-margin; Holm-corrected too); otherwise *undetermined*. With one run per worker training "
