@@ -7,9 +7,11 @@ Per metric (the macro AUROC, and each of the 14 labels), run r's difference is
     d_r = delta + test_sd * Z + run_sd * e_r
 
 where Z ~ N(0, 1) is the test set's sampling error shared by every run of the study (one test set),
-e_r the training noise of run r (independent over runs; normal, or heavy-tailed: Student's t with
-3 degrees of freedom scaled to unit variance, for runs that spike), and delta the true framework
-effect. The verdict receives the d_r and the shared test-set variance as the bootstrap estimates it
+e_r the training noise of run r (independent over runs, unit variance: normal; heavy-tailed,
+Student's t with 3 degrees of freedom scaled down; or measured, drawn from the standardised test
+AUROCs of 20 seeds of the default recipe on a GPU, reference/gpu_training_noise.json, which are
+left-skewed: a run whose checkpoint falls early lands far below the rest), and delta the true
+framework effect. The verdict receives the d_r and the shared test-set variance as the bootstrap estimates it
 (test_sd^2 times chi-square(999) / 999 for 1,000 replicates), and decides exactly as the harness does
 (harness.evaluation.comparison: paired_tests, Holm, verdicts).
 
@@ -19,6 +21,7 @@ yours with 3 or more seeds; each is pooled over the run's pairs of workers.
 
     .venv/bin/python -m benchmarks.verdict_calibration                    # the tables of docs/STATISTICS.md
     .venv/bin/python -m benchmarks.verdict_calibration --from results/<run> --studies 4000
+    .venv/bin/python -m benchmarks.verdict_calibration --from results/<run> --save-reference   # renew the file
 """
 
 from __future__ import annotations
@@ -35,9 +38,11 @@ from harness.evaluation.comparison import ALPHA, DEFAULT_MARGIN, DIFFERENT, EQUI
 from harness.evaluation.multiplicity import holm
 
 REFERENCE = Path(__file__).resolve().parents[1] / "reference" / "training_noise.json"
+MEASURED_SHAPE = Path(__file__).resolve().parents[1] / "reference" / "gpu_training_noise.json"
 RUNS = (3, 5, 10)
+POWER_RUNS = (3, 5, 10, 20, 30)  # beyond 10 too: what equivalence within the margin costs
 PLANTED = (0.01, 0.02, 0.05)
-NOISES = ("normal", "heavy-tailed")
+NOISES = ("normal", "heavy-tailed", "measured")
 BOOTSTRAP_REPLICATES = 1000
 
 
@@ -80,6 +85,25 @@ def noise_from_significance(significance: dict, source: str) -> Noise:
     )
 
 
+def run_source(run_dir: Path) -> str:
+    """Where a run's noise figures come from, in words: the run, its commit, its recipe and workers."""
+    run = json.loads((run_dir / "run.json").read_text())
+    config, git = run["config"], run["provenance"]["git"]
+    return (f"run {run_dir.name} (commit {(git.get('commit') or 'unknown')[:12]}): {config['dataset']}, "
+            f"{config['architecture']}, {config['image_size']} px, {config['epochs']} epochs, Adam lr "
+            f"{config['learning_rate']}, seeds {','.join(map(str, config['seeds']))}, folds {config['folds']}; "
+            f"workers {', '.join(run['workers'])}")
+
+
+def save_reference(noise: Noise, path: Path = REFERENCE) -> None:
+    """Write the pooled figures as the default noise of the simulation."""
+    path.write_text(json.dumps({
+        "source": noise.source,
+        "macro": {"run_sd": noise.macro_run_sd, "test_sd": noise.macro_test_sd},
+        "labels": {"run_sd": noise.label_run_sd.tolist(), "test_sd": noise.label_test_sd.tolist()},
+    }, indent=1) + "\n")
+
+
 def reference_noise(path: Path = REFERENCE) -> Noise:
     """The figures measured on the project's default recipe (see the file's `source`)."""
     data = json.loads(path.read_text())
@@ -87,12 +111,32 @@ def reference_noise(path: Path = REFERENCE) -> Noise:
                  np.array(data["labels"]["test_sd"]), data["source"])
 
 
+def measured_shape(path: Path = MEASURED_SHAPE) -> np.ndarray:
+    """The 20 deterministic seeds' test macro AUROCs, centred and scaled to unit variance."""
+    values = np.asarray(json.loads(path.read_text())["test_macro_auroc"]["deterministic"], dtype=np.float64)
+    return (values - values.mean()) / values.std(ddof=0)
+
+
+def old_recipe_noise(noise: Noise, path: Path = MEASURED_SHAPE) -> Noise:
+    """The same noise with the training sd of the recipe before issue 14 (Adam 1e-3, 64 px, 5 epochs,
+    conspicuity 1.0): the run-to-run sd scaled by the ratio the GPU study measured between the two
+    recipes (20 seeds each, same script, same device)."""
+    data = json.loads(path.read_text())
+    ratio = float(np.std(data["old_recipe"]["test_macro_auroc"], ddof=1)
+                  / np.std(data["test_macro_auroc"]["deterministic"], ddof=1))
+    return Noise(noise.macro_run_sd * ratio, noise.macro_test_sd, noise.label_run_sd * ratio, noise.label_test_sd,
+                 f"{noise.source}, run-to-run sd x {ratio:.2f} (the recipe before issue 14)")
+
+
 def _training_noise(rng: np.random.Generator, shape: tuple[int, ...], kind: str) -> np.ndarray:
-    """Unit-variance training noise: normal, or Student's t with 3 df (variance 3) scaled down."""
+    """Unit-variance training noise: normal; Student's t with 3 df (variance 3) scaled down; or drawn
+    from the measured seeds' standardised values (skewed, as real runs are)."""
     if kind == "normal":
         return rng.standard_normal(shape)
     if kind == "heavy-tailed":
         return rng.standard_t(3, shape) / math.sqrt(3.0)
+    if kind == "measured":
+        return rng.choice(measured_shape(), size=shape)
     raise ValueError(f"unknown noise {kind!r}")
 
 
@@ -141,15 +185,16 @@ def power_table(noise: Noise, studies: int, seed: int = 0, margin: float = DEFAU
     """Planted true macro AUROC differences: how often each is called different (right sign), and
     how often a true difference of 0 is called equivalent within the margin."""
     rows = []
-    for runs in RUNS:
+    for runs in POWER_RUNS:
         row: dict = {"runs": runs}
         for delta in PLANTED:
             verdict = simulate(np.array([noise.macro_run_sd]), np.array([noise.macro_test_sd]), runs, delta, studies,
                                "normal", seed + int(delta * 1000), margin)
             row[delta] = float((verdict == DIFFERENT).mean())
-        none = simulate(np.array([noise.macro_run_sd]), np.array([noise.macro_test_sd]), runs, 0.0, studies,
-                        "normal", seed + 7, margin)
-        row["equivalent_at_0"] = float((none == EQUIVALENT).mean())
+        for width in (margin, 2 * margin):  # the default margin, and one twice as wide
+            none = simulate(np.array([noise.macro_run_sd]), np.array([noise.macro_test_sd]), runs, 0.0, studies,
+                            "normal", seed + 7, width)
+            row[f"equivalent_at_0_within_{width:g}"] = float((none == EQUIVALENT).mean())
         rows.append(row)
     return rows
 
@@ -171,13 +216,23 @@ def print_tables(noise: Noise, studies: int, margin: float) -> None:
         print(f"| {row['noise']} | {row['runs']} | {_percent(row['macro'])} | {_percent(row['per_label'])} | "
               f"{_percent(row['any_label'])} | {_percent(row['macro_equivalent'])} |")
     print(f"\nPower: a planted true macro AUROC difference, called 'different' with the right sign; and a true "
-          f"difference of 0 called 'equivalent within ±{margin:g}' ({studies} studies per cell, normal noise):\n")
-    print("| runs per worker | " + " | ".join(f"true difference {delta}" for delta in PLANTED)
-          + f" | true difference 0: equivalent within ±{margin:g} |")
-    print("|---|" + "---|" * (len(PLANTED) + 1))
+          f"difference of 0 called 'equivalent' at the margin and at twice it ({studies} studies per cell, normal "
+          "noise):\n")
+    print_power(noise, studies, margin)
+    old = old_recipe_noise(noise)
+    print(f"\nThe same at the training noise of the recipe before issue 14 (run-to-run sd {old.macro_run_sd:.4f} "
+          "instead of {:.4f}: what the new default bought):\n".format(noise.macro_run_sd))
+    print_power(old, studies, margin)
+
+
+def print_power(noise: Noise, studies: int, margin: float) -> None:
+    widths = (margin, 2 * margin)
+    print("| runs per worker | " + " | ".join(f"true difference {delta}: different" for delta in PLANTED) + " | "
+          + " | ".join(f"true difference 0: equivalent within ±{width:g}" for width in widths) + " |")
+    print("|---|" + "---|" * (len(PLANTED) + len(widths)))
     for row in power_table(noise, studies, margin=margin):
-        print(f"| {row['runs']} | " + " | ".join(_percent(row[delta]) for delta in PLANTED)
-              + f" | {_percent(row['equivalent_at_0'])} |")
+        print(f"| {row['runs']} | " + " | ".join(_percent(row[delta]) for delta in PLANTED) + " | "
+              + " | ".join(_percent(row[f"equivalent_at_0_within_{width:g}"]) for width in widths) + " |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,10 +240,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from", dest="run_dir", type=Path, help="a run directory with 3 or more seeds per worker")
     parser.add_argument("--studies", type=int, default=4000, help="simulated studies per row (default 4000)")
     parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN, help="equivalence margin (default 0.01)")
+    parser.add_argument("--save-reference", action="store_true", help=f"with --from: write {REFERENCE.name}")
     args = parser.parse_args(argv)
     if args.run_dir:
         noise = noise_from_significance(json.loads((args.run_dir / "significance.json").read_text()),
-                                        str(args.run_dir))
+                                        run_source(args.run_dir))
+        if args.save_reference:
+            save_reference(noise)
+            print(f"wrote {REFERENCE}")
     else:
         noise = reference_noise()
     print_tables(noise, args.studies, args.margin)

@@ -182,8 +182,8 @@ def test_the_report_places_the_section_and_its_figure_between_the_headline_and_t
         "# resnet50 on phantom, seed 0", "## Headline", "## Which differences are real",
         "### Training noise: each worker against itself",
         "### Between workers: the mean difference over paired runs", "### Per label", "### How this was computed",
-        "### Test AUROC per label", "### ROC curves per label", "### Learning curves"]
-    section = report[report.index("## Which differences are real"):report.index("### Test AUROC per label")]
+        "## Agreement and time to target", "## Figures", "### Test AUROC per label"]
+    section = report[report.index("## Which differences are real"):report.index("## Agreement and time to target")]
     assert f"![Every run, paired across workers]({PAIRED_RUNS})" in section
     assert report.count(PAIRED_RUNS) == 1  # placed in the section only
     assert "| twin | 3 | 0.500 | 0.006 | 0.500–0.500 |" in section

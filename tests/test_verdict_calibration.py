@@ -55,13 +55,14 @@ def test_the_old_welch_satterthwaite_df_would_fail_the_a_a_check(noise, monkeypa
             return se, np.where(training == 0.0, np.inf, se**4 / (training**2 / (runs - 1.0)))
 
     monkeypatch.setattr(comparison, "_se_df", satterthwaite)
-    verdict = simulate(np.array([0.02]), np.array([0.02]), 3, 0.0, STUDIES, "normal", seed=1)
+    verdict = simulate(np.array([0.03]), np.array([0.005]), 3, 0.0, STUDIES, "normal", seed=1)
     assert (verdict == "different").mean() > 0.05 + TOLERANCE
 
 
 def test_planted_differences_are_found_more_often_with_more_runs(noise):
     rows = power_table(noise, 1000)
     large = [row[0.05] for row in rows]
+    assert [row["runs"] for row in rows] == [3, 5, 10, 20, 30]
     assert large == sorted(large) and large[-1] > 0.5
 
 

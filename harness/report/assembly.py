@@ -121,9 +121,11 @@ def render_report(run_dir: Path, figures: list[tuple[str, str, str]] | None = No
             paired = next((figure for figure in figures if figure[1] == PAIRED_RUNS), None)
             figures = [figure for figure in figures if figure is not paired]
             lines += ["## Which differences are real", ""] + differences_section(significance, paired)
+        lines += beyond_auroc_lines(run_dir)
+        if figures:
+            lines += ["## Figures", ""]
         for title, path, caption in figures:
             lines += [f"### {title}", "", f"![{title}]({path})", "", caption, ""]
-        lines += beyond_auroc_lines(run_dir)  # after the figures, which are subsections of the one above
         lines += ["## AUROC per label", ""] + per_label_table(metrics, run["data"]["label_names"], significance)
         per_run = runs_table(metrics)
         if per_run:
