@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+
 import numpy as np
 
 from conftest import REPO_ROOT, SMALL_RUN, run_harness
@@ -128,6 +130,10 @@ def test_folds_are_logged_saved_and_rescored_per_fold(tmp_path):
     assert (run / "logits" / "null" / "fold2" / "test.npy").exists()
     saved = json.loads((run / "metrics.json").read_text())["workers"]["null"]
     assert [run["fold"] for run in saved["runs"]] == [1, 2] and saved["test_std"]["macro_auroc"] == 0.0
+    folds = json.loads((run / "run.json").read_text())["data"]["folds"]
+    correction = json.loads((run / "significance.json").read_text())["comparison"]["fold_correction"]
+    assert correction == {"folds": 2, "ratio": pytest.approx(sum(f["validation"]["images"] / f["train"]["images"]
+                                                                 for f in folds) / 2)}
 
     tampered = json.loads((run / "metrics.json").read_text())
     tampered["workers"]["null"]["runs"][1]["test"]["macro_auroc"] = 0.99

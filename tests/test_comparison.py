@@ -64,6 +64,26 @@ def test_folds_apply_the_nadeau_bengio_correction_known_answer():
     assert plain["p"] == pytest.approx(2 * stats.t.sf(6.0, 8), rel=1e-9) and plain["p"] < corrected["p"] / 50
 
 
+def test_three_seeds_by_three_folds_through_compare_workers_use_the_corrected_variance():
+    # --seeds 0,1,2 --folds 3: nine runs per worker keyed (seed, fold); the pair's se must be
+    # sqrt((1/9 + ratio) s^2 + v_test) with 8 degrees of freedom.
+    rng = np.random.default_rng(8)
+    patients = np.repeat(np.arange(150), 2)
+    labels = (rng.random((300, 2)) < 0.3).astype(np.uint8)
+    keys = [(seed, fold) for seed in (0, 1, 2) for fold in (1, 2, 3)]
+    a = [labels * 1.5 + rng.normal(size=labels.shape) for _ in keys]
+    b = [labels * 1.0 + rng.normal(size=labels.shape) for _ in keys]
+    result = compare_workers({"a": a, "b": b}, labels, patients, ["x", "y"], resamples=200, run_keys=keys,
+                             fold_ratio=0.5)
+    (pair,) = result["comparison"]["macro"]
+    d = np.array(pair["differences"])
+    assert result["comparison"]["fold_correction"] == {"folds": 3, "ratio": 0.5}
+    assert pair["runs"] == 9 and pair["df"] == 8
+    assert pair["se"] == pytest.approx(math.sqrt((1 / 9 + 0.5) * d.var(ddof=1) + pair["test_sd"] ** 2), rel=1e-9)
+    plain = compare_workers({"a": a, "b": b}, labels, patients, ["x", "y"], resamples=200, run_keys=keys)
+    assert plain["comparison"]["macro"][0]["se"] < pair["se"]  # without the correction: overconfident
+
+
 def test_fold_ratio_reads_the_folds_training_and_validation_images():
     data = {"folds": [{"train": {"images": 200}, "validation": {"images": 100}},
                       {"train": {"images": 210}, "validation": {"images": 90}},

@@ -6,16 +6,17 @@ pair of workers yields one difference per run, d_r = metric_a(r) - metric_b(r), 
 same test set. Two noises move the mean difference:
 
 * training noise: another seed gives another model; it shows as the spread of d_r over runs;
-* test-set sampling noise: another test set would give other AUROCs; the patient bootstrap of the
-  mean difference measures it (all runs share the test set, so this part does not average away
-  with more runs).
+* test-set sampling noise: another test set would give other AUROCs; a patient bootstrap of the
+  test set, shared by every run, measures it. The part of it that differs between runs already
+  shows in the spread of d_r; the part all runs share (one test set) does not average away with
+  more runs.
 
 The standard error of the mean difference adds the two:
 
     se^2 = c * s_d^2 + v_test,   c = 1/J  (+ n_validation / n_train with K > 1 folds)
 
-where s_d^2 is the sample variance of the J paired differences and v_test the bootstrap variance
-of their mean. With folds, training sets overlap, the runs are positively correlated, and 1/J
+where s_d^2 is the sample variance of the J paired differences and v_test the shared part of the
+test set's variance (below). With folds, training sets overlap, the runs are positively correlated, and 1/J
 understates the variance; the corrected resampled t-test (Nadeau & Bengio 2003; Bouckaert & Frank
 2004, for r repetitions of K-fold: 1/(K r) + n_test/n_train) adds the ratio of held-out to
 training images. v_test is the test set's share that every run has in common: the mean covariance
