@@ -141,7 +141,8 @@ class BenchmarkConfig:
                             "the first", commands=("benchmark", "parity", "data prepare"), kind="switch")
     out: Path = option(Path("results"), "--out", "where run directories go", commands=("benchmark",), parse=Path)
     shuffle_labels: bool = option(False, "--shuffle-labels", "control run: training and validation labels permuted "
-                                  "across images; expect a test AUROC near 0.5", commands=("benchmark",), kind="switch")
+                                  "across images; expect a test AUROC near 0.5 or below (never clearly above: that "
+                                  "would be a leak)", commands=("benchmark",), kind="switch")
     split_fractions: tuple[float, float, float] = field(default=(0.7, 0.1, 0.2))
     # The harness's schedule (harness.training.schedule): ReduceLROnPlateau, checkpoint choice, early stopping.
     lr_factor: float = option(

@@ -155,10 +155,15 @@ def label_comparison_table(comparison: dict) -> list[str]:
         return []
     order = {label: index for index, label in enumerate(dict.fromkeys(row["label"] for row in rows))}
     level = comparison.get("level", 0.95)
-    body = [[row["label"], f"{row['a']} vs {row['b']}", _signed(row.get("difference")),
-             "n/a" if row.get("low") is None or row.get("high") is None
-             else f"{_signed(row['low'])} to {_signed(row['high'])}", _label_verdict(row)]
-            for row in sorted(rows, key=lambda row: order[row["label"]])]
+    def interval(row: dict) -> str:
+        if row.get("low") is not None and row.get("high") is not None:
+            return f"{_signed(row['low'])} to {_signed(row['high'])}"
+        if row.get("runs", 0) < 2 and row.get("test_low") is not None and row.get("test_high") is not None:
+            return f"{_signed(row['test_low'])} to {_signed(row['test_high'])} (test set only)"  # one run: no more
+        return "n/a"
+
+    body = [[row["label"], f"{row['a']} vs {row['b']}", _signed(row.get("difference")), interval(row),
+             _label_verdict(row)] for row in sorted(rows, key=lambda row: order[row["label"]])]
     return table(["label", "pair", "mean difference (a − b)", f"{level:.0%} interval", "verdict"], body)
 
 
