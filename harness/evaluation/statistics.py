@@ -258,8 +258,9 @@ def comparison_notes(resamples: int, level: float, margin: float, fold_ratio: fl
         f"The unit of replication is the training run: run r of every worker had the same seed and fold (same "
         f"starting weights, batches and augmentation), so runs pair across workers ({runs} per worker here).",
         "A pair's uncertainty adds the two noises: the spread of its per-run differences (training noise), divided "
-        f"by the number of runs, and the variance of the mean difference over {resamples} patient-bootstrap "
-        f"replicates of the shared test set (sampling noise, which more runs do not average away).{correction} "
+        f"by the number of runs, and the part of the test set's sampling noise that every run shares (the mean "
+        f"covariance between runs over {resamples} patient-bootstrap replicates of the one test set; more runs do "
+        f"not average it away).{correction} "
         f"The {level:.0%} interval uses Student's t with runs - 1 degrees of freedom (exact for the training "
         "noise, conservative for the test set's share).",
         f"Verdicts: *different* when the two-sided test of no difference rejects at {ALPHA} after Holm's "
@@ -267,7 +268,7 @@ def comparison_notes(resamples: int, level: float, margin: float, fold_ratio: fl
         "(--equivalence-margin; Holm-corrected too); otherwise *undetermined*. With one run per worker training "
         "noise cannot be measured and every verdict is undetermined.",
         f"Holm's correction runs over the {pairs} pair(s) of workers for the macro AUROC, and over all {pairs} "
-        f"pair(s) x {labels} labels as one family per label.",
+        f"pair(s) x {labels} labels as one family for the per-label verdicts.",
         "Not shown: noise from other data (another hospital, another split), or from settings not varied here; "
         "a verdict holds for this dataset, architecture and recipe.",
     ]
