@@ -14,7 +14,7 @@ from test_chestmnist import write_chestmnist
 
 pytestmark = pytest.mark.framework
 # The default cache: worker environments are shared with the other tests (each store is a few KB).
-FAST = ["--workers", "all", "--folds", "2", "--epochs", "1", "--image-size", "32", "--batch-size", "8"]
+FAST = ["--workers", "all", "--folds", "2", "--seeds", "0", "--epochs", "1", "--image-size", "32", "--batch-size", "8"]
 
 
 def finished_run(out: Path) -> tuple[Path, dict, dict]:
