@@ -169,7 +169,8 @@ class BenchmarkConfig:
         "the 95% interval of their difference lies inside ± this (docs/STATISTICS.md)", commands=("benchmark",),
         parse=float, check=lambda value: None if 0 < value < 1 else f"{value} must be between 0 and 1")
     bootstrap: int = option(
-        1000, "--bootstrap", "patient-level bootstrap resamples for confidence intervals and paired tests (0: none)",
+        1000, "--bootstrap", "patient-level bootstrap resamples for confidence intervals and the test set's share "
+        "of every verdict (0: no verdicts)",
         commands=("benchmark", "report"), parse=int,
         check=lambda value: None if value == 0 or value >= 100 else f"{value} must be 0 (off) or at least 100")
     mlflow: str | None = option(
