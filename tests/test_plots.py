@@ -9,7 +9,7 @@ import struct
 import numpy as np
 import pytest
 
-from harness.report import plots
+from harness.report import paired_runs_plot, plots
 from harness.report.html import render_html
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -163,16 +163,16 @@ def test_paired_runs_chart_is_an_1100_by_460_png_with_one_run_several_runs_folds
     alone = {"null": [{"seed": 0, "fold": None, "macro_auroc": 0.5}]}  # one worker, one run, a flat axis
     unscored = {"keras": [{"seed": 0, "fold": None, "macro_auroc": None}], "pytorch": []}
     for runs in (one, several, folds, alone, unscored):
-        assert png_size(plots.paired_runs_chart(runs)) == (1100, 460)
+        assert png_size(paired_runs_plot.paired_runs_chart(runs)) == (1100, 460)
 
 
 def test_paired_runs_chart_gives_identical_png_bytes_for_identical_runs_and_others_when_one_run_moves():
     runs = paired_runs(THREE_WORKERS, [0, 1, 2], [None])
-    first = plots.paired_runs_chart(runs, plots.worker_colors(THREE_WORKERS))
-    assert plots.paired_runs_chart(runs, plots.worker_colors(THREE_WORKERS)) == first
+    first = paired_runs_plot.paired_runs_chart(runs, plots.worker_colors(THREE_WORKERS))
+    assert paired_runs_plot.paired_runs_chart(runs, plots.worker_colors(THREE_WORKERS)) == first
     assert b"Software" not in first
     runs["pytorch"][2]["macro_auroc"] += 0.005
-    assert plots.paired_runs_chart(runs, plots.worker_colors(THREE_WORKERS)) != first
+    assert paired_runs_plot.paired_runs_chart(runs, plots.worker_colors(THREE_WORKERS)) != first
 
 
 def test_runs_pair_across_workers_by_seed_and_fold_not_by_their_place_in_the_list():
@@ -181,26 +181,26 @@ def test_runs_pair_across_workers_by_seed_and_fold_not_by_their_place_in_the_lis
     pytorch = [run["macro_auroc"] for run in runs["pytorch"]]
     runs["pytorch"].reverse()
     del runs["pytorch"][0]  # seed 1, fold 2 missing in pytorch
-    values = plots.paired_run_values(runs)
+    values = paired_runs_plot.paired_run_values(runs)
     assert list(values) == [("0", "1"), ("0", "2"), ("1", "1"), ("1", "2")]  # seed and fold, in keras's run order
     assert [row[0] for row in values.values()] == keras
     assert [row[1] for row in values.values()][:3] == pytorch[:3] and np.isnan(values[("1", "2")][1])
-    assert [plots._run_name(key) for key in values][:2] == ["seed 0, fold 1", "seed 0, fold 2"]
-    assert list(plots.paired_run_values(paired_runs(["keras"], [0, 1], [None]))) == [("0", ""), ("1", "")]
-    assert plots._run_name(("1", "")) == "seed 1"
+    assert [paired_runs_plot._run_name(key) for key in values][:2] == ["seed 0, fold 1", "seed 0, fold 2"]
+    assert list(paired_runs_plot.paired_run_values(paired_runs(["keras"], [0, 1], [None]))) == [("0", ""), ("1", "")]
+    assert paired_runs_plot._run_name(("1", "")) == "seed 1"
 
 
 def test_paired_runs_chart_names_the_worker_with_two_runs_of_one_seed_and_fold():
     runs = {"keras": [{"seed": 0, "fold": 2, "macro_auroc": 0.8}, {"seed": 0, "fold": 2, "macro_auroc": 0.81}]}
     with pytest.raises(ValueError, match=r"worker 'keras' has two runs of seed 0, fold 2; runs pair across workers"):
-        plots.paired_runs_chart(runs)
+        paired_runs_plot.paired_runs_chart(runs)
     with pytest.raises(ValueError, match="no workers to plot"):
-        plots.paired_runs_chart({})
+        paired_runs_plot.paired_runs_chart({})
 
 
 def test_run_names_are_stacked_apart_but_never_below_their_dot():
-    assert plots._stacked([0.80, 0.801, 0.7, 0.8005], 0.01) == pytest.approx([0.80, 0.82, 0.7, 0.81])
-    assert plots._stacked([], 0.01) == []
+    assert paired_runs_plot._stacked([0.80, 0.801, 0.7, 0.8005], 0.01) == pytest.approx([0.80, 0.82, 0.7, 0.81])
+    assert paired_runs_plot._stacked([], 0.01) == []
 
 
 @pytest.fixture

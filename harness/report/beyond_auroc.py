@@ -18,12 +18,8 @@ import numpy as np
 from harness.evaluation.agreement import RunLogits, prediction_churn
 from harness.evaluation.time_to_target import RunCurve, time_to_target
 from harness.records.run_directory import RunDirectory
+from harness.report.paired_runs_plot import run_key
 from harness.report.sections import table
-
-
-def _run_key(seed, fold) -> tuple[str, str]:
-    """A run as epochs.csv spells it: seed and fold as text, "" for no fold."""
-    return str(seed), "" if fold in (None, "") else str(fold)
 
 
 def _number(text: str | None) -> float:
@@ -42,12 +38,12 @@ def run_curves(run_dir: Path, workers: dict) -> dict[str, list[RunCurve]]:
     no rows there gets an empty curve and so never reaches the target)."""
     rows: dict[tuple[str, str, str], list[dict]] = {}
     for row in RunDirectory(run_dir).read_epochs():
-        rows.setdefault((row["worker"], *_run_key(row.get("seed", ""), row.get("fold"))), []).append(row)
+        rows.setdefault((row["worker"], *run_key(row.get("seed", ""), row.get("fold"))), []).append(row)
     curves: dict[str, list[RunCurve]] = {}
     for name, result in workers.items():
         curves[name] = []
         for run in result["runs"]:
-            own = rows.get((name, *_run_key(run["seed"], run.get("fold"))), [])
+            own = rows.get((name, *run_key(run["seed"], run.get("fold"))), [])
             epochs = sorted(own, key=lambda r: int(r["epoch"]))
             curves[name].append(RunCurve(run["seed"], run.get("fold"),
                                          [_number(r["validation_macro_auroc"]) for r in epochs],

@@ -11,6 +11,7 @@ import numpy as np
 from harness.evaluation.metrics import roc_points
 from harness.records.run_directory import RunDirectory
 from harness.report import plots
+from harness.report.paired_runs_plot import paired_runs_chart
 
 PAIRED_RUNS = "plots/paired_runs.png"  # placed in the report's section on differences, the others together
 
@@ -109,7 +110,7 @@ def write_figures(run_dir: Path) -> list[tuple[str, str, str]]:
          "Per epoch, from epochs.csv; stars: the checkpoint kept for the test set; "
          "triangles: learning-rate reductions."),
         ("Every run, paired across workers", PAIRED_RUNS.removeprefix("plots/"),
-         plots.paired_runs_chart(_paired_runs(metrics), colors),
+         paired_runs_chart(_paired_runs(metrics), colors),
          "Dots: each run's test macro AUROC, on the same test images; bars: each worker's mean. The spread of a "
          f"column is training noise ({'another seed or fold' if folds else 'the same data, another seed'}); a grey "
          f"line joins the runs that share a seed{' and fold' if folds else ''} in every worker, and its slope is "
