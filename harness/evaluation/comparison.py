@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import SupportsFloat
 
 import numpy as np
 from scipy.stats import t as student_t
@@ -53,8 +54,8 @@ MAX_RUNS_PLANNED = 200  # the search for "runs needed" stops here
 DIFFERENT, EQUIVALENT, UNDETERMINED = "different", "equivalent", "undetermined"
 
 
-def _plain(value: float) -> float | None:
-    """A JSON-ready float: None for NaN or infinity."""
+def plain(value: SupportsFloat) -> float | None:
+    """A JSON-ready float: None for NaN or infinity (a float, numpy scalar or 0-d array)."""
     value = float(value)
     return value if math.isfinite(value) else None
 
@@ -190,7 +191,7 @@ def decide(pairs: list[dict], test_variances: Sequence[float], fold_ratio: float
         needed, note = (None, "")
         if verdict == UNDETERMINED and math.isfinite(pair["difference"]):
             needed, note = runs_needed(pair, test_variance, fold_ratio, level, margin, family)
-        decided.append({**{key: (_plain(value) if isinstance(value, float) else value) for key, value in pair.items()},
-                        "p_holm": _plain(different), "p_equivalence_holm": _plain(equivalent), "verdict": str(verdict),
+        decided.append({**{key: (plain(value) if isinstance(value, float) else value) for key, value in pair.items()},
+                        "p_holm": plain(different), "p_equivalence_holm": plain(equivalent), "verdict": str(verdict),
                         "runs_needed": needed, "runs_needed_note": note})
     return decided

@@ -16,13 +16,12 @@ import itertools
 import math
 import warnings
 from collections.abc import Sequence
-from typing import SupportsFloat
 
 import numpy as np
 
 from harness.evaluation.arrays import as_columns, binary_labels
 from harness.evaluation.bootstrap import patient_counts, replicate_metrics
-from harness.evaluation.comparison import ALPHA, DEFAULT_MARGIN, decide, pair_statistics
+from harness.evaluation.comparison import ALPHA, DEFAULT_MARGIN, decide, pair_statistics, plain
 
 RunKey = tuple[int, int | None]  # (training seed, fold or None): how runs pair across workers
 
@@ -48,15 +47,10 @@ def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[np.nd
 # ---------------------------------------------------------------------------------------------
 
 
-def _plain(value: SupportsFloat) -> float | None:
-    """A JSON-ready float: None for NaN or infinity (`value`: a float, numpy scalar or 0-d array)."""
-    return float(value) if math.isfinite(value) else None
-
-
 def _interval(estimate: float, samples: np.ndarray, level: float) -> dict:
     """{estimate, low, high}: the full-set estimate and the percentile interval of its replicates."""
     low, high = percentile_interval(samples, level)
-    return {"estimate": _plain(estimate), "low": _plain(low), "high": _plain(high)}
+    return {"estimate": plain(estimate), "low": plain(low), "high": plain(high)}
 
 
 def _nanmean_rows(values: np.ndarray) -> np.ndarray:
@@ -117,12 +111,12 @@ def _run_summary(keys: Sequence[RunKey], values: np.ndarray) -> dict:
     """A worker's runs (seed, fold, macro AUROC) and their mean, sd (None with one run), min and max."""
     finite = values[np.isfinite(values)]
     return {
-        "runs": [{"seed": seed, "fold": fold, "macro_auroc": _plain(value)}
+        "runs": [{"seed": seed, "fold": fold, "macro_auroc": plain(value)}
                  for (seed, fold), value in zip(keys, values, strict=True)],
-        "mean": _plain(finite.mean()) if len(finite) else None,
-        "sd": _plain(finite.std(ddof=1)) if len(finite) > 1 else None,
-        "min": _plain(finite.min()) if len(finite) else None,
-        "max": _plain(finite.max()) if len(finite) else None,
+        "mean": plain(finite.mean()) if len(finite) else None,
+        "sd": plain(finite.std(ddof=1)) if len(finite) > 1 else None,
+        "min": plain(finite.min()) if len(finite) else None,
+        "max": plain(finite.max()) if len(finite) else None,
     }
 
 
@@ -142,7 +136,7 @@ def _pair_stats(names: list[str], scores: dict[str, np.ndarray], fold_ratio: flo
         stats.append({"a": a, "b": b, "mean_a": mean_a, "mean_b": mean_b,
                       **pair_statistics(differences[:, 0], test_variance, fold_ratio, level, margin),
                       "test_low": float(test_low), "test_high": float(test_high),
-                      "differences": [_plain(value) for value in differences[:, 0]]})
+                      "differences": [plain(value) for value in differences[:, 0]]})
         variances.append(test_variance)
     return stats, variances
 
@@ -217,7 +211,7 @@ def compare_workers(
     comparison = {
         "alpha": ALPHA, "level": float(level), "margin": float(margin),
         "fold_correction": {"folds": len({fold for _, fold in keys if fold is not None}) or 1,
-                            "ratio": _plain(fold_ratio) if fold_ratio else None},
+                            "ratio": plain(fold_ratio) if fold_ratio else None},
         "workers": {name: _run_summary(keys, macro_scores[name][:, 0]) for name in names},
         "macro": decide(macro_stats, macro_variances, fold_ratio, level, margin),
         "labels": decide(label_stats, label_variances, fold_ratio, level, margin),
