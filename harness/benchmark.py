@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from harness.data.splits import Split
 from harness.evaluation.run_summary import combine_runs
 from harness.models.architectures import architecture
 from harness.models.weights.start import starting_weights
+from harness.preflight import preflight
+from harness.progress import announce
 from harness.records import provenance
 from harness.records.run_directory import RunDirectory
 from harness.report.assembly import write_report
@@ -135,14 +138,20 @@ def run_benchmark(config: BenchmarkConfig) -> Path:
     if smallest < config.batch_size:
         raise ValueError(f"--batch-size: {config.batch_size} is more than the {smallest} training images")
     try:
-        runtime.prepare(workers)  # environments or images, engine, addresses: before a run directory exists
-        return _run(config, workers, runtime, store, plan, cache)
+        # Environments or images, engine, addresses, then every worker started and checked for equal
+        # conditions: all before a run directory exists.
+        checked = preflight(runtime, workers, config.training, len(store.label_names), cache / "preflight-logs",
+                            config.device, config.precision, config.allow_unequal)
+        announce(f"device: {checked['device']} ({checked['device_reason']})")
+        for problem in checked["unequal"]:  # --allow-unequal: said now, and at the top of the report
+            print(f"warning: unequal conditions: {problem}", file=sys.stderr)
+        return _run(config, workers, runtime, store, plan, cache, checked)
     finally:
         runtime.close()
 
 
 def _run(config: BenchmarkConfig, workers: list[WorkerSpec], runtime: Runtime, store: PixelStore, plan: SplitPlan,
-         cache: Path) -> Path:
+         cache: Path, checked: dict) -> Path:
     """The run itself, once every worker is ready to start: see run_benchmark."""
     labels = store.labels
     if config.shuffle_labels:
@@ -159,6 +168,7 @@ def _run(config: BenchmarkConfig, workers: list[WorkerSpec], runtime: Runtime, s
         "config": config.to_dict(),
         "provenance": provenance.collect(),
         "data": _data_facts(store, plan, config),
+        "preflight": checked,
         "workers": {},
     }
     run.write_run(record)
@@ -184,10 +194,12 @@ def _run(config: BenchmarkConfig, workers: list[WorkerSpec], runtime: Runtime, s
             with runtime.start(spec, run.worker_log(name)) as worker:
                 client = worker.client
                 settings = config.training(name)  # the same for every worker but for its --option switches
-                request = configure_request(settings, num_labels)
+                # Parity is always probed with deterministic algorithms: run-to-run kernel noise would
+                # blur the comparison; the timed runs use what --deterministic says.
+                parity_request = configure_request(replace(settings, deterministic=True), num_labels)
                 # Parity first (same start, same batches; then earlier workers' trained weights are
                 # loaded here), then a fresh model and optimizer from the same start for the timed run.
-                probed = probe(client, request, start.data, inputs, nudged_start)
+                probed = probe(client, parity_request, start.data, inputs, nudged_start)
                 cross += cross_load(client, probes, inputs)
                 probes.append(probed)
                 parity = compare(probes, architecture(config.architecture, num_labels).counts(), cross)

@@ -41,6 +41,7 @@ from harness.training.schedule import (
 from harness.training.settings import PRECISIONS, TrainingSettings
 
 BENCHMARK_AND_PARITY = ("benchmark", "parity")
+DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_RUNS = 3  # training seeds per worker by default: the fewest that measure training noise at all
 RUNTIME_GROUP = "runtime (where the workers run)"
 SCHEDULE_GROUP = "schedule (decided by the harness from validation loss, the same for every worker)"
@@ -76,6 +77,19 @@ def _seeds_check(seeds: tuple[int, ...]) -> str | None:
     if all(seed >= 0 for seed in seeds) and len(set(seeds)) == len(seeds):
         return None
     return f"{','.join(map(str, seeds))} must be distinct integers >= 0"
+
+
+def _python_form(entries: tuple[str, ...]) -> str | None:
+    names = [entry.partition("=")[0] for entry in entries]
+    for entry in entries:
+        name, equals, path = entry.partition("=")
+        if not (equals and name and path):
+            return f"{entry!r} must look like NAME=PATH, e.g. pytorch=/opt/conda/bin/python"
+        if names.count(name) > 1:
+            return f"worker '{name}' is given two interpreters"
+        if not Path(path).expanduser().is_file() or not os.access(Path(path).expanduser(), os.X_OK):
+            return f"{entry!r}: {path} is not an executable file"
+    return None
 
 
 def _option_form(options: tuple[str, ...]) -> str | None:
@@ -132,7 +146,23 @@ class BenchmarkConfig:
         "(XLA, off by default)", kind="repeat", metavar="WORKER.KEY=VALUE", check=_option_form)
     precision: str = option("fp32", "--precision", "numerics for every worker; `mixed` needs a CUDA device; TF32 is "
                             "always off", choices=PRECISIONS)
-    deterministic: bool = True
+    deterministic: bool = option(
+        False, "--deterministic", "timed runs with the frameworks' deterministic algorithms (slower; PyTorch then "
+        "turns cuDNN autotuning off); off by default, so speed is measured as users train. Parity probes are "
+        "always deterministic", commands=("benchmark",), kind="switch")
+    device: str = option(
+        "auto", "--device", "`cpu` or `cuda` for every worker; `auto`: `cuda` where every worker can see a CUDA "
+        "device, else `cpu` (the choice and its reason are in the summary and the report). The local runtime "
+        "builds each worker's environment for that device", choices=DEVICES)
+    pythons: tuple[str, ...] = option(
+        (), "--python", "local runtime: run a worker with an interpreter you already have (a conda env, a cluster "
+        "module, a vendor image), e.g. `pytorch=/opt/conda/bin/python`; no environment is built, and the versions "
+        "it reports are recorded (repeatable)", kind="repeat", metavar="NAME=PATH", group=RUNTIME_GROUP,
+        check=_python_form)
+    allow_unequal: bool = option(
+        False, "--allow-unequal", "run even when the workers report different devices, device models, thread "
+        "counts or precisions (refused otherwise, before any training); the report then opens with a warning",
+        commands=("benchmark",), kind="switch")
     threads: int = option(0, "--threads", "intra-op threads per worker; 0: the framework's default", parse=int,
                           check=_not_negative(" (0: the framework's default)"))
     patients: int | None = option(None, "--patients", "phantom: number of patients", parse=int, check=at_least(10),
@@ -206,6 +236,8 @@ class BenchmarkConfig:
               "--tls-ca and --token-file are for --runtime remote")
         check(self.runtime != "remote" or bool(self.remote_workers), "--worker",
               "--runtime remote needs at least one --worker NAME=HOST:PORT")
+        check(self.runtime == "local" or not self.pythons, "--python",
+              "existing interpreters are for --runtime local (an image or a remote worker brings its own)")
         check(len(self.training_seeds) * self.folds <= 100, "--seeds",
               f"{len(self.training_seeds)} seeds x {self.folds} folds is more than 100 runs per worker")
 
@@ -230,7 +262,13 @@ class BenchmarkConfig:
     @property
     def runtime_choice(self) -> RuntimeChoice:
         """What the runtime needs of this config."""
-        return RuntimeChoice(self.runtime, self.remote_workers, self.tls_ca, self.token_file)
+        return RuntimeChoice(self.runtime, self.remote_workers, self.tls_ca, self.token_file,
+                             self.interpreters)
+
+    @property
+    def interpreters(self) -> dict[str, Path]:
+        """--python: worker label -> the existing interpreter that runs it."""
+        return {name: Path(path).expanduser() for name, _, path in (e.partition("=") for e in self.pythons)}
 
     def training(self, worker: str = "") -> TrainingSettings:
         """What the training loop and the parity probe need: the same for every worker but for its --option switches."""
@@ -263,6 +301,10 @@ class BenchmarkConfig:
         workers = resolve_workers(selection)
         labels = [spec.label for spec in workers]
         targets = {name for label in labels for name in (label, label.partition("@")[0])}
+        for name in self.interpreters:
+            if name not in labels:
+                raise ValueError(f"--python: worker '{name}' is not in this run ({', '.join(labels)}); "
+                                 "name it as --workers does, e.g. keras@3.14.0")
         for entry in self.options:
             setting = entry.partition("=")[0]
             if not any(setting.startswith(f"{target}.") for target in targets):
@@ -278,6 +320,7 @@ class BenchmarkConfig:
         data["split_fractions"] = list(self.split_fractions)
         data["options"] = list(self.options)
         data["remote_workers"] = list(self.remote_workers)
+        data["pythons"] = list(self.pythons)
         data["seeds"] = list(self.training_seeds)
         return data
 

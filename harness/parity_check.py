@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 
 from harness.config import BenchmarkConfig, cache_root
@@ -15,6 +16,7 @@ from harness.data.datasets import load_dataset
 from harness.data.split_plan import plan_splits
 from harness.models.architectures import architecture
 from harness.models.weights.start import starting_weights
+from harness.preflight import choose_device
 from harness.progress import progress_bar
 from harness.report.parity_tables import parity_lines
 from harness.runtime.selection import runtime_for
@@ -37,18 +39,23 @@ def run_parity(config: BenchmarkConfig, steps: int = PARITY_STEPS, logs: Path | 
     runtime = runtime_for(config.runtime_choice, cache)
     with ExitStack() as stack:
         stack.callback(runtime.close)
+        choice = choose_device(config.device, runtime.name)
+        runtime.use_device(choice.device)
         runtime.prepare(workers)
         clients = {}
         for spec in workers:
             clients[spec.label] = stack.enter_context(runtime.start(spec, logs / f"{spec.label}.log")).client
         probes = []
         for name, client in progress_bar(clients.items(), desc="parity probes", unit="worker", leave=False):
-            request = configure_request(config.training(name), num_labels)
+            # Always with deterministic algorithms, whatever a timed run would use.
+            request = configure_request(replace(config.training(name), deterministic=True), num_labels)
             probes.append(probe(client, request, start.data, inputs, nudged_start))
         cross = [row for client in clients.values() for row in cross_load(client, probes, inputs)]
+        devices = {name: client.metadata().device for name, client in clients.items()}
     summary = compare(probes, architecture(config.architecture, num_labels).counts(), cross)
     summary["starting_weights"] = {"sha256": start.sha256, "source": start.describe()}
     summary["architecture"] = config.architecture
+    summary["device"] = {"chosen": choice.device, "reason": choice.reason, "workers": devices}
     return summary
 
 
@@ -56,6 +63,9 @@ def print_parity(summary: dict, json_path: Path | None) -> int:
     """Print the tables (and save the summary as JSON); the exit status the command returns."""
     print(f"{summary['architecture']}: starting weights {summary['starting_weights']['source']} "
           f"(sha256 {summary['starting_weights']['sha256'][:16]}...)")
+    if "device" in summary:
+        print(f"device ({summary['device']['reason']}): "
+              + ", ".join(f"{name} {device}" for name, device in summary["device"]["workers"].items()))
     print("\n".join(parity_lines(summary)))
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)

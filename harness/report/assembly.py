@@ -18,6 +18,7 @@ from harness.report.beyond_auroc import beyond_auroc, beyond_auroc_lines
 from harness.report.figures import PAIRED_RUNS, write_figures
 from harness.report.html import render_html
 from harness.report.parity_tables import parity_lines
+from harness.report.conditions import conditions_lines, unequal_banner
 from harness.report.sections import (
     accuracy_table,
     differences_section,
@@ -107,6 +108,7 @@ def render_report(run_dir: Path, figures: list[tuple[str, str, str]] | None = No
         f"{config['precision']}, {config['image_size']} px; {runs}.",
         "",
     ]
+    lines += unequal_banner(run.get("preflight"))
     if run.get("error"):
         lines += [f"> Error: {run['error']}", ""]
     if metrics:
@@ -115,7 +117,7 @@ def render_report(run_dir: Path, figures: list[tuple[str, str, str]] | None = No
         lines += accuracy_table(metrics, significance) + frameworks_line(run, metrics)
         lines += ["**Table 2: efficiency** (median over epochs and runs, range in brackets; throughput leaves out "
                   "each epoch's first step, shown as warm-up).", ""]
-        lines += efficiency_table(metrics)
+        lines += efficiency_table(metrics) + conditions_lines(run.get("preflight"), config)
         figures = list(figures or [])
         if significance and len(metrics) > 1:  # the figure of every run goes with the comparison it shows
             paired = next((figure for figure in figures if figure[1] == PAIRED_RUNS), None)

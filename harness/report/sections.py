@@ -271,7 +271,11 @@ def _ran_in(worker: dict) -> str:
         return f"image `{worker['image']}` (`{(worker.get('image_id') or 'unknown id')[:19]}`)"
     if worker.get("runtime") == "remote":
         return f"remote worker at `{worker['address']}`" + (" over TLS with a token" if worker.get("tls") else "")
-    return f"environment lock `{worker['environment']['lock_sha256'][:16]}`"
+    environment = worker["environment"]
+    if environment.get("existing"):  # --python: no lock, the interpreter as the user has it
+        return (f"existing interpreter `{environment['python']}` (Python {environment.get('python_version')}, "
+                f"installed packages sha256 `{environment['lock_sha256'][:16]}`)")
+    return f"environment lock `{environment['lock_sha256'][:16]}`"
 
 
 def provenance_lines(run: dict, metrics: dict) -> list[str]:

@@ -30,6 +30,10 @@ class Runtime(Protocol):
 
     name: str
 
+    def use_device(self, device: str | None) -> None:
+        """Run the workers on `device` ("cpu" or "cuda"; None: as each framework chooses), where the
+        runtime decides it (local); ValueError where it cannot (docker has GPU images only)."""
+
     def prepare(self, specs: list[WorkerSpec]) -> None:
         """Everything each worker needs before the run starts; raises with what is missing."""
 

@@ -128,6 +128,11 @@ class DockerRuntime:
         found = self._call(["image", "inspect", "--format", "{{.Id}}", tag])
         return found.stdout.strip() if found.returncode == 0 and found.stdout.strip() else None
 
+    def use_device(self, device: str | None) -> None:
+        """The images are GPU images (compose.yaml reserves a GPU per service): `cpu` is refused."""
+        if device == "cpu":
+            raise ValueError("--device cpu: the docker runtime runs the GPU images; use --runtime local for the CPU")
+
     def prepare(self, specs: list[WorkerSpec]) -> None:
         """Check the engine and compose.yaml, write this run's credentials, build missing images."""
         self.check_engine()

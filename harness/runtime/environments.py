@@ -128,23 +128,27 @@ def _install(target: Path, lock: Lock, worker: str) -> None:
     (target / COMPLETE_MARKER).write_text("ok\n")
 
 
-def environment_path(folder: WorkerFolder, cache: Path, version: str | None = None) -> Path | None:
-    """Where the environment of `folder` (at framework `version`, None: as pinned) is cached; None
-    when its lock is yet to be resolved (a version with no committed lock, not used before).
+def environment_path(folder: WorkerFolder, cache: Path, version: str | None = None,
+                     gpu: bool = False) -> Path | None:
+    """Where the environment of `folder` (at framework `version`, None: as pinned; its GPU variant with
+    `gpu`) is cached; None when its lock is yet to be resolved (a version with no committed lock, not
+    used before).
 
     Raises LockError (a ValueError) when the committed lock is stale.
     """
-    lock = environment_lock(folder, version, cache / "locks", resolve_missing=False)
+    lock = environment_lock(folder, version, cache / "locks", resolve_missing=False, gpu=gpu)
     return None if lock is None else cache / "envs" / f"{folder.name}-{environment_key(lock.text)}"
 
 
-def ensure_environment(folder: WorkerFolder, cache: Path, version: str | None = None) -> WorkerEnvironment:
+def ensure_environment(folder: WorkerFolder, cache: Path, version: str | None = None,
+                       gpu: bool = False) -> WorkerEnvironment:
     """Return the worker's environment for framework `version` (None: as pinned), creating it first
     from its lock if needed (about a minute for torch; a version with no committed lock is resolved
-    with uv first, a few seconds)."""
+    with uv first, a few seconds). `gpu` installs the GPU lock (TensorFlow's CUDA build, for one):
+    its text differs, so it is cached under its own key beside the CPU one."""
     if folder.requirements is None:
         return WorkerEnvironment(Path(sys.executable), "host", _host_freeze_sha256())
-    lock = environment_lock(folder, version, cache / "locks")
+    lock = environment_lock(folder, version, cache / "locks", gpu=gpu)
     assert lock is not None  # resolved when missing
     key = environment_key(lock.text)
     target = cache / "envs" / f"{folder.name}-{key}"

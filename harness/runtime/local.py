@@ -18,6 +18,7 @@ from cxrbench_worker.worker_folder import WorkerFolder
 from harness.runtime.base import RunningWorker
 from harness.runtime.client import WorkerClient, wait_until_serving
 from harness.runtime.environments import WorkerEnvironment, ensure_environment
+from harness.runtime.existing_python import ExistingInterpreter, inspect_interpreter
 from harness.runtime.registry import WorkerSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -117,26 +118,53 @@ class LocalWorker:
 
 
 class LocalRuntime:
-    """Workers as subprocesses in cached virtual environments (no Docker, no GPU needed)."""
+    """Workers as subprocesses in cached virtual environments (no Docker, no GPU needed), or in
+    interpreters the user already has (`--python NAME=PATH`)."""
 
     name = "local"
 
-    def __init__(self, cache: Path) -> None:
+    def __init__(self, cache: Path, interpreters: dict[str, Path] | None = None) -> None:
         self._cache = cache
+        self._interpreters = dict(interpreters or {})
+        self._device: str | None = None  # None: each framework's own choice, CPU environments
         self._environments: dict[str, WorkerEnvironment] = {}
+        self._existing: dict[str, ExistingInterpreter] = {}
+
+    def use_device(self, device: str | None) -> None:
+        """Run every worker on `device`: "cuda" builds the GPU environments (TensorFlow's CUDA build);
+        "cpu" builds the CPU ones and hides every GPU from the workers (CUDA_VISIBLE_DEVICES empty),
+        so no framework can pick one on its own. Call prepare() again afterwards."""
+        if device != self._device:
+            self._device = device
+            self._environments.clear()
 
     def prepare(self, specs: list[WorkerSpec]) -> None:
-        """Create every missing environment now (a minute or so each), before any training."""
+        """Create every missing environment now (a minute or so each), before any training; check
+        every existing interpreter (`--python`) for what its worker needs."""
         for spec in specs:
-            self._environments[spec.label] = ensure_environment(spec.folder, self._cache, spec.version)
+            self._environments[spec.label] = self._environment(spec)
+
+    def _environment(self, spec: WorkerSpec) -> WorkerEnvironment:
+        python = self._interpreters.get(spec.label)
+        if python is None:
+            return ensure_environment(spec.folder, self._cache, spec.version, gpu=self._device == "cuda")
+        existing = inspect_interpreter(spec.label, spec.folder, python, spec.version)
+        self._existing[spec.label] = existing
+        return WorkerEnvironment(python, "existing", existing.installed_sha256)
 
     def close(self) -> None:
         """Nothing to release: environments stay cached for the next run."""
 
     @contextmanager
     def start(self, spec: WorkerSpec, log_path: Path) -> Iterator[RunningWorker]:
-        environment = self._environments.get(spec.label) or ensure_environment(spec.folder, self._cache, spec.version)
-        with LocalWorker(spec.folder, environment, log_path, label=spec.label) as worker:
+        environment = self._environments.get(spec.label) or self._environment(spec)
+        hidden = {"CUDA_VISIBLE_DEVICES": ""} if self._device == "cpu" else {}
+        with LocalWorker(spec.folder, environment, log_path, extra_env=hidden, label=spec.label) as worker:
             client = worker.start()
-            yield RunningWorker(client, {"runtime": self.name, "environment": {
-                "key": environment.key, "lock_sha256": environment.lock_sha256, "python": str(environment.python)}})
+            described = {"key": environment.key, "lock_sha256": environment.lock_sha256,
+                         "python": str(environment.python)}
+            existing = self._existing.get(spec.label)
+            if existing is not None:  # no lock: what that interpreter had installed
+                described.update(existing=True, python_version=existing.python_version,
+                                 packages=existing.packages)
+            yield RunningWorker(client, {"runtime": self.name, "environment": described})

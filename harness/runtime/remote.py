@@ -74,6 +74,9 @@ class RemoteRuntime:
                              "workers off loopback refuse calls without one")
         return ChannelSecurity(tls=tls, root_certificates=self.root_certificates, token=self.token)
 
+    def use_device(self, device: str | None) -> None:
+        """Remote workers run where they run: the preflight checks what they report against `device`."""
+
     def prepare(self, specs: list[WorkerSpec]) -> None:
         """Every worker of the run has an address, and every address a worker of the run."""
         labels = [spec.label for spec in specs]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.runtime.base import Runtime
@@ -18,6 +18,7 @@ class RuntimeChoice:
     remote_workers: tuple[str, ...] = ()  # "NAME=HOST:PORT" per worker
     tls_ca: str | None = None  # PEM trust roots for the workers' TLS
     token_file: str | None = None  # file holding the bearer token
+    interpreters: dict[str, Path] = field(default_factory=dict)  # local: worker label -> existing interpreter
 
 
 def runtime_for(choice: RuntimeChoice, cache: Path) -> Runtime:
@@ -33,5 +34,5 @@ def runtime_for(choice: RuntimeChoice, cache: Path) -> Runtime:
     if choice.name == "local":
         from harness.runtime.local import LocalRuntime
 
-        return LocalRuntime(cache)
+        return LocalRuntime(cache, choice.interpreters)
     raise ValueError(f"--runtime: unknown {choice.name!r} (known: {', '.join(RUNTIMES)})")

@@ -187,32 +187,35 @@ def lock_workers(
     return done
 
 
-def cached_lock_path(folder: WorkerFolder, version: str | None, cache: Path) -> Path:
-    """Where a version's CPU lock resolved on first use is kept: keyed by the requirements' hash."""
-    requirements = requirements_text(folder, version)
-    name = f"{locked_version(folder, version) or 'unversioned'}-cpu-{requirements_sha256(requirements)[:16]}.txt"
+def cached_lock_path(folder: WorkerFolder, version: str | None, cache: Path, gpu: bool = False) -> Path:
+    """Where a version's lock resolved on first use is kept: keyed by the requirements' hash."""
+    requirements = requirements_text(folder, version, gpu)
+    name = (f"{locked_version(folder, version) or 'unversioned'}-{variant(gpu)}-"
+            f"{requirements_sha256(requirements)[:16]}.txt")
     return cache / folder.name / name
 
 
 def environment_lock(
-    folder: WorkerFolder, version: str | None, cache: Path, resolve_missing: bool = True
+    folder: WorkerFolder, version: str | None, cache: Path, resolve_missing: bool = True, gpu: bool = False
 ) -> Lock | None:
-    """The CPU lock the local runtime installs for this worker version.
+    """The lock the local runtime installs for this worker version: the CPU lock, or with `gpu` the
+    GPU lock (TensorFlow's CUDA build instead of tensorflow-cpu; what the GPU images install).
 
     The committed lock when there is one (LockError, naming the file and the command, when it is
     stale: a pin changed without re-locking); else one resolved earlier into `cache`; else, with
     `resolve_missing`, one resolved now into `cache` (said on stderr); else None.
     """
-    committed = lock_path(folder, version)
+    committed = lock_path(folder, version, gpu)
     if committed.is_file():
-        return Lock(committed, current_lock_text(folder, version))
-    cached = cached_lock_path(folder, version, cache)
+        return Lock(committed, current_lock_text(folder, version, gpu))
+    cached = cached_lock_path(folder, version, cache, gpu)
     if cached.is_file():
         return Lock(cached, cached.read_text())
     if not resolve_missing:
         return None
-    print(f"worker '{lock_label(folder, version)}' has no committed lock ({committed}): resolving one with uv into "
-          f"{cached}; `{relock_command(folder, version)}` would commit it", file=sys.stderr, flush=True)
-    requirements = requirements_text(folder, version)
-    return resolve(requirements, cached, header(folder, version, False, requirements, resolved_by()),
-                   f"locking {lock_label(folder, version)} (cpu)", _seed(folder, version, False, cached))
+    print(f"worker '{lock_label(folder, version)}' has no committed {variant(gpu)} lock ({committed}): resolving "
+          f"one with uv into {cached}; `{relock_command(folder, version)}` would commit it", file=sys.stderr,
+          flush=True)
+    requirements = requirements_text(folder, version, gpu)
+    return resolve(requirements, cached, header(folder, version, gpu, requirements, resolved_by()),
+                   f"locking {lock_label(folder, version)} ({variant(gpu)})", _seed(folder, version, gpu, cached))

@@ -31,3 +31,16 @@ def cuda_total_memory(ordinal: int = 0) -> int:
             or driver.cuDeviceTotalMem_v2(ctypes.byref(total), device) != 0):
         return 0
     return int(total.value)
+
+
+def cuda_device_count() -> int:
+    """CUDA devices this process may use (CUDA_VISIBLE_DEVICES applies), from the driver; 0 when no
+    CUDA driver answers. Needs no framework, so the harness can ask it before any worker starts."""
+    try:
+        driver = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return 0
+    count = ctypes.c_int()
+    if driver.cuInit(0) != 0 or driver.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return 0
+    return int(count.value)

@@ -1,7 +1,8 @@
 """A backend that does nothing: zero loss, zero logits, no parameters.
 
 CXRBENCH_NULL_STEP_SECONDS (default 0) makes each train step sleep, so tests can stop a worker
-in the middle of an epoch.
+in the middle of an epoch. CXRBENCH_NULL_DEVICE makes it report another device (e.g. "cuda:0 (NVIDIA
+H200)"), so tests can show the harness refusing workers that run under unequal conditions.
 """
 
 from __future__ import annotations
@@ -13,31 +14,42 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrbench_worker.backend import Backend, BackendMetadata, ConfiguredModel, ModelSpec
+from cxrbench_worker.backend import PRECISIONS, Backend, BackendMetadata, ConfiguredModel, ModelSpec
+from cxrbench_worker.host import cpu_model
 
 
 class NullBackend(Backend):
     """Receives, is checked by the SDK, and discards."""
 
-    precisions = ("fp32",)
+    # It computes nothing, so any precision is honoured trivially (the data path is measured at all of them).
+    precisions = PRECISIONS
 
     def __init__(self) -> None:
         self._num_labels = 0
         self._step_seconds = float(os.environ.get("CXRBENCH_NULL_STEP_SECONDS", "0"))
         self._weights: dict[str, np.ndarray] = {}
+        # It computes nothing, but says where it runs and with what, as any worker must for the
+        # harness's check of equal conditions: the host's CPU and the threads a framework would use.
+        self._device = os.environ.get("CXRBENCH_NULL_DEVICE") or f"cpu ({cpu_model()})"
+        self._threads = len(os.sched_getaffinity(0))
+        self._precision = "fp32"
 
     def metadata(self) -> BackendMetadata:
         return BackendMetadata(
             framework_versions={"numpy": np.__version__, "python": platform.python_version()},
-            device="cpu (null: no computation)",
-            threads=1,
-            numerics={},
+            device=self._device,
+            threads=self._threads,
+            numerics={"precision": self._precision},
         )
 
     def configure(self, spec: ModelSpec) -> ConfiguredModel:
+        self.check_spec(spec)
         self._num_labels = spec.num_labels
+        self._threads = spec.threads or len(os.sched_getaffinity(0))
+        self._precision = spec.numerics.precision
         self._weights = {"fc.bias": np.zeros(spec.num_labels, dtype=np.float32)}
-        return ConfiguredModel(trainable_parameters=spec.num_labels, non_trainable_parameters=0, numerics={})
+        return ConfiguredModel(trainable_parameters=spec.num_labels, non_trainable_parameters=0,
+                               numerics={"precision": self._precision})
 
     def train_step(self, pixels: np.ndarray, labels: np.ndarray) -> float:
         if self._step_seconds:
