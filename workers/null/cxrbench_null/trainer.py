@@ -1,7 +1,9 @@
 """A backend that does nothing: zero loss, zero logits, no parameters.
 
 CXRBENCH_NULL_STEP_SECONDS (default 0) makes each train step sleep, so tests can stop a worker
-in the middle of an epoch.
+in the middle of an epoch. CXRBENCH_NULL_ENERGY_JOULES_PER_STEP (unset: no counter, as on a CPU)
+makes it report a device energy counter that grows by that many joules per train step, so the
+harness's energy path is tested without a GPU.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ class NullBackend(Backend):
         self._num_labels = 0
         self._step_seconds = float(os.environ.get("CXRBENCH_NULL_STEP_SECONDS", "0"))
         self._weights: dict[str, np.ndarray] = {}
+        energy = os.environ.get("CXRBENCH_NULL_ENERGY_JOULES_PER_STEP")
+        self._joules_per_step = float(energy) if energy else None
+        self._steps = 0
 
     def metadata(self) -> BackendMetadata:
         return BackendMetadata(
@@ -42,6 +47,7 @@ class NullBackend(Backend):
     def train_step(self, pixels: np.ndarray, labels: np.ndarray) -> float:
         if self._step_seconds:
             time.sleep(self._step_seconds)
+        self._steps += 1
         return float(np.log(2.0))  # BCE of a zero logit
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
@@ -63,3 +69,7 @@ class NullBackend(Backend):
         """No framework, so no format of its own: the neutral tensors it holds, as numpy's .npz."""
         np.savez(directory / "weights.npz", **self._weights)
         return "numpy .npz (np.savez of the neutral tensors)"
+
+    def energy_joules(self) -> float | None:
+        """The fake counter: joules per step times the steps trained so far; None unless asked for."""
+        return None if self._joules_per_step is None else self._joules_per_step * self._steps
