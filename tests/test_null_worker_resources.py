@@ -45,10 +45,12 @@ def test_null_worker_reports_process_memory_and_no_device(null_process):
     worker, _ = null_process
     usage = worker.client.resource_usage()
     assert set(usage) == {"peak_rss_bytes", "rss_bytes", "rss_source", "peak_reset", "device_memory_reported",
-                          "device_peak_bytes", "device_bytes", "device_total_bytes", "device"}
+                          "device_peak_bytes", "device_bytes", "device_total_bytes", "device", "energy_reported",
+                          "device_energy_joules"}
     assert usage["peak_rss_bytes"] >= usage["rss_bytes"] > 10 * MIB  # a Python with numpy and gRPC
     assert usage["rss_source"] == ("/proc/self/status" if sys.platform == "linux" else "getrusage")
     assert (usage["device_memory_reported"], usage["device"], usage["device_peak_bytes"]) == (False, "cpu", 0)
+    assert (usage["energy_reported"], usage["device_energy_joules"]) == (False, 0.0)
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the peak can only be reset through Linux's /proc")

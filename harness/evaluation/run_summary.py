@@ -53,7 +53,7 @@ def spread(values: Sequence) -> dict:
 
 
 def efficiency(runs: Sequence[dict]) -> dict:
-    """Timings pooled over every epoch of every run; memory peaks as the largest over runs."""
+    """Timings pooled over every epoch of every run; memory peaks as the largest over runs; energy."""
     pooled = lambda key: [value for run in runs for value in run["timings"][key]]  # noqa: E731
     device = [run["memory"]["device_peak_bytes"] for run in runs if run["memory"].get("device_memory_reported")]
     return {
@@ -64,7 +64,18 @@ def efficiency(runs: Sequence[dict]) -> dict:
         "first_step_seconds": spread([run["timings"]["first_step_seconds"] for run in runs]),
         "peak_rss_bytes": max((run["memory"].get("peak_rss_bytes") or 0 for run in runs), default=None) or None,
         "device_peak_bytes": max(device) if device else None,
+        **energy(runs),
     }
+
+
+def energy(runs: Sequence[dict]) -> dict:
+    """GPU energy pooled like the timings: joules per epoch over every epoch of every run, joules per
+    image over runs; None where no run's hardware told (CPU), so the report says n/a."""
+    measured = [run["energy"] for run in runs if run.get("energy")]
+    if not measured:
+        return {"joules_per_epoch": None, "joules_per_image": None}
+    return {"joules_per_epoch": spread([joules for entry in measured for joules in entry["joules_per_epoch"]]),
+            "joules_per_image": spread([entry["joules_per_image"] for entry in measured])}
 
 
 def _grouped_std(runs: Sequence[dict], by: str, metric: str) -> float | None:

@@ -89,8 +89,15 @@ def _millions(value) -> str:
     return "n/a" if value is None else (f"{value / 1e6:.2f} M" if value >= 1e5 else f"{int(value):,}")
 
 
+def _energy_cells(efficiency: dict) -> list[str]:
+    """GPU energy per epoch of training and per image trained; "n/a" where the hardware did not tell
+    (CPUs, GPUs without NVML's counter) and in results saved before energy was measured."""
+    per_epoch, per_image = efficiency.get("joules_per_epoch"), efficiency.get("joules_per_image")
+    return ["n/a" if not per_epoch else _spread(per_epoch, 1), "n/a" if not per_image else _spread(per_image, 3)]
+
+
 def efficiency_table(metrics: dict) -> list[str]:
-    """Table 2 of the reference studies, completed: time, throughput, memory, parameters, size."""
+    """Table 2 of the reference studies, completed: time, throughput, memory, parameters, size, energy."""
     rows = []
     for name, result in metrics.items():
         efficiency, parameters, sizes = result["efficiency"], result["parameters"], result["model_size_bytes"]
@@ -104,14 +111,18 @@ def efficiency_table(metrics: dict) -> list[str]:
             f"{_millions(parameters['trainable'])} / {_millions(parameters['non_trainable'])}",
             f"{number(sizes['neutral_safetensors'] / MIB, 1)} / "
             + (number(native["size_bytes"] / MIB, 1) if native else "n/a"),
+            *_energy_cells(efficiency),
         ])
     formats = [f"{name}: {result['model_size_bytes']['native']['format']}" for name, result in metrics.items()
                if result["model_size_bytes"].get("native")]
     note = (["Model size: neutral safetensors / the framework's own format (" + "; ".join(formats) + ")."]
             if formats else [])
+    if any(result["efficiency"].get("joules_per_epoch") for result in metrics.values()):
+        note.append("Energy: the GPU's own counter (NVML) over each epoch's training, the whole device's; "
+                    "n/a where the hardware does not tell (CPUs).")
     return table(["worker", "s/epoch", "train img/s (end to end)", "train img/s (compute)", "warm-up s (first step)",
                   "predict img/s", "peak RSS MiB", "device peak MiB", "parameters trainable / non-trainable",
-                  "size MiB neutral / native"], rows) + note + ([""] if note else [])
+                  "size MiB neutral / native", "J/epoch", "J/img"], rows) + note + ([""] if note else [])
 
 
 def _signed(value) -> str:

@@ -117,7 +117,23 @@ def train_epoch(client: WorkerClient, settings: TrainingSettings, data: Training
         "compute_images_per_second": steady_images / steady_compute if steady_images and steady_compute > 0 else None,
         "first_step_seconds": first_step,
         "batch_order_sha256": order_digest(digests),
+        "images": len(chunks) * settings.batch_size,
     }
+
+
+def energy_counter(client: WorkerClient) -> float | None:
+    """The worker's cumulative GPU energy counter, joules; None where its hardware does not tell."""
+    usage = client.resource_usage()
+    return float(usage["device_energy_joules"]) if usage.get("energy_reported") else None
+
+
+def run_energy(joules_per_epoch: list[float | None], images: int) -> dict | None:
+    """A run's energy from each epoch's training (counter after minus before) and the images trained;
+    None unless every epoch was measured."""
+    if not joules_per_epoch or any(joules is None for joules in joules_per_epoch):
+        return None
+    total = sum(joules for joules in joules_per_epoch if joules is not None)
+    return {"joules_per_epoch": joules_per_epoch, "joules_per_image": total / images if images else None}
 
 
 def _announce(name: str, decision: EpochDecision, row: dict, epochs: int) -> None:
@@ -151,8 +167,14 @@ def train_and_evaluate(client: WorkerClient, settings: TrainingSettings, data: T
     client.resource_usage(reset_peak=True)  # the peaks below are this run's
     best_weights: bytes | None = None
     rows, predictions = [], []
+    joules: list[float | None] = []  # each epoch's training, from the worker's GPU energy counter
     for epoch in range(1, settings.epochs + 1):
+        energy_before = energy_counter(client)
         trained = train_epoch(client, settings, data, run.seed, epoch, run_text)
+        energy_after = energy_counter(client)
+        # A counter that went backwards (the driver reloaded) measured nothing.
+        joules.append(energy_after - energy_before if energy_before is not None and energy_after is not None
+                      and energy_after >= energy_before else None)
         logits, predicted = predict_set(client, store, split.validation, settings.eval_batch_size)
         predictions.append(predicted["images_per_second"])
         run_dir.save_array(f"{logits_dir}/validation_epoch_{epoch:03d}.npy", logits)
@@ -209,5 +231,6 @@ def train_and_evaluate(client: WorkerClient, settings: TrainingSettings, data: T
             "first_step_seconds": rows[0]["first_step_seconds"],
         },
         "memory": usage,
+        "energy": run_energy(joules, sum(row["images"] for row in rows)),
         "batch_order_sha256": [row["batch_order_sha256"] for row in rows],
     }

@@ -236,16 +236,20 @@ def test_reset_peak_forgets_earlier_peaks_and_a_big_allocation_raises_the_next(w
     assert not after["peak_reset"]  # not asked
 
 
-def test_device_memory_is_reported_on_an_accelerator_and_not_on_cpu(worker):
+def test_device_memory_and_energy_are_reported_on_an_accelerator_and_not_on_cpu(worker):
     worker.configure(request_for(worker.name))
     train(worker, 1)
     usage = worker.resource_usage()
     if worker.metadata().device.startswith("cpu"):
         assert not usage["device_memory_reported"] and usage["device"] == "cpu"
         assert (usage["device_peak_bytes"], usage["device_bytes"], usage["device_total_bytes"]) == (0, 0, 0)
+        assert (usage["energy_reported"], usage["device_energy_joules"]) == (False, 0.0)  # no counter on a CPU
     else:
         assert usage["device_memory_reported"] and usage["device"] != "cpu"
         assert 0 < usage["device_bytes"] <= usage["device_peak_bytes"] <= usage["device_total_bytes"]
+        if usage["energy_reported"]:  # Volta and newer; NVML's counter only grows
+            train(worker, 1)
+            assert 0 < usage["device_energy_joules"] < worker.resource_usage()["device_energy_joules"]
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURE_NAMES)

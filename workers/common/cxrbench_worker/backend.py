@@ -17,6 +17,8 @@ from typing import TypeVar
 
 import numpy as np
 
+from cxrbench_worker.energy import gpu_energy_joules
+
 ARCHITECTURES = ("resnet50", "densenet121")
 PRECISIONS = ("fp32", "mixed")
 
@@ -231,3 +233,14 @@ class Backend(ABC):
         It is called before Configure too, so it must not start anything a Configure still sets.
         """
         return DeviceMemory()
+
+    def energy_joules(self) -> float | None:
+        """The cumulative energy counter of the GPU this backend computes on, joules; None on CPU
+        or where the hardware does not tell (see cxrbench_worker.energy).
+
+        The default reads NVML for the CUDA device that `device_memory` names ("cuda:..." or
+        "gpu:..."); a backend that knows its device's UUID may override it to pass that UUID.
+        """
+        if self.device_memory(reset_peak=False).device.split(":")[0].lower() not in ("cuda", "gpu"):
+            return None
+        return gpu_energy_joules()

@@ -229,6 +229,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             process = read_process_memory()
             device = self._backend.device_memory(reset_peak=request.reset_peak)
             peak_reset = reset_peak_rss() if request.reset_peak else False
+            energy = self._backend.energy_joules()
             return worker_pb2.GetResourceUsageResponse(
                 peak_rss_bytes=process.peak_rss_bytes,
                 rss_bytes=process.rss_bytes,
@@ -239,6 +240,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                 device_bytes=device.current_bytes,
                 device_total_bytes=device.total_bytes,
                 device=device.device,
+                energy_reported=energy is not None,
+                device_energy_joules=energy or 0.0,
             )
 
     def ExportNative(self, request, context):

@@ -3,6 +3,9 @@
 CXRBENCH_NULL_STEP_SECONDS (default 0) makes each train step sleep, so tests can stop a worker
 in the middle of an epoch. CXRBENCH_NULL_DEVICE makes it report another device (e.g. "cuda:0 (NVIDIA
 H200)"), so tests can show the harness refusing workers that run under unequal conditions.
+CXRBENCH_NULL_ENERGY_JOULES_PER_STEP (unset: no counter, as on a CPU) makes it report a device energy
+counter that grows by that many joules per train step, so the harness's energy path is tested
+without a GPU.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ class NullBackend(Backend):
         self._device = os.environ.get("CXRBENCH_NULL_DEVICE") or f"cpu ({cpu_model()})"
         self._threads = len(os.sched_getaffinity(0))
         self._precision = "fp32"
+        energy = os.environ.get("CXRBENCH_NULL_ENERGY_JOULES_PER_STEP")
+        self._joules_per_step = float(energy) if energy else None
+        self._steps = 0
 
     def metadata(self) -> BackendMetadata:
         return BackendMetadata(
@@ -54,6 +60,7 @@ class NullBackend(Backend):
     def train_step(self, pixels: np.ndarray, labels: np.ndarray) -> float:
         if self._step_seconds:
             time.sleep(self._step_seconds)
+        self._steps += 1
         return float(np.log(2.0))  # BCE of a zero logit
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
@@ -75,3 +82,7 @@ class NullBackend(Backend):
         """No framework, so no format of its own: the neutral tensors it holds, as numpy's .npz."""
         np.savez(directory / "weights.npz", **self._weights)
         return "numpy .npz (np.savez of the neutral tensors)"
+
+    def energy_joules(self) -> float | None:
+        """The fake counter: joules per step times the steps trained so far; None unless asked for."""
+        return None if self._joules_per_step is None else self._joules_per_step * self._steps

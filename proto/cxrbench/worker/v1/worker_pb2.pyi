@@ -229,7 +229,7 @@ class GetResourceUsageRequest(_message.Message):
     def __init__(self, reset_peak: _Optional[bool] = ...) -> None: ...
 
 class GetResourceUsageResponse(_message.Message):
-    __slots__ = ("peak_rss_bytes", "rss_bytes", "rss_source", "peak_reset", "device_memory_reported", "device_peak_bytes", "device_bytes", "device_total_bytes", "device")
+    __slots__ = ("peak_rss_bytes", "rss_bytes", "rss_source", "peak_reset", "device_memory_reported", "device_peak_bytes", "device_bytes", "device_total_bytes", "device", "energy_reported", "device_energy_joules")
     PEAK_RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
     RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
     RSS_SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -239,6 +239,8 @@ class GetResourceUsageResponse(_message.Message):
     DEVICE_BYTES_FIELD_NUMBER: _ClassVar[int]
     DEVICE_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_REPORTED_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ENERGY_JOULES_FIELD_NUMBER: _ClassVar[int]
     peak_rss_bytes: int
     rss_bytes: int
     rss_source: str
@@ -248,7 +250,9 @@ class GetResourceUsageResponse(_message.Message):
     device_bytes: int
     device_total_bytes: int
     device: str
-    def __init__(self, peak_rss_bytes: _Optional[int] = ..., rss_bytes: _Optional[int] = ..., rss_source: _Optional[str] = ..., peak_reset: _Optional[bool] = ..., device_memory_reported: _Optional[bool] = ..., device_peak_bytes: _Optional[int] = ..., device_bytes: _Optional[int] = ..., device_total_bytes: _Optional[int] = ..., device: _Optional[str] = ...) -> None: ...
+    energy_reported: bool
+    device_energy_joules: float
+    def __init__(self, peak_rss_bytes: _Optional[int] = ..., rss_bytes: _Optional[int] = ..., rss_source: _Optional[str] = ..., peak_reset: _Optional[bool] = ..., device_memory_reported: _Optional[bool] = ..., device_peak_bytes: _Optional[int] = ..., device_bytes: _Optional[int] = ..., device_total_bytes: _Optional[int] = ..., device: _Optional[str] = ..., energy_reported: _Optional[bool] = ..., device_energy_joules: _Optional[float] = ...) -> None: ...
 
 class ExportNativeRequest(_message.Message):
     __slots__ = ()
