@@ -149,8 +149,9 @@ def preflight(runtime: Runtime, workers: list[WorkerSpec], settings: Callable[[s
     if requested_device == "auto" and choice.device == "cuda" and runtime.name == "local" and not refusals:
         blind = [c.worker for c in conditions if c.kind != "cuda"]
         if blind:  # auto means cuda only where every worker can use it: all on the CPU instead
-            choice = DeviceChoice("cpu", f"auto: {', '.join(blind)} sees no CUDA device, so every worker runs on "
-                                         "the CPU")
+            verb = "sees" if len(blind) == 1 else "see"
+            choice = DeviceChoice("cpu", f"auto: {', '.join(blind)} {verb} no CUDA device, so every worker runs "
+                                         "on the CPU")
             runtime.use_device("cpu")
             runtime.prepare(workers)
             conditions, refusals = inspect_workers(runtime, workers, settings, num_labels, logs)

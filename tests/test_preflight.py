@@ -165,3 +165,14 @@ def test_the_cpu_device_hides_every_gpu_from_the_worker(tmp_path):
         pid = worker.client.metadata().pid
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     assert b"CUDA_VISIBLE_DEVICES=" in environ  # set, and empty
+
+
+def test_auto_falls_back_to_the_cpu_for_all_when_a_worker_sees_no_gpu(tmp_path, monkeypatch):
+    monkeypatch.setattr("harness.preflight.cuda_device_count", lambda: 1)  # as on a GPU host
+    runtime = _NullsReportingDevices({"null": EPYC, "null@twin": EPYC})
+    record = preflight(runtime, _two_nulls(), BenchmarkConfig(workers="null", image_size=32).training, 14,
+                       tmp_path, "auto", "fp32", allow_unequal=False)
+    assert runtime.asked_device == "cpu"  # asked for cuda first, then the CPU for every worker
+    assert record["device"] == "cpu"
+    assert record["device_reason"] == "auto: null, null@twin see no CUDA device, so every worker runs on the CPU"
+    assert record["unequal"] == []

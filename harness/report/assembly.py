@@ -15,10 +15,10 @@ from harness.evaluation.metrics import best_f1_thresholds, evaluate
 from harness.evaluation.run_summary import combine_runs
 from harness.records.run_directory import RunDirectory
 from harness.report.beyond_auroc import beyond_auroc, beyond_auroc_lines
+from harness.report.conditions import conditions_lines, unequal_banner
 from harness.report.figures import PAIRED_RUNS, write_figures
 from harness.report.html import render_html
 from harness.report.parity_tables import parity_lines
-from harness.report.conditions import conditions_lines, unequal_banner
 from harness.report.sections import (
     accuracy_table,
     differences_section,
