@@ -31,6 +31,11 @@ def _print_summary(run_dir: Path) -> None:
     metrics_path = run_dir / "metrics.json"
     if not metrics_path.exists():
         return
+    checked = json.loads((run_dir / "run.json").read_text()).get("preflight")
+    if checked:
+        print(f"device: {checked['device']} ({checked['device_reason']})"
+              + ("; the workers' conditions were NOT equal (--allow-unequal)" if checked["unequal"] else
+                 "; every worker reported the same device model, threads and precision"))
     parity_path = run_dir / "parity.json"
     if parity_path.exists():
         parity = json.loads(parity_path.read_text())
