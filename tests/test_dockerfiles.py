@@ -287,7 +287,8 @@ def test_gpu_smoke_test_commands_parse_with_the_harness_cli():
         "benchmark", "docker", "all", 1, 300, 64, "fp32")
     recipe = (REPO_ROOT / "docs" / "GPU_SMOKE_TEST.md").read_text()
     offered = set(re.findall(r"--precision ([\w-]+)", recipe))
-    assert offered and offered <= set(PRECISIONS), f"docs/GPU_SMOKE_TEST.md offers --precision {offered - set(PRECISIONS)}"
+    unknown = offered - set(PRECISIONS)
+    assert offered and not unknown, f"docs/GPU_SMOKE_TEST.md offers --precision {unknown}"
     assert "bin/harness credentials --out .secrets --host localhost" in recipe
     credentials = build_parser().parse_args(["credentials", "--out", ".secrets", "--host", "localhost"])
     assert str(credentials.out) == ".secrets"

@@ -84,9 +84,10 @@ def test_missing_throughput_fails_rather_than_passing_silently():
 def test_the_figures_are_read_from_run_json_and_metrics_json(tmp_path):
     energy = {"joules_per_epoch": [410.0], "joules_per_image": 0.075}
     harness = read_harness_run(fake_run(tmp_path / "run", 2500.0, energy=energy, ceiling=6000.0))
-    assert harness == {"device": "cuda:0 (NVIDIA H200)", "threads": 16, "numerics": {"deterministic_algorithms": "false"},
-                       "images_per_second": 2500.0, "device_peak_bytes": 20 * GIB, "joules_per_epoch": 410.0,
-                       "joules_per_image": 0.075, "ceiling_images_per_second": 6000.0}
+    assert harness == {"device": "cuda:0 (NVIDIA H200)", "threads": 16,
+                       "numerics": {"deterministic_algorithms": "false"}, "images_per_second": 2500.0,
+                       "device_peak_bytes": 20 * GIB, "joules_per_epoch": 410.0, "joules_per_image": 0.075,
+                       "ceiling_images_per_second": 6000.0}
     checked = combine(harness, {"images_per_second": 2600.0, "device_peak_bytes": 19 * GIB})
     assert checked.ratio == pytest.approx(2500.0 / 2600.0)
 

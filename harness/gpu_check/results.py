@@ -137,7 +137,9 @@ def problems(results: CheckResults, device: str, min_ratio: float = MIN_RATIO) -
 
 
 def _rate(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:,.0f} img/s"
+    if value is None:
+        return "n/a"
+    return f"{value:,.0f} img/s" if value >= 100 else f"{value:.1f} img/s"  # a CPU dry run is slow
 
 
 def _gib(value: int | None) -> str:
