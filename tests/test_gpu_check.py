@@ -255,3 +255,15 @@ def test_a_dry_run_on_the_cpu_goes_through_the_harness_and_the_bare_loop(tmp_pat
     figures = json.loads(summary.read_text())
     assert figures["device"].startswith("cpu") and figures["harness_images_per_second"] > 0
     assert figures["bare_images_per_second"] > 0 and figures["passed"] is True
+
+
+@pytest.mark.framework
+def test_tensorflow_and_keras_are_found_for_parity_and_left_out_when_they_see_no_gpu():
+    from harness.config import cache_root
+    from harness.runtime.environments import ensure_environment
+    from harness.runtime.registry import discover_workers
+
+    keras_python = str(ensure_environment(discover_workers()["keras"], cache_root()).python)  # TF and Keras 3
+    assert command.gpu_workers(keras_python, "cpu") == (["pytorch", "tensorflow", "keras"], [])
+    workers, notes = command.gpu_workers(keras_python, "cuda")  # tensorflow-cpu: no GPU, on any machine
+    assert workers == ["pytorch"] and "sees no GPU" in notes[0]

@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch = machine["torch"]
     print(f"torch {torch['torch']} (CUDA {torch['built_for_cuda']}) in {machine['python']}, "
-          f"on {torch['gpu'] or 'the CPU'}; GPU workers: {', '.join(machine['workers'])}")
+          f"on {torch['gpu'] or 'the CPU'}; workers it can run: {', '.join(machine['workers'])}")
     for note in machine["notes"]:
         print(f"note: {note}")
     results, folder = run_check(args, machine, extra)
