@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO_ROOT
-from harness.gpu_check import command
+from harness.gpu_check import command, machine
 from harness.gpu_check.results import (
     CheckResults,
     ParityPair,
@@ -147,8 +147,8 @@ def test_a_missing_interpreter_exits_2_naming_the_flag(capsys):
 
 
 def test_without_nvidia_smi_the_check_exits_2_and_offers_the_dry_run(monkeypatch, capsys):
-    real_which = command.shutil.which
-    monkeypatch.setattr(command.shutil, "which", lambda name: None if name == "nvidia-smi" else real_which(name))
+    real_which = machine.shutil.which
+    monkeypatch.setattr(machine.shutil, "which", lambda name: None if name == "nvidia-smi" else real_which(name))
     assert command.main(["--python", sys.executable]) == 2
     error = capsys.readouterr().err
     assert "no NVIDIA GPU: nvidia-smi is not on PATH" in error and "--device cpu" in error
@@ -264,6 +264,15 @@ def test_tensorflow_and_keras_are_found_for_parity_and_left_out_when_they_see_no
     from harness.runtime.registry import discover_workers
 
     keras_python = str(ensure_environment(discover_workers()["keras"], cache_root()).python)  # TF and Keras 3
-    assert command.gpu_workers(keras_python, "cpu") == (["pytorch", "tensorflow", "keras"], [])
-    workers, notes = command.gpu_workers(keras_python, "cuda")  # tensorflow-cpu: no GPU, on any machine
+    assert machine.gpu_workers(keras_python, "cpu") == (["pytorch", "tensorflow", "keras"], [])
+    workers, notes = machine.gpu_workers(keras_python, "cuda")  # tensorflow-cpu: no GPU, on any machine
     assert workers == ["pytorch"] and "sees no GPU" in notes[0]
+
+
+def test_with_a_driver_but_no_torch_the_check_exits_2_naming_the_interpreter(tmp_path, monkeypatch, capsys):
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\necho 'NVIDIA H200, 580.65, 143771 MiB, 700.00 W'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{machine.os.environ['PATH']}")
+    assert command.main(["--python", sys.executable]) == 2
+    assert f"--python {sys.executable}: ModuleNotFoundError: No module named 'torch'" in capsys.readouterr().err

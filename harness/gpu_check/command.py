@@ -1,7 +1,7 @@
 """`bin/gpu-check`: the PyTorch worker through the harness against a bare PyTorch loop, on one GPU, in minutes.
 
 Steps, each a subprocess, so this module needs the standard library alone and imports no framework:
-1. the interpreters: the one with torch (`--python`, found frameworks listed) and the harness's;
+1. the interpreters and the GPU (harness.gpu_check.machine);
 2. `harness benchmark` of the PyTorch worker in that interpreter (local runtime, `--python`, so
    nothing is built or downloaded): ResNet-50, 1 epoch, one seed;
 3. benchmarks/bare_pytorch.py in the same interpreter, with the threads and determinism the worker
@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from harness.gpu_check.machine import ROOT, CheckRefused, check_machine, harness_environment
 from harness.gpu_check.results import (
     MIN_RATIO,
     CheckResults,
@@ -34,38 +34,11 @@ from harness.gpu_check.results import (
     summary_lines,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
-# Where the harness's own packages live in a checkout: an interpreter with the harness's dependencies
-# but without `pip install -e .` (CXRBENCH_HARNESS_PYTHON) imports them from here.
-SOURCE_PATHS = (ROOT, ROOT / "proto", ROOT / "workers" / "common")
 PRECISIONS = ("fp32", "bf16-mixed", "fp16-mixed")
 # Sized for one modern GPU in well under 8 minutes, the first run included (drawing the phantom at
 # 224 px, about 6 ms an image on one core, is cached for the next): 3,000 patients are about 8,000
 # images, 70% of them trained on, so about 43 steps of 128 in the one epoch; the bare loop times as many.
 DEFAULTS = {"image_size": 224, "batch_size": 128, "patients": 3000, "warmup": 10, "steps": 40}
-
-TORCH_PROBE = """
-import json, torch
-cuda = torch.cuda.is_available()
-print(json.dumps({"torch": torch.__version__, "built_for_cuda": str(torch.version.cuda), "cuda": cuda,
-                  "gpu": torch.cuda.get_device_name(0) if cuda else None}))
-"""
-# Separate from torch's probe: TensorFlow's CUDA libraries and torch's need not load into one process.
-TENSORFLOW_PROBE = """
-import importlib.metadata, importlib.util, json, sys
-found = {}
-if importlib.util.find_spec("tensorflow") is not None:
-    import tensorflow as tf
-    found["tensorflow"] = tf.__version__
-    found["gpus"] = len(tf.config.list_physical_devices("GPU")) if sys.argv[1] == "cuda" else 0
-if importlib.util.find_spec("keras") is not None:
-    found["keras"] = importlib.metadata.version("keras")
-print(json.dumps(found))
-"""
-
-
-class CheckRefused(Exception):
-    """The machine or the arguments cannot run the check (exit status 2)."""
 
 
 def parse_arguments(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -108,68 +81,6 @@ def parse_arguments(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return args, extra
 
 
-def _interpreter(flag: str, given: str) -> str:
-    found = shutil.which(given)
-    if found is None:
-        raise CheckRefused(f"{flag}: {given}: no such interpreter")
-    return os.path.abspath(found)  # not resolved: a virtual environment's python is a link that must stay one
-
-
-def _probe(python: str, code: str, *arguments: str) -> dict:
-    """Run `code` in `python`; its last stdout line is JSON. CheckRefused with its error output otherwise."""
-    done = subprocess.run([python, "-c", code, *arguments], capture_output=True, text=True,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    if done.returncode != 0:
-        raise CheckRefused(f"--python {python}: {(done.stderr.strip().splitlines() or ['failed'])[-1]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def gpu_workers(python: str, device: str) -> tuple[list[str], list[str]]:
-    """The workers `python` can run on `device` (pytorch first), and a note on each framework left out."""
-    found = _probe(python, TENSORFLOW_PROBE, device)
-    workers, notes = ["pytorch"], []
-    if "tensorflow" in found:
-        if device == "cuda" and not found["gpus"]:
-            notes.append(f"tensorflow {found['tensorflow']} sees no GPU (a CPU build?): TensorFlow and Keras left out")
-            return workers, notes
-        workers.append("tensorflow")
-    if "keras" in found:
-        if not found["keras"].startswith("3."):
-            notes.append(f"keras {found['keras']}: the worker needs Keras 3; left out")
-        elif "tensorflow" not in found:
-            notes.append("keras without tensorflow (its backend here): left out")
-        else:
-            workers.append("keras")
-    return workers, notes
-
-
-def check_machine(args: argparse.Namespace) -> dict:
-    """The interpreters and the GPU, before anything runs; CheckRefused saying what is missing."""
-    python = _interpreter("--python", args.python)
-    harness_python = _interpreter("--harness-python", args.harness_python or sys.executable)
-    if args.device == "cuda" and shutil.which("nvidia-smi") is None:
-        raise CheckRefused("no NVIDIA GPU: nvidia-smi is not on PATH (the driver is missing). This check needs "
-                           "one; `--device cpu` runs its steps on the CPU as a dry run")
-    torch = _probe(python, TORCH_PROBE)
-    if args.device == "cuda" and not torch["cuda"]:
-        raise CheckRefused(f"--python {python}: torch {torch['torch']} (built for CUDA {torch['built_for_cuda']}) "
-                           "sees no CUDA device: a CPU build of torch, or a driver older than its CUDA needs "
-                           "(nvidia-smi says which CUDA the driver supports)")
-    done = subprocess.run([harness_python, "-c", "import harness.benchmark"], capture_output=True, text=True,
-                          env=_harness_environment())
-    if done.returncode != 0:
-        raise CheckRefused(f"--harness-python {harness_python}: cannot import the harness: "
-                           f"{(done.stderr.strip().splitlines() or ['failed'])[-1]} (it needs pyproject.toml's "
-                           "dependencies; bin/bootstrap.sh installs them into .venv)")
-    workers, notes = gpu_workers(python, args.device)
-    return {"python": python, "harness_python": harness_python, "torch": torch, "workers": workers, "notes": notes}
-
-
-def _harness_environment() -> dict[str, str]:
-    paths = [str(path) for path in SOURCE_PATHS] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-
-
 def _step(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
@@ -202,7 +113,7 @@ def run_harness(args: argparse.Namespace, machine: dict, folder: Path, extra: li
                "--batch-size", str(args.batch_size), "--epochs", "1", "--seeds", "0", "--bootstrap", "0",
                "--out", str(folder / "benchmark"), *extra]
     print(" ".join(command), flush=True)
-    status = subprocess.run(command, env=_harness_environment()).returncode
+    status = subprocess.run(command, env=harness_environment()).returncode
     runs = sorted((folder / "benchmark").glob("*/run.json"))
     if status != 0 or not runs:
         raise RuntimeError(f"`harness benchmark` failed (exit {status}); its run folder: "
@@ -234,7 +145,7 @@ def run_parity(args: argparse.Namespace, machine: dict, folder: Path) -> tuple[t
     command = [machine["harness_python"], "-m", "harness.cli", "parity", *_shared(args, machine, machine["workers"]),
                "--json", str(path)]
     print(" ".join(command), flush=True)
-    status = subprocess.run(command, env=_harness_environment()).returncode
+    status = subprocess.run(command, env=harness_environment()).returncode
     if status not in (0, 1) or not path.is_file():
         return tuple(machine["workers"]), (), f"`harness parity` exited {status} without a verdict (see above)"
     workers, pairs = read_parity(path)
@@ -275,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     torch = machine["torch"]
     print(f"torch {torch['torch']} (CUDA {torch['built_for_cuda']}) in {machine['python']}, "
           f"on {torch['gpu'] or 'the CPU'}; workers it can run: {', '.join(machine['workers'])}")
+    if machine.get("nvidia_smi"):
+        print(f"nvidia-smi: {machine['nvidia_smi']}")
     for note in machine["notes"]:
         print(f"note: {note}")
     results, folder = run_check(args, machine, extra)
@@ -289,6 +202,6 @@ def main(argv: list[str] | None = None) -> int:
     summary = {**results.to_dict(), "problems": found, "passed": not found, "device_asked": args.device,
                "precision": args.precision, "image_size": args.image_size, "batch_size": args.batch_size,
                "patients": args.patients, "min_ratio": args.min_ratio, "python": machine["python"],
-               "torch": torch, "seconds": time.perf_counter() - started}
+               "torch": torch, "nvidia_smi": machine.get("nvidia_smi", ""), "seconds": time.perf_counter() - started}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return 1 if found else 0
