@@ -6,7 +6,9 @@ GPU and every timing is the worker's alone.
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -137,21 +139,26 @@ def run_benchmark(config: BenchmarkConfig) -> Path:
     smallest = min(len(split.train) for split in plan.splits)
     if smallest < config.batch_size:
         raise ValueError(f"--batch-size: {config.batch_size} is more than the {smallest} training images")
+    preflight_logs = Path(tempfile.mkdtemp(prefix="cxrbench-preflight-"))
     try:
         # Environments or images, engine, addresses, then every worker started and checked for equal
         # conditions: all before a run directory exists.
-        checked = preflight(runtime, workers, config.training, len(store.label_names), cache / "preflight-logs",
-                            config.device, config.precision, config.allow_unequal)
+        try:
+            checked = preflight(runtime, workers, config.training, len(store.label_names), preflight_logs,
+                                config.device, config.precision, config.allow_unequal)
+        except BaseException:
+            print(f"the workers' logs of the preflight are kept in {preflight_logs}", file=sys.stderr)
+            raise
         announce(f"device: {checked['device']} ({checked['device_reason']})")
         for problem in checked["unequal"]:  # --allow-unequal: said now, and at the top of the report
             print(f"warning: unequal conditions: {problem}", file=sys.stderr)
-        return _run(config, workers, runtime, store, plan, cache, checked)
+        return _run(config, workers, runtime, store, plan, cache, checked, preflight_logs)
     finally:
         runtime.close()
 
 
 def _run(config: BenchmarkConfig, workers: list[WorkerSpec], runtime: Runtime, store: PixelStore, plan: SplitPlan,
-         cache: Path, checked: dict) -> Path:
+         cache: Path, checked: dict, preflight_logs: Path) -> Path:
     """The run itself, once every worker is ready to start: see run_benchmark."""
     labels = store.labels
     if config.shuffle_labels:
@@ -172,6 +179,10 @@ def _run(config: BenchmarkConfig, workers: list[WorkerSpec], runtime: Runtime, s
         "workers": {},
     }
     run.write_run(record)
+    for log in sorted(preflight_logs.glob("*.log")):  # kept with the run: workers/<name>.preflight.log
+        run.worker_log(f"{log.stem}.preflight").parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(log, run.worker_log(f"{log.stem}.preflight"))
+    shutil.rmtree(preflight_logs, ignore_errors=True)
     _save_split(run, store, labels, plan)
 
     num_labels = len(store.label_names)

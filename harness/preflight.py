@@ -27,6 +27,10 @@ from harness.runtime.registry import WorkerSpec
 from harness.training.settings import TrainingSettings, configure_request
 
 
+# How a worker refuses a setting it does not offer (worker.proto): a fact about the run's settings.
+REFUSED_SETTINGS = frozenset({"UNIMPLEMENTED", "INVALID_ARGUMENT"})
+
+
 class PreflightRefused(ValueError):
     """The workers would not run under equal conditions (or one cannot run at all): exit status 2."""
 
@@ -84,6 +88,8 @@ def choose_device(requested: str, runtime: str) -> DeviceChoice:
         return DeviceChoice(requested, f"--device {requested}")
     if runtime == "remote":
         return DeviceChoice(None, "auto: the device the remote workers report")
+    if runtime == "docker":  # GPU images: whether the containers see the GPU is what they report
+        return DeviceChoice(None, "auto: the device the containers report")
     count = cuda_device_count()
     if count:
         return DeviceChoice("cuda", f"auto: this host has {count} CUDA device{'s' if count > 1 else ''}")
@@ -105,6 +111,8 @@ def inspect_workers(runtime: Runtime, workers: list[WorkerSpec], settings: Calla
             try:
                 configured = worker.client.configure(configure_request(settings(spec.label), num_labels))
             except WorkerError as error:
+                if error.code not in REFUSED_SETTINGS:
+                    raise  # not a refusal of the settings (a lost connection, a token, a crash): an error
                 refusals.append(f"{spec.label} cannot run these settings: {error.code}: {error.details}")
                 continue
             metadata = worker.client.metadata()

@@ -120,11 +120,12 @@ def test_two_keras_versions_are_built_started_and_torn_down_through_compose(fake
     assert projects[0].endswith("-keras-3-14-0") and projects[1].endswith("-keras") and projects[0] != projects[1]
     assert [call["env"]["KERAS_VERSION"] for call in builds] == ["3.14.0", "3.15.1"]  # image tag and build argument
     ups = compose_calls(state, "up")
-    assert [call["args"][5:] for call in ups] == [["--profile", "keras", "up", "-d", "--wait", "--wait-timeout", "600", "keras"]] * 2
-    assert [call["env"]["KERAS_VERSION"] for call in ups] == ["3.14.0", "3.15.1"]
+    # Each version started twice: once by the preflight (configured, its device read, stopped), once for its turn.
+    assert [call["args"][5:] for call in ups] == [["--profile", "keras", "up", "-d", "--wait", "--wait-timeout", "600", "keras"]] * 4
+    assert [call["env"]["KERAS_VERSION"] for call in ups] == ["3.14.0", "3.15.1"] * 2
     assert all(call["env"]["KERAS_PORT"].isdigit() for call in ups)
     downs = compose_calls(state, "down")
-    assert [call["args"][4] for call in downs] == projects and all("--remove-orphans" in call["args"] for call in downs)
+    assert [call["args"][4] for call in downs] == projects * 2 and all("--remove-orphans" in call["args"] for call in downs)
     # The ordering that matters: every image built before the first container starts; each stopped before the next.
     order = [" ".join(call["args"]) for call in calls(state)]
     first_up = next(i for i, line in enumerate(order) if " up " in line)
@@ -145,7 +146,7 @@ def test_two_keras_versions_are_built_started_and_torn_down_through_compose(fake
 
     again = run_harness(arguments, REPO_ROOT, environment)  # images exist now: nothing is built again
     assert again.returncode == 0, again.stderr
-    assert len(compose_calls(state, "build")) == 2 and len(compose_calls(state, "up")) == 4
+    assert len(compose_calls(state, "build")) == 2 and len(compose_calls(state, "up")) == 8
 
 
 def test_no_reachable_engine_says_so_and_names_the_local_runtime(fake_docker, tmp_path):
@@ -188,6 +189,7 @@ def test_a_service_that_fails_to_start_is_torn_down_and_its_log_kept(fake_docker
     assert result.returncode == 1
     assert "starting 'null' failed" in result.stderr and "container cxrbench-keras-1 is unhealthy" in result.stderr
     assert len(compose_calls(state, "down")) == 1
-    (run,) = out.iterdir()
-    assert json.loads((run / "run.json").read_text())["status"] == "failed"
-    assert "fake container log of null" in (run / "workers" / "null.log").read_text()
+    # It failed in the preflight, before a run directory was made; the container's log is kept and named.
+    assert not out.exists()
+    kept = Path(result.stderr.split("the workers' logs of the preflight are kept in ")[1].split()[0])
+    assert "fake container log of null" in (kept / "null.log").read_text()

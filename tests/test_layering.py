@@ -29,7 +29,7 @@ LAYERS: dict[str, set[str]] = {
     "training": {"progress", "data", "models", "runtime", "records", "evaluation"},
     "report": {"progress", "records", "evaluation"},
 }
-COMMANDS = {"cli", "config", "options", "benchmark", "parity_check", "tracking", "gpu_check"}
+COMMANDS = {"cli", "config", "options", "benchmark", "preflight", "parity_check", "tracking", "gpu_check"}
 
 
 def module_name(path: Path, root: Path = HARNESS) -> str:

@@ -213,9 +213,9 @@ def environment_lock(
         return Lock(cached, cached.read_text())
     if not resolve_missing:
         return None
-    print(f"worker '{lock_label(folder, version)}' has no committed {variant(gpu)} lock ({committed}): resolving "
-          f"one with uv into {cached}; `{relock_command(folder, version)}` would commit it", file=sys.stderr,
-          flush=True)
+    print(f"worker '{lock_label(folder, version)}' has no committed {'GPU ' if gpu else ''}lock ({committed}): "
+          f"resolving one with uv into {cached}; `{relock_command(folder, version)}` would commit it",
+          file=sys.stderr, flush=True)
     requirements = requirements_text(folder, version, gpu)
     return resolve(requirements, cached, header(folder, version, gpu, requirements, resolved_by()),
                    f"locking {lock_label(folder, version)} ({variant(gpu)})", _seed(folder, version, gpu, cached))
