@@ -183,6 +183,7 @@ def _run(config: BenchmarkConfig, workers: list[WorkerSpec], runtime: Runtime, s
             name = spec.label
             with runtime.start(spec, run.worker_log(name)) as worker:
                 client = worker.client
+                client.stall_timeout = config.stall_timeout  # the stream watchdog's floor
                 settings = config.training(name)  # the same for every worker but for its --option switches
                 request = configure_request(settings, num_labels)
                 # Parity first (same start, same batches; then earlier workers' trained weights are
