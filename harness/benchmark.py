@@ -204,6 +204,7 @@ def _run(config: BenchmarkConfig, workers: list[WorkerSpec], runtime: Runtime, s
             name = spec.label
             with runtime.start(spec, run.worker_log(name)) as worker:
                 client = worker.client
+                client.stall_timeout = config.stall_timeout  # the stream watchdog's floor
                 settings = config.training(name)  # the same for every worker but for its --option switches
                 # Parity is always probed with deterministic algorithms: run-to-run kernel noise would
                 # blur the comparison; the timed runs use what --deterministic says.

@@ -29,6 +29,7 @@ from harness.options import (
 )
 from harness.runtime.registry import WorkerSpec, resolve_workers
 from harness.runtime.selection import RUNTIMES, RuntimeChoice
+from harness.runtime.stream_watchdog import DEFAULT_STALL_FLOOR_SECONDS
 from harness.training.parity import PARITY_BATCH_SIZE, PARITY_STEPS
 from harness.training.schedule import (
     DEFAULT_EARLY_STOP,
@@ -221,6 +222,11 @@ class BenchmarkConfig:
     token_file: str | None = option(
         None, "--token-file", "remote: file holding the workers' bearer token", metavar="FILE", group=RUNTIME_GROUP,
         shown_default="`$CXRBENCH_TOKEN`")
+    stall_timeout: float = option(
+        DEFAULT_STALL_FLOOR_SECONDS, "--stall-timeout", "seconds a worker may leave a training or prediction "
+        "batch unanswered before the run fails as stalled: the floor of the watchdog's limit, max(SECONDS, "
+        "20 x the median step so far); it alone covers a run's first step, which may compile",
+        commands=("benchmark",), parse=float, check=positive_finite, metavar="SECONDS", group=RUNTIME_GROUP)
 
     def __post_init__(self) -> None:
         raise_problems(self)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -105,3 +106,34 @@ def test_worker_exits_when_the_harness_is_killed(slow_null_run):
     process.kill()  # SIGKILL: the harness gets no chance to clean up
     process.wait()
     wait_for(lambda: not process_exists(pid), 10, "the orphaned worker to exit by itself")
+
+
+def reported_pid(out: Path) -> int | None:
+    """The worker's pid, as soon as run.json records it (before the first epoch)."""
+    run = run_directory(out)
+    workers = json.loads((run / "run.json").read_text())["workers"] if run else {}
+    return workers.get("null", {}).get("reported", {}).get("pid")
+
+
+def test_a_stopped_worker_ends_the_run_as_stalled_and_leaves_no_process(tmp_path):
+    out = tmp_path / "results"
+    process = harness_process(
+        ["benchmark", "--workers", "null", "--epochs", "20", "--stall-timeout", "3", "--out", str(out), *SMALL_RUN],
+        REPO_ROOT, {"CXRBENCH_NULL_STEP_SECONDS": "0.2"},
+    )
+    try:
+        pid = wait_for(lambda: reported_pid(out), 120, "the worker to be configured")
+        time.sleep(1.5)  # weights loaded, epoch 1 streaming
+        os.kill(pid, signal.SIGSTOP)
+        _, stderr = process.communicate(timeout=60)  # without the watchdog: no end at all
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1
+    assert re.search(r"harness: error: worker 'null', Train: STALLED: no reply for [\d.]+ s "
+                     r"\(limit [\d.]+ s = max\(3 s, 20 x median step [\d.e-]+ s\)\); last batch answered: \d+ ", stderr)
+    record = json.loads((run_directory(out) / "run.json").read_text())
+    assert record["status"] == "failed"
+    assert record["error"].startswith("worker 'null', Train: STALLED: no reply for ")
+    assert not (run_directory(out) / "epochs.csv").exists()  # it stalled in epoch 1
+    assert not process_exists(pid)

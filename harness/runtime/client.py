@@ -7,7 +7,9 @@ the details, so a failure reads "worker 'pytorch', Train: INVALID_ARGUMENT: batc
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -16,9 +18,30 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cxrbench.worker.v1 import worker_pb2, worker_pb2_grpc
-from cxrbench.worker.v1.tensors import GRPC_OPTIONS, decode_tensor
+from cxrbench.worker.v1.tensors import CLIENT_OPTIONS, PING_TIMEOUT_SECONDS, decode_tensor
+from harness.runtime.stream_watchdog import DEFAULT_STALL_FLOOR_SECONDS, STEP_HISTORY, StreamWatchdog, seconds_text
 
 WEIGHT_CHUNK_BYTES = 4 * 1024 * 1024
+# Deadlines: every call ends. Unary calls answer in well under a second; a minute allows a busy host.
+UNARY_DEADLINE_SECONDS = 60.0
+# Configure builds the model and may trace or compile it: minutes on a slow machine, never hours.
+CONFIGURE_DEADLINE_SECONDS = 600.0
+# Weights: a minute, plus the size at 4 MiB/s (a 30 Mbit/s link to a remote worker; loopback moves
+# hundreds of MB/s). A 100 MB ResNet-50 file gets 84 s.
+WEIGHTS_DEADLINE_SECONDS = 60.0
+WEIGHTS_MIN_BYTES_PER_SECOND = 4 * 1024 * 1024
+# Neutral weights are float32; twice that per parameter covers int64 buffers and the header.
+WEIGHT_BYTES_PER_PARAMETER = 8
+# How long an abandoned stream waits for the harness's batch source to hand over the batch it is
+# building, so that gRPC's request thread never waits on a source that is about to be closed.
+PULL_GRACE_SECONDS = 10.0
+
+
+def weights_deadline(size_bytes: int | None) -> float:
+    """Seconds allowed to move a weights file of `size_bytes` (Configure's deadline when unknown)."""
+    if size_bytes is None:
+        return CONFIGURE_DEADLINE_SECONDS
+    return WEIGHTS_DEADLINE_SECONDS + size_bytes / WEIGHTS_MIN_BYTES_PER_SECOND
 
 
 class WorkerError(RuntimeError):
@@ -68,12 +91,18 @@ class WorkerClient:
     """Calls one worker; checks that every batch digest comes back as it was sent."""
 
     def __init__(self, name: str, address: str, on_failure: Callable[[], str | None] | None = None,
-                 security: ChannelSecurity | None = None) -> None:
-        """`on_failure` returns extra context (e.g. the worker process's exit status) for errors, or None."""
+                 security: ChannelSecurity | None = None, stall_timeout: float = DEFAULT_STALL_FLOOR_SECONDS) -> None:
+        """`on_failure` returns extra context (e.g. the worker process's exit status) for errors, or None.
+
+        `stall_timeout` is the stream watchdog's floor (`--stall-timeout`); it may be set later too.
+        """
         self.name = name
         self.address = address
+        self.stall_timeout = stall_timeout
         self._on_failure = on_failure
         self.last_health_error: str | None = None  # why the last health check failed, for errors
+        self._steps: dict[str, deque[float]] = {}  # per streaming RPC: recent step times, for the watchdog
+        self._weights_bytes: int | None = None  # the size of the model's weights, once known
         self._channel = _channel(address, security or ChannelSecurity())
         self._stub = worker_pb2_grpc.WorkerStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
@@ -81,19 +110,26 @@ class WorkerClient:
     def close(self) -> None:
         self._channel.close()
 
-    def _error(self, rpc: str, error: grpc.RpcError) -> WorkerError:
+    def _error(self, rpc: str, error: grpc.RpcError, timeout: float | None = None) -> WorkerError:
         details = error.details() or ""
+        if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and timeout is not None:
+            details = f"no answer within its deadline of {seconds_text(timeout)} s ({details})"
+        elif "ping timeout" in details or "keepalive" in details.lower():
+            details = (f"{details}: the connection's keepalive ping went unanswered for {PING_TIMEOUT_SECONDS} s "
+                       "(the worker process is stopped or its host unreachable)")
         if self._on_failure is not None and error.code() not in ANSWERED_BY_THE_WORKER:
             extra = self._on_failure()
             if extra:
                 details = f"{details} ({extra})" if details else extra
         return WorkerError(self.name, rpc, error.code().name, details)
 
-    def _call(self, rpc: str, request, timeout: float | None = 60.0):
+    def _call(self, rpc: str, request, timeout: float | None = None):
+        """A unary call with a deadline: `timeout`, or UNARY_DEADLINE_SECONDS."""
+        timeout = UNARY_DEADLINE_SECONDS if timeout is None else timeout
         try:
             return getattr(self._stub, rpc)(request, timeout=timeout)
         except grpc.RpcError as error:
-            raise self._error(rpc, error) from None
+            raise self._error(rpc, error, timeout) from None
 
     def is_serving(self, timeout: float = 1.0) -> bool:
         """True when grpc.health.v1 reports SERVING."""
@@ -109,8 +145,10 @@ class WorkerClient:
         return self._call("GetMetadata", worker_pb2.GetMetadataRequest())
 
     def configure(self, request: worker_pb2.ConfigureRequest) -> worker_pb2.ConfigureResponse:
-        # Building a model can take a while on a slow machine; no short deadline here.
-        return self._call("Configure", request, timeout=None)
+        reply = self._call("Configure", request, timeout=CONFIGURE_DEADLINE_SECONDS)
+        parameters = reply.trainable_parameters + reply.non_trainable_parameters
+        self._weights_bytes = WEIGHT_BYTES_PER_PARAMETER * parameters or None
+        return reply
 
     def set_learning_rate(self, learning_rate: float) -> float:
         reply = self._call("SetHyperparameters", worker_pb2.SetHyperparametersRequest(learning_rate=learning_rate))
@@ -121,22 +159,38 @@ class WorkerClient:
 
         Replies must come one per batch, in order, each echoing the digest that was sent; anything
         else aborts with a WorkerError. A failure while building batches (harness side) ends the
-        request stream and is re-raised as itself, not blamed on the worker.
+        request stream and is re-raised as itself, not blamed on the worker. A worker that stops
+        answering is cancelled by the watchdog (STALLED, see stream_watchdog.py).
         """
         sent: list[tuple[int, str]] = []
         harness_failure: list[Exception] = []
+        source = iter(batches)
+        pulling = threading.Lock()  # held while gRPC's request thread takes a batch from `source`
+        abandoned = threading.Event()  # the stream is over: take no more batches
+        call = None
 
         def requests():
-            try:
-                for batch in batches:
-                    sent.append((batch.index, batch.digest))
-                    yield wrap(batch)
-            except Exception as error:  # raised in gRPC's sending thread: keep it for the caller
-                harness_failure.append(error)
+            while True:
+                with pulling:
+                    if abandoned.is_set():
+                        return
+                    try:
+                        batch = next(source)
+                    except StopIteration:
+                        return
+                    except Exception as error:  # raised in gRPC's sending thread: keep it for the caller
+                        harness_failure.append(error)
+                        return
+                sent.append((batch.index, batch.digest))
+                watchdog.sent()
+                yield wrap(batch)
 
+        watchdog = StreamWatchdog(self.stall_timeout, self._steps.setdefault(rpc, deque(maxlen=STEP_HISTORY)),
+                                  cancel=lambda: call.cancel() if call is not None else None)
         answered = 0
         try:
-            for reply in getattr(self._stub, rpc)(requests()):
+            call = getattr(self._stub, rpc)(requests())
+            for reply in call:
                 if answered >= len(sent):
                     raise WorkerError(self.name, rpc, "PROTOCOL", f"answered batch {reply.index}, which was not sent")
                 index, digest = sent[answered]
@@ -149,12 +203,25 @@ class WorkerClient:
                         f"batch {index} was sent with digest {digest[:16]}... "
                         f"but the worker computed {reply.digest[:16]}...",
                     )
+                watchdog.answered(index)
                 answered += 1
                 yield reply
         except grpc.RpcError as error:
+            if watchdog.stalled is not None:
+                raise WorkerError(self.name, rpc, "STALLED", watchdog.stalled) from None
             if harness_failure:  # the RPC failed because the requests did: the harness's error alone
                 raise harness_failure[0] from None
-            raise self._error(rpc, error) from None
+            failure = self._error(rpc, error)
+            raise WorkerError(self.name, rpc, failure.code, f"{failure.details}; {watchdog.progress()}") from None
+        finally:
+            watchdog.stop()
+            abandoned.set()
+            if call is not None:
+                call.cancel()  # no effect on a finished call; ends the worker's side of an abandoned one
+            # Wait for a batch being taken right now, so the request thread sees `abandoned` and ends
+            # before the caller closes the batch source under it.
+            if pulling.acquire(timeout=PULL_GRACE_SECONDS):
+                pulling.release()
         if harness_failure:
             raise harness_failure[0]
         if answered != len(sent):
@@ -176,14 +243,17 @@ class WorkerClient:
 
     def get_weights(self) -> bytes:
         """The model's neutral safetensors file, verified against the announced size and SHA-256."""
+        timeout = weights_deadline(self._weights_bytes)
         try:
-            replies = list(self._stub.GetWeights(worker_pb2.GetWeightsRequest(chunk_bytes=WEIGHT_CHUNK_BYTES)))
+            replies = list(self._stub.GetWeights(worker_pb2.GetWeightsRequest(chunk_bytes=WEIGHT_CHUNK_BYTES),
+                                                 timeout=timeout))
         except grpc.RpcError as error:
-            raise self._error("GetWeights", error) from None
+            raise self._error("GetWeights", error, timeout) from None
         data = b"".join(reply.chunk for reply in replies)
         if not replies or len(data) != replies[0].total_bytes or hashlib.sha256(data).hexdigest() != replies[0].sha256:
             raise WorkerError(self.name, "GetWeights", "DATA_LOSS",
                               "the weights received do not match their size or SHA-256")
+        self._weights_bytes = len(data)
         return data
 
     def set_weights(self, data: bytes) -> int:
@@ -199,10 +269,13 @@ class WorkerClient:
                     sha256=digest if first else "",
                 )
 
+        timeout = weights_deadline(len(data))
         try:
-            return self._stub.SetWeights(requests()).tensors_loaded
+            loaded = self._stub.SetWeights(requests(), timeout=timeout).tensors_loaded
         except grpc.RpcError as error:
-            raise self._error("SetWeights", error) from None
+            raise self._error("SetWeights", error, timeout) from None
+        self._weights_bytes = len(data)
+        return loaded
 
     def resource_usage(self, reset_peak: bool = False) -> dict:
         """The worker's memory: peak and current RSS of its process, and its accelerator's where the
@@ -219,7 +292,7 @@ class WorkerClient:
         Returns ExportNativeResponse's fields: format (in words), size_bytes, files, save_seconds.
         """
         # Writing a large model to a slow disk can take longer than the default deadline.
-        return _plain(self._call("ExportNative", worker_pb2.ExportNativeRequest(), timeout=600.0))
+        return _plain(self._call("ExportNative", worker_pb2.ExportNativeRequest(), timeout=CONFIGURE_DEADLINE_SECONDS))
 
 
 def _channel(address: str, security: ChannelSecurity) -> grpc.Channel:
@@ -227,8 +300,8 @@ def _channel(address: str, security: ChannelSecurity) -> grpc.Channel:
         # gRPC sends call credentials only over TLS; a token in clear text would be readable anyway.
         raise ValueError(f"{address}: a token is sent only over TLS")
     if not security.tls:
-        return grpc.insecure_channel(address, options=list(GRPC_OPTIONS))
-    options: list[tuple[str, int | str]] = list(GRPC_OPTIONS)
+        return grpc.insecure_channel(address, options=list(CLIENT_OPTIONS))
+    options: list[tuple[str, int | str]] = list(CLIENT_OPTIONS)
     if security.server_name:
         options.append(("grpc.ssl_target_name_override", security.server_name))
     return grpc.secure_channel(address, security.credentials(), options=options)

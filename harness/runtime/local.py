@@ -89,11 +89,15 @@ class LocalWorker:
         return f"the worker process {how}; log: {self.log_path}.{last}"
 
     def stop(self) -> None:
-        """Stop the process group: SIGTERM, then SIGKILL after a grace period."""
+        """Stop the process group: SIGCONT (should it be stopped) and SIGTERM, then SIGKILL after a grace period."""
         if self.client is not None:
             self.client.close()
         if self.process is not None and self.process.poll() is None:
             try:
+                # A stopped worker (SIGSTOP, Ctrl-Z: a stalled stream's usual suspect) handles SIGTERM only
+                # once continued (the worker's main loop wakes to run the handler, whichever thread the
+                # signal reached). SIGKILL, after the grace period, reaches it anyway.
+                os.killpg(self.process.pid, signal.SIGCONT)
                 os.killpg(self.process.pid, signal.SIGTERM)
                 self.process.wait(timeout=STOP_GRACE_SECONDS)
             except subprocess.TimeoutExpired:

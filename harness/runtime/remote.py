@@ -3,6 +3,10 @@
 On each host: `python -m cxrbench_worker --worker-dir workers/keras --address 0.0.0.0:50051
 --tls-cert tls.crt --tls-key tls.key --token-file token` (files from `harness credentials`). Off
 loopback the harness, like the worker, insists on TLS and a token: the token travels only inside TLS.
+
+A host that goes down or a link that goes half-open mid-call is found by keepalive pings (both ends,
+tensors.CLIENT_OPTIONS / SERVER_OPTIONS) within about 40 s; a worker that answers pings but not
+batches, by the client's stream watchdog.
 """
 
 from __future__ import annotations

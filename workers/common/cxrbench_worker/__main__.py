@@ -25,7 +25,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from cxrbench.worker.v1 import worker_pb2_grpc
-from cxrbench.worker.v1.tensors import GRPC_OPTIONS
+from cxrbench.worker.v1.tensors import SERVER_OPTIONS
 from cxrbench_worker.servicer import WorkerServicer
 from cxrbench_worker.transport_security import ListenSecurity, TokenInterceptor, add_port, check_listen_policy
 from cxrbench_worker.worker_folder import WorkerFolder
@@ -62,7 +62,7 @@ def serve(worker_dir: Path, address: str, parent_pid: int | None, security: List
         exit_with_parent(parent_pid)
     folder = WorkerFolder.read(worker_dir)
     interceptors = [TokenInterceptor(security.token)] if security.token else []
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=list(GRPC_OPTIONS),
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=list(SERVER_OPTIONS),
                          interceptors=interceptors)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -82,7 +82,11 @@ def serve(worker_dir: Path, address: str, parent_pid: int | None, security: List
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    stop.wait()
+    # Woken twice a second: Python runs a signal handler only when the main thread runs, and a
+    # signal that reaches another thread (as a SIGTERM to a process continued after SIGSTOP does)
+    # would leave a plain wait() blocked for good.
+    while not stop.wait(0.5):
+        pass
     health_servicer.enter_graceful_shutdown()
     server.stop(grace=2).wait()
 

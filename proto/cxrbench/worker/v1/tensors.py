@@ -23,6 +23,47 @@ GRPC_OPTIONS = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 )
 
+# Keepalive: a worker that vanishes (a half-open TCP link to a remote host, a stopped process) is noticed
+# even in the middle of a long call. Each end pings every KEEPALIVE_SECONDS when the link is quiet and
+# drops the connection when a ping goes unanswered for PING_TIMEOUT_SECONDS: a dead peer is found within
+# 20 + 20 = 40 s, under a minute. gRPC core (1.6x on) waits `grpc.http2.ping_timeout_ms` (default a
+# minute) for the ack, not only `grpc.keepalive_timeout_ms`, so both are set. `max_pings_without_data`
+# 0: keep pinging through a long silent call (Configure compiling, a slow step), where the default of 2
+# would stop after two pings. The channel pings between calls too (evaluation between epochs), which
+# also keeps NAT and firewall idle timers from closing it.
+KEEPALIVE_SECONDS = 20
+PING_TIMEOUT_SECONDS = 20
+
+
+def keepalive_options(ping_seconds: float, timeout_seconds: float) -> tuple[tuple[str, int], ...]:
+    """The pinging end's keepalive settings (both ends ping, so both use this)."""
+    return (
+        ("grpc.keepalive_time_ms", int(ping_seconds * 1000)),
+        ("grpc.keepalive_timeout_ms", int(timeout_seconds * 1000)),
+        ("grpc.http2.ping_timeout_ms", int(timeout_seconds * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    )
+
+
+def ping_policy_options(client_ping_seconds: float) -> tuple[tuple[str, int], ...]:
+    """The server's tolerance of the client's pings.
+
+    By default a server accepts a ping only every 5 minutes when it sends no data (a long Configure, an
+    idle channel), and only during calls; after two early pings it closes the connection with GOAWAY
+    "too_many_pings", failing the call. It must accept the client's interval with and without calls:
+    half of it, so that timer jitter never counts as abuse. (Accepting pings without calls is
+    `grpc.keepalive_permit_without_calls`, set by `keepalive_options`.)
+    """
+    return (("grpc.http2.min_ping_interval_without_data_ms", int(client_ping_seconds * 1000 / 2)),)
+
+
+CLIENT_OPTIONS = GRPC_OPTIONS + keepalive_options(KEEPALIVE_SECONDS, PING_TIMEOUT_SECONDS)
+# The server pings too, so that a vanished harness ends the worker's stream handlers instead of leaving
+# them waiting for a next batch that never comes (a remote worker outlives the harness that used it).
+SERVER_OPTIONS = GRPC_OPTIONS + keepalive_options(KEEPALIVE_SECONDS, PING_TIMEOUT_SECONDS) + ping_policy_options(
+    KEEPALIVE_SECONDS)
+
 
 class TensorError(ValueError):
     """A Tensor message that cannot be decoded; `field` names the offending field."""
