@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from cxrbench_worker.backend import Backend, BackendMetadata, ConfiguredModel, ModelSpec
+from cxrbench_worker.mixed_precision import precision_flags
 
 
 class NullBackend(Backend):
@@ -31,18 +32,22 @@ class NullBackend(Backend):
             framework_versions={"numpy": np.__version__, "python": platform.python_version()},
             device="cpu (null: no computation)",
             threads=1,
-            numerics={},
+            numerics=precision_flags("fp32"),
         )
 
     def configure(self, spec: ModelSpec) -> ConfiguredModel:
         self._num_labels = spec.num_labels
         self._weights = {"fc.bias": np.zeros(spec.num_labels, dtype=np.float32)}
-        return ConfiguredModel(trainable_parameters=spec.num_labels, non_trainable_parameters=0, numerics={})
+        return ConfiguredModel(trainable_parameters=spec.num_labels, non_trainable_parameters=0,
+                               numerics=precision_flags("fp32"))
 
     def train_step(self, pixels: np.ndarray, labels: np.ndarray) -> float:
         if self._step_seconds:
             time.sleep(self._step_seconds)
         return float(np.log(2.0))  # BCE of a zero logit
+
+    def synchronize(self) -> None:
+        """Nothing runs asynchronously here."""
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         return np.zeros((pixels.shape[0], self._num_labels), dtype=np.float32)
