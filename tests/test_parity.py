@@ -110,3 +110,78 @@ def test_own_noise_widens_the_allowance_but_an_early_bug_still_fails():
     c = Probe("c", *COUNTS, np.ones((2, 14)), early, np.ones((2, 14)), b"", tuple(x * (1 + 1e-6) for x in early))
     summary = compare([a, c], COUNTS, [])
     assert not summary["passed"] and summary["pairs"][0]["losses_allowed"][2] == pytest.approx(0.01)
+
+
+def test_fp32_keeps_its_tolerances_and_is_the_default():
+    assert Tolerances.for_precision("fp32") == Tolerances() == Tolerances(1e-4, 1e-5, 1e-2, 1e-4)
+    summary = compare([make_probe("a"), make_probe("b")], COUNTS, [])
+    assert summary["precision"] == "fp32" and summary["tolerances"]["logits_relative"] == 1e-4
+    assert summary["own_deviations"] == []
+
+
+def test_mixed_tolerances_come_from_the_unit_roundoff():
+    bf16, fp16 = Tolerances.for_precision("bf16-mixed"), Tolerances.for_precision("fp16-mixed")
+    assert (bf16.logits_relative, bf16.first_loss_relative) == (2 * 2**-8, 2**-8)
+    assert (bf16.own_logits_relative, bf16.own_first_loss_relative) == (16 * 2**-8, 8 * 2**-8)
+    assert fp16.logits_relative == 2 * 2**-11 and fp16.own_logits_relative == 16 * 2**-11
+    with pytest.raises(ValueError, match="precision: unknown 'mixed'"):
+        Tolerances.for_precision("mixed")
+
+
+def mixed_probe(worker: str, logits_scale: float = 1.0, loss_shift: float = 0.0, own_logits: float = 5e-3,
+                own_loss: float = 1e-3, precision: str = "bf16-mixed") -> Probe:
+    """A probe as a mixed-precision worker returns it: its fp32 reference run (`own_*` away) included."""
+    base = make_probe(worker, logits_scale, loss_shift)
+    reference_logits = base.initial_logits * (1 + own_logits)
+    reference_losses = tuple(x * (1 + own_loss) for x in base.losses)
+    return Probe(worker, *COUNTS, base.initial_logits, base.losses, base.trained_logits, b"",
+                 precision=precision, reference_logits=reference_logits, reference_losses=reference_losses)
+
+
+def test_the_precision_of_the_probes_selects_the_tolerances():
+    # 1% apart in the logits: bf16 workers 0.5% from their own fp32 runs may be (3 x 0.5% = 1.5%)...
+    summary = compare([mixed_probe("a"), mixed_probe("b", logits_scale=1.01)], COUNTS, [])
+    assert summary["passed"] and summary["precision"] == "bf16-mixed"
+    assert summary["pairs"][0]["logits_allowed"] == pytest.approx(3 * 5e-3, rel=1e-2)
+    assert "bf16-mixed" in parity_lines(summary)[0]
+    # ...fp32 workers may not (1e-4), nor fp16 ones 0.05% from their fp32 runs (floor 2^-10, 3 x 5e-4).
+    assert not compare([make_probe("a"), make_probe("b", logits_scale=1.01)], COUNTS, [])["passed"]
+    fp16 = [mixed_probe("a", own_logits=5e-4, precision="fp16-mixed"),
+            mixed_probe("b", logits_scale=1.01, own_logits=5e-4, precision="fp16-mixed")]
+    assert not compare(fp16, COUNTS, [])["passed"]
+
+
+def test_a_loss_computed_differently_fails_in_bf16_though_the_logits_agree():
+    # 2% on the first loss, where each worker's own fp32 run is 0.1% away: beyond 3 x 0.1%.
+    summary = compare([mixed_probe("a"), mixed_probe("b", loss_shift=0.014)], COUNTS, [])
+    assert not summary["passed"]
+    pair = summary["pairs"][0]
+    assert pair["logits_relative"] == 0.0 and pair["first_loss_relative"] > pair["first_loss_allowed"]
+
+
+def test_a_wrong_low_precision_path_fails_on_its_own_deviation():
+    # A worker 17% from its own fp32 run (a layer in the wrong dtype, say) would widen the pair's
+    # allowance to 50%: the ceiling (16 u = 6.25%) fails it whatever the other worker does.
+    summary = compare([mixed_probe("a"), mixed_probe("b", own_logits=0.2)], COUNTS, [])
+    assert summary["pairs"][0]["ok"] and not summary["passed"]
+    assert [row["ok"] for row in summary["own_deviations"]] == [True, False]
+    assert "| b | 1.67e-01" in "\n".join(parity_lines(summary))
+
+
+def test_probes_of_different_precisions_are_not_compared():
+    with pytest.raises(ValueError, match="precision: the probes ran bf16-mixed, fp32"):
+        compare([make_probe("a"), mixed_probe("b")], COUNTS, [])
+
+
+@pytest.mark.framework
+def test_parity_command_passes_in_bf16_for_all_workers(tmp_path):
+    small = ["--patients", "40", "--steps", "3", "--threads", "1", "--precision", "bf16-mixed"]
+    workers = ["--workers", "pytorch,tensorflow,keras"]
+    result = run_harness(["parity", *workers, *small, "--json", str(tmp_path / "p.json")], REPO_ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((tmp_path / "p.json").read_text())
+    assert summary["precision"] == "bf16-mixed" and summary["passed"]
+    # Each worker ran its fp32 reference from the same weights, and deviates from it by bf16 rounding.
+    assert {row["worker"] for row in summary["own_deviations"]} == {"pytorch", "tensorflow", "keras"}
+    assert all(0 < row["logits_relative"] <= 16 * 2**-8 for row in summary["own_deviations"])
+    assert all(len(losses) == 3 for losses in summary["reference_losses"].values())

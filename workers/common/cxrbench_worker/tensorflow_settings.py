@@ -115,6 +115,9 @@ class NumericsState:
 
     allow_tf32: bool
     op_determinism: bool
+    # TF times cuDNN's convolution algorithms on first use unless TF_CUDNN_USE_AUTOTUNE=0 (its
+    # default is on); under op determinism it picks among deterministic algorithms only.
+    cudnn_autotune: str
 
 
 def numerics_state() -> NumericsState:
@@ -122,8 +125,12 @@ def numerics_state() -> NumericsState:
     import tensorflow as tf
     from tensorflow.python.framework import config as tf_config
 
+    autotune = os.environ.get("TF_CUDNN_USE_AUTOTUNE", "").lower() not in ("0", "false")
+    determinism = bool(tf_config.is_op_determinism_enabled())
     return NumericsState(allow_tf32=bool(tf.config.experimental.tensor_float_32_execution_enabled()),
-                         op_determinism=bool(tf_config.is_op_determinism_enabled()))
+                         op_determinism=determinism,
+                         cudnn_autotune=("true (deterministic algorithms only)" if determinism else "true")
+                         if autotune else "false")
 
 
 def gpu_device() -> str | None:

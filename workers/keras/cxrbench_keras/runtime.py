@@ -66,8 +66,9 @@ def numerics_flags() -> dict[str, str]:
         state = tensorflow_settings.numerics_state()
         flags["allow_tf32"] = str(state.allow_tf32).lower()
         flags["op_determinism"] = flags["deterministic"] = str(state.op_determinism).lower()
+        flags["cudnn_autotune"] = state.cudnn_autotune
     else:
-        flags["allow_tf32"] = flags["op_determinism"] = flags["deterministic"] = "n/a"
+        flags["allow_tf32"] = flags["op_determinism"] = flags["deterministic"] = flags["cudnn_autotune"] = "n/a"
     return flags
 
 

@@ -9,12 +9,15 @@ and unscaling are exact.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import tensorflow as tf
 
 from cxrbench_worker.mixed_precision import (
-    LOSS_SCALE_BACKOFF_FACTOR, LOSS_SCALE_GROWTH_FACTOR, LOSS_SCALE_GROWTH_INTERVAL, LOSS_SCALE_INITIAL,
+    LOSS_SCALE_BACKOFF_FACTOR,
+    LOSS_SCALE_GROWTH_FACTOR,
+    LOSS_SCALE_GROWTH_INTERVAL,
+    LOSS_SCALE_INITIAL,
 )
 
 

@@ -133,6 +133,7 @@ class TensorFlowBackend(Backend):
             "allow_tf32": str(state.allow_tf32).lower(),
             "deterministic_ops": str(state.op_determinism).lower(),
             "deterministic": str(state.op_determinism).lower(),
+            "cudnn_autotune": state.cudnn_autotune,
             "gpu_memory_growth": self._memory_growth,
             "jit_compile": str(self._jit_compile).lower(),
             "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
