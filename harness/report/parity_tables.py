@@ -47,6 +47,14 @@ def parity_lines(summary: dict) -> list[str]:
                      f"{pair['losses_allowed_max']:.2e} | {pair['trained_logits_relative']:.2e} | "
                      f"{'yes' if pair['ok'] else 'NO'} |")
     factor = summary["noise_factor"]
+    if mixed and summary.get("reference_tolerances") and any("reference_ok" in pair for pair in summary["pairs"]):
+        fp32 = summary["reference_tolerances"]
+        lines += ["", "The same pairs' fp32 reference runs, under fp32's limits:", "",
+                  f"| pair | eval logits rel (<= {fp32['logits_relative']:g}) | "
+                  f"first loss rel (<= {fp32['first_loss_relative']:g}) | ok |", "|---|---:|---:|---|"]
+        lines += [f"| {' vs '.join(pair['workers'])} | {pair['reference_logits_relative']:.2e} | "
+                  f"{pair['reference_first_loss_relative']:.2e} | {'yes' if pair['reference_ok'] else 'NO'} |"
+                  for pair in summary["pairs"] if "reference_ok" in pair]
     if mixed:
         lines += ["", f"In {precision} two workers may differ by {factor:g} x the larger own deviation from fp32 "
                   f"(logits, first loss, each step's loss so far), never less than {tol['logits_relative']:g} "

@@ -28,7 +28,9 @@ loss, each step's loss) is measured against that. By the triangle inequality
 |a - b| <= d_a + d_b + |f_a - f_b| <= 2 max(d_a, d_b) + (fp32 parity's 1e-4), so two workers may
 differ by NOISE_FACTOR x the larger own deviation (3 rather than 2: the relative differences are
 scaled by each side's own largest value, and the cross-loads compare trained weights whose deviation
-was measured at the start), never less than a floor.
+was measured at the start), never less than a floor. The fp32 reference runs themselves are compared
+too, under fp32's limits (eval logits 1e-4, first loss 1e-5): whatever both precisions share, a loss
+defined otherwise say, fails there at fp32's strictness.
 
 That allowance alone would excuse a worker whose low-precision path is wrong (a loss or a BatchNorm
 computed in bfloat16 widens its own d as much as it likes). So each worker's own deviation must
@@ -43,9 +45,9 @@ significant bits, u = 2^-8 = 3.9e-3; float16: 11 bits, u = 2^-11 = 4.9e-4):
   CPU (ResNet-50, 48 px, 16 images, seed 0), each worker against its own fp32 run: eval logits
   PyTorch 1.31e-2, TensorFlow 1.29e-2, Keras 1.29e-2 (3.3-3.4 u); first loss 8.59e-3 / 8.76e-3 /
   6.76e-3 (1.7-2.2 u). The ceilings are about three times the largest, rounded up to a power of two
-  times u: 16 u (logits) and 8 u (first loss). A wrong recipe exceeds them: a whole network in
-  bfloat16 with bfloat16 BatchNorm statistics, or logits rounded twice per layer.
-  The same multiples of float16's u are fp16-mixed's limits (not measured here: fp16 is a GPU's).
+  times u: 16 u (logits) and 8 u (first loss). What they cannot see is an error of the low-precision
+  path alone that stays under them: they bound how far a worker may stray from its own fp32 run, not
+  where it rounds. The same multiples of float16's u are fp16-mixed's limits (not measured here).
 Much of the rounding is common to every worker (the same float32 inputs and weights round to the
 same bfloat16 values), so pairs differ by less than their own deviations: measured, eval logits
 1.0e-2 (PyTorch against TensorFlow and Keras; TensorFlow and Keras bit-equal), first loss 1.6e-4
@@ -284,6 +286,19 @@ def own_deviations(probe: Probe, tolerances: Tolerances) -> dict:
     return {"worker": probe.worker, "logits_relative": logits, "first_loss_relative": first, "ok": ok}
 
 
+def _reference_pair(a: Probe, b: Probe) -> dict:
+    """Mixed precision: the two workers' fp32 reference runs against fp32's own limits (eval logits,
+    first loss). A difference both precisions share (a loss defined otherwise, say) fails here at
+    fp32's strictness, however wide the low-precision allowance. Empty in fp32."""
+    if a.reference_logits is None or b.reference_logits is None or not a.reference_losses or not b.reference_losses:
+        return {}
+    fp32 = Tolerances()
+    logits = relative_difference(a.reference_logits, b.reference_logits)
+    first = _relative(a.reference_losses[0], b.reference_losses[0])
+    return {"reference_logits_relative": logits, "reference_first_loss_relative": first,
+            "reference_ok": logits <= fp32.logits_relative and first <= fp32.first_loss_relative}
+
+
 def compare(probes: list[Probe], expected_counts: tuple[int, int], cross_rows: list[dict],
             tolerances: Tolerances | None = None) -> dict:
     """The parity summary (plain values): counts per worker, every pair, cross-loads, passed or not.
@@ -313,6 +328,7 @@ def compare(probes: list[Probe], expected_counts: tuple[int, int], cross_rows: l
                              NOISE_FACTOR * max(a.own_logits_deviation, b.own_logits_deviation))
         first_allowed = max(tolerances.first_loss_relative,
                             NOISE_FACTOR * max(a.own_first_loss_deviation, b.own_first_loss_deviation))
+        reference = _reference_pair(a, b)
         pairs.append({
             "workers": [a.worker, b.worker],
             "logits_max_abs": _max_abs(a.initial_logits, b.initial_logits),
@@ -325,13 +341,17 @@ def compare(probes: list[Probe], expected_counts: tuple[int, int], cross_rows: l
             "losses_relative": steps,
             "losses_allowed": allowed,
             "trained_logits_relative": relative_difference(a.trained_logits, b.trained_logits),
-            "ok": logits <= logits_allowed and first <= first_allowed and losses_ok,
+            **reference,
+            "ok": (logits <= logits_allowed and first <= first_allowed and losses_ok
+                   and reference.get("reference_ok", True)),
         })
     return {
         "precision": precision,
         "steps": len(probes[0].losses) if probes else 0,
         "expected_counts": {"trainable": expected_counts[0], "non_trainable": expected_counts[1]},
         "tolerances": asdict(tolerances),
+        # Mixed precision: the limits the fp32 reference runs are held to.
+        "reference_tolerances": asdict(Tolerances()) if precision != "fp32" else None,
         "counts": counts,
         "own_deviations": own,
         "pairs": pairs,
