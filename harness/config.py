@@ -145,8 +145,10 @@ class BenchmarkConfig:
     options: tuple[str, ...] = option(
         (), "--option", "`WORKER.KEY=VALUE`, repeatable: a framework switch, e.g. `tensorflow.jit_compile=true` "
         "(XLA, off by default)", kind="repeat", metavar="WORKER.KEY=VALUE", check=_option_form)
-    precision: str = option("fp32", "--precision", "numerics for every worker; `mixed` needs a CUDA device; TF32 is "
-                            "always off", choices=PRECISIONS)
+    precision: str = option("fp32", "--precision", "numerics for every worker: `fp32` (TF32 off); `bf16-mixed`, "
+                            "`fp16-mixed`: the network computes in bfloat16 / float16 on float32 weights, BatchNorm "
+                            "statistics and the loss in float32, fp16 with dynamic loss scaling; all three run on CPUs",
+                            choices=PRECISIONS)
     deterministic: bool = option(
         False, "--deterministic", "timed runs with the frameworks' deterministic algorithms (slower; PyTorch then "
         "turns cuDNN autotuning off); off by default, so speed is measured as users train. Parity probes are "

@@ -26,7 +26,6 @@ from harness.runtime.client import WorkerError
 from harness.runtime.registry import WorkerSpec
 from harness.training.settings import TrainingSettings, configure_request
 
-
 # How a worker refuses a setting it does not offer (worker.proto): a fact about the run's settings.
 REFUSED_SETTINGS = frozenset({"UNIMPLEMENTED", "INVALID_ARGUMENT"})
 

@@ -285,6 +285,7 @@ def test_gpu_smoke_test_commands_parse_with_the_harness_cli():
     args = build_parser().parse_args(smoke_test_benchmark_arguments())
     assert (args.command, args.runtime, args.workers, args.epochs, args.patients, args.image_size, args.precision) == (
         "benchmark", "docker", "all", 1, 300, 64, "fp32")
+    assert {"bf16-mixed", "fp16-mixed"} <= set(PRECISIONS), "docs/GPU_SMOKE_TEST.md offers both mixed precisions"
     recipe = (REPO_ROOT / "docs" / "GPU_SMOKE_TEST.md").read_text()
     offered = set(re.findall(r"--precision ([\w-]+)", recipe))
     unknown = offered - set(PRECISIONS)

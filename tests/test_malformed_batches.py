@@ -3,6 +3,8 @@ raises one WorkerError naming the worker and the RPC."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -102,16 +104,45 @@ def test_unknown_architecture_is_invalid_argument_naming_the_field(null_worker):
     assert caught.value.details.startswith("architecture: unknown 'vgg16'")
 
 
-def test_unsupported_precision_is_unimplemented(null_worker):
+def test_unsupported_precision_is_unimplemented(monkeypatch):
+    # The null worker honours every precision (it computes nothing): a backend offering fp32 alone shows the rule.
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "workers" / "null"))
+    from cxrbench_null.trainer import NullBackend
+
+    from cxrbench_worker.backend import UnsupportedOption
+    from cxrbench_worker.servicer import spec_from_request
+    from harness.config import BenchmarkConfig
+    from harness.training.settings import configure_request
+
+    class Fp32Only(NullBackend):
+        precisions = ("fp32",)
+
+    request = configure_request(BenchmarkConfig(workers="null", image_size=SIZE, precision="bf16-mixed").training(), 14)
+    with pytest.raises(UnsupportedOption) as caught:
+        spec_from_request(request, Fp32Only())
+    assert caught.value.field == "numerics.precision"
+    assert "'bf16-mixed' is not offered by this worker" in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["mixed", "bf16", "fp16", "FP32"])
+def test_unknown_precision_name_is_invalid_argument_listing_the_three(null_worker, name):
     from harness.config import BenchmarkConfig
     from harness.training.settings import configure_request
 
     _, client = null_worker
-    request = configure_request(BenchmarkConfig(workers="null", image_size=SIZE, precision="mixed").training(), 14)
+    request = configure_request(BenchmarkConfig(workers="null", image_size=SIZE).training(), 14)
+    request.numerics.precision = name
     with pytest.raises(WorkerError) as caught:
         client.configure(request)
-    assert caught.value.code == "UNIMPLEMENTED"
-    assert caught.value.details.startswith("numerics.precision")
+    assert caught.value.code == "INVALID_ARGUMENT"
+    assert caught.value.details == f"numerics.precision: unknown {name!r} (known: fp32, bf16-mixed, fp16-mixed)"
+
+
+def test_harness_and_workers_name_the_same_precisions():
+    from cxrbench_worker.backend import PRECISIONS as WORKER_PRECISIONS
+    from harness.training.settings import PRECISIONS
+
+    assert PRECISIONS == WORKER_PRECISIONS == ("fp32", "bf16-mixed", "fp16-mixed")
 
 
 def test_weights_round_trip_through_get_and_set(null_worker):

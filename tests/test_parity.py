@@ -110,3 +110,92 @@ def test_own_noise_widens_the_allowance_but_an_early_bug_still_fails():
     c = Probe("c", *COUNTS, np.ones((2, 14)), early, np.ones((2, 14)), b"", tuple(x * (1 + 1e-6) for x in early))
     summary = compare([a, c], COUNTS, [])
     assert not summary["passed"] and summary["pairs"][0]["losses_allowed"][2] == pytest.approx(0.01)
+
+
+def test_fp32_keeps_its_tolerances_and_is_the_default():
+    assert Tolerances.for_precision("fp32") == Tolerances() == Tolerances(1e-4, 1e-5, 1e-2, 1e-4)
+    summary = compare([make_probe("a"), make_probe("b")], COUNTS, [])
+    assert summary["precision"] == "fp32" and summary["tolerances"]["logits_relative"] == 1e-4
+    assert summary["own_deviations"] == []
+
+
+def test_mixed_tolerances_come_from_the_unit_roundoff():
+    bf16, fp16 = Tolerances.for_precision("bf16-mixed"), Tolerances.for_precision("fp16-mixed")
+    assert (bf16.logits_relative, bf16.first_loss_relative) == (2 * 2**-8, 2**-8)
+    assert (bf16.own_logits_relative, bf16.own_first_loss_relative) == (16 * 2**-8, 8 * 2**-8)
+    assert fp16.logits_relative == 2 * 2**-11 and fp16.own_logits_relative == 16 * 2**-11
+    with pytest.raises(ValueError, match="precision: unknown 'mixed'"):
+        Tolerances.for_precision("mixed")
+
+
+def mixed_probe(worker: str, logits_scale: float = 1.0, loss_shift: float = 0.0, own_logits: float = 5e-3,
+                own_loss: float = 1e-3, precision: str = "bf16-mixed") -> Probe:
+    """A probe as a mixed-precision worker returns it: its fp32 reference run is the fp32 function every
+    worker shares; its own results are `own_*` away from that, plus the given differences."""
+    fp32 = make_probe(worker)
+    initial = fp32.initial_logits * logits_scale * (1 + own_logits)
+    losses = tuple((x + loss_shift) * (1 + own_loss) for x in fp32.losses)
+    return Probe(worker, *COUNTS, initial, losses, fp32.trained_logits, b"",
+                 precision=precision, reference_logits=fp32.initial_logits, reference_losses=fp32.losses)
+
+
+def test_the_precision_of_the_probes_selects_the_tolerances():
+    # Two bf16 workers rounding 1% either side of the fp32 function they share are 2% apart: allowed
+    # (3 x their own 1%)...
+    summary = compare([mixed_probe("a", own_logits=1e-2), mixed_probe("b", own_logits=-1e-2)], COUNTS, [])
+    assert summary["passed"] and summary["precision"] == "bf16-mixed"
+    assert summary["pairs"][0]["logits_allowed"] == pytest.approx(3 * 1e-2, rel=2e-2)
+    assert "bf16-mixed" in parity_lines(summary)[0]
+    # ...fp32 workers 2% apart are not (1e-4), nor fp16 ones 1% from fp32 (beyond 16 x 2^-11 = 0.78%).
+    assert not compare([make_probe("a"), make_probe("b", logits_scale=1.02)], COUNTS, [])["passed"]
+    fp16 = [mixed_probe(name, own_logits=own, precision="fp16-mixed") for name, own in (("a", 1e-2), ("b", -1e-2))]
+    assert not compare(fp16, COUNTS, [])["passed"]
+
+
+def test_a_first_loss_far_from_its_own_fp32_run_fails_in_bf16():
+    # 5% from its own fp32 first loss (a loss computed in bfloat16 from badly rounded logits, say):
+    # beyond the ceiling of 8 u = 3.1%, though the pair's allowance would grow to 15%.
+    summary = compare([mixed_probe("a"), mixed_probe("b", own_loss=5e-2)], COUNTS, [])
+    assert summary["pairs"][0]["ok"] and not summary["passed"]
+    assert [row["ok"] for row in summary["own_deviations"]] == [True, False]
+
+
+def test_a_wrong_low_precision_path_fails_on_its_own_deviation():
+    # A worker 17% from its own fp32 run (a layer in the wrong dtype, say) would widen the pair's
+    # allowance to 50%: the ceiling (16 u = 6.25%) fails it whatever the other worker does.
+    summary = compare([mixed_probe("a"), mixed_probe("b", own_logits=0.2)], COUNTS, [])
+    assert summary["pairs"][0]["ok"] and not summary["passed"]
+    assert [row["ok"] for row in summary["own_deviations"]] == [True, False]
+    assert "| b | 1.67e-01" in "\n".join(parity_lines(summary))
+
+
+def test_probes_of_different_precisions_are_not_compared():
+    with pytest.raises(ValueError, match="precision: the probes ran bf16-mixed, fp32"):
+        compare([make_probe("a"), mixed_probe("b")], COUNTS, [])
+
+
+@pytest.mark.framework
+def test_parity_command_passes_in_bf16_for_all_workers(tmp_path):
+    small = ["--patients", "40", "--steps", "3", "--threads", "1", "--precision", "bf16-mixed"]
+    workers = ["--workers", "pytorch,tensorflow,keras"]
+    result = run_harness(["parity", *workers, *small, "--json", str(tmp_path / "p.json")], REPO_ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((tmp_path / "p.json").read_text())
+    assert summary["precision"] == "bf16-mixed" and summary["passed"]
+    # Each worker ran its fp32 reference from the same weights, and deviates from it by bf16 rounding.
+    assert {row["worker"] for row in summary["own_deviations"]} == {"pytorch", "tensorflow", "keras"}
+    assert all(0 < row["logits_relative"] <= 16 * 2**-8 for row in summary["own_deviations"])
+    assert all(len(losses) == 3 for losses in summary["reference_losses"].values())
+
+
+def test_a_difference_both_precisions_share_fails_on_the_fp32_reference_runs():
+    # 1% on every loss, in bf16 and in the fp32 reference run alike (a loss defined otherwise): within
+    # the bf16 allowance (3 x 1% own deviation), but the reference runs are held to fp32's 1e-5.
+    a = mixed_probe("a", own_loss=1e-2)
+    shifted = mixed_probe("b", own_loss=1e-2)
+    b = Probe("b", *COUNTS, shifted.initial_logits, tuple(x * 1.01 for x in shifted.losses), shifted.trained_logits,
+              b"", precision="bf16-mixed", reference_logits=shifted.reference_logits,
+              reference_losses=tuple(x * 1.01 for x in shifted.reference_losses))
+    pair = compare([a, b], COUNTS, [])["pairs"][0]
+    assert pair["first_loss_relative"] <= pair["first_loss_allowed"]
+    assert pair["reference_first_loss_relative"] > 1e-5 and not pair["reference_ok"] and not pair["ok"]

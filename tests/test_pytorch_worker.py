@@ -1,5 +1,5 @@
 """What is particular to the PyTorch worker (tests/conformance checks what every worker must do):
-versions and numerics read at run time, seeded initialisation, CPU refusal of mixed precision, and a
+versions and numerics read at run time, seeded initialisation, mixed precision on any device, and a
 small benchmark end to end. Its environment is created on first use (about a minute, cached)."""
 
 from __future__ import annotations
@@ -61,14 +61,25 @@ def test_same_seed_gives_the_same_initial_logits(pytorch_worker):
     np.testing.assert_array_equal(first, second)
 
 
-def test_mixed_precision_on_cpu_is_unimplemented(pytorch_worker):
-    meta = pytorch_worker.metadata()
-    if not meta.device.startswith("cpu"):
-        pytest.skip("this check is about CPU-only machines")
-    config = BenchmarkConfig(workers="pytorch", image_size=SIZE, precision="mixed")
-    with pytest.raises(WorkerError) as caught:
-        pytorch_worker.configure(configure_request(config.training(), 14))
-    assert caught.value.code == "UNIMPLEMENTED"
+@pytest.mark.parametrize(("precision", "dtype", "scale"),
+                         [("bf16-mixed", "bfloat16", "none"), ("fp16-mixed", "float16", "dynamic")])
+def test_mixed_precision_autocasts_on_any_device_and_reports_what_ran(pytorch_worker, precision, dtype, scale):
+    # torch autocasts to bfloat16 and float16 on CPUs too (GradScaler("cpu") for fp16), so nothing is refused.
+    config = BenchmarkConfig(workers="pytorch", image_size=SIZE, precision=precision, threads=2)
+    numerics = pytorch_worker.configure(configure_request(config.training(), 14)).numerics
+    assert (numerics["precision"], numerics["compute_dtype"], numerics["autocast"]) == (precision, dtype, dtype)
+    assert numerics["loss_scale"] == scale and numerics["variable_dtype"] == "float32"
+    (step,) = pytorch_worker.train(iter([batch(1, labels=True)]))
+    logits, _ = pytorch_worker.predict(iter([batch(5)]))
+    assert np.isfinite(step.loss) and logits.dtype == np.float32 and np.isfinite(logits).all()
+
+
+def test_autotuning_is_on_exactly_when_determinism_is_off(pytorch_worker):
+    for deterministic in (True, False):
+        config = BenchmarkConfig(workers="pytorch", image_size=SIZE, threads=2, deterministic=deterministic)
+        numerics = pytorch_worker.configure(configure_request(config.training(), 14)).numerics
+        assert numerics["deterministic"] == str(deterministic).lower()
+        assert numerics["cudnn_benchmark"] == str(not deterministic).lower()
 
 
 def test_small_benchmark_runs_end_to_end(tmp_path):

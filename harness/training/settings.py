@@ -14,7 +14,7 @@ from cxrbench.worker.v1 import worker_pb2
 from harness.data.augmentation import Augmentation
 from harness.training.schedule import ScheduleSettings
 
-PRECISIONS = ("fp32", "mixed")
+PRECISIONS = ("fp32", "bf16-mixed", "fp16-mixed")
 # Every worker normalises grayscale pixels expanded to 3 channels with ImageNet's statistics.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -20,7 +20,9 @@ import numpy as np
 from cxrbench_worker.energy import gpu_energy_joules
 
 ARCHITECTURES = ("resnet50", "densenet121")
-PRECISIONS = ("fp32", "mixed")
+# fp32 (TF32 off) by default; "-mixed": the network computes in bfloat16 / float16 on float32 master
+# weights (cxrbench_worker.mixed_precision says what every worker does alike, and where they differ).
+PRECISIONS = ("fp32", "bf16-mixed", "fp16-mixed")
 
 ModelT = TypeVar("ModelT")  # whatever a backend builds: a torch Module, a tf.Module, a Keras model
 
@@ -196,10 +198,15 @@ class Backend(ABC):
 
     @abstractmethod
     def train_step(self, pixels: np.ndarray, labels: np.ndarray) -> float:
-        """One optimizer step on one batch in training mode; returns the mean BCE-with-logits loss.
+        """One optimizer step on one batch in training mode; returns the mean BCE-with-logits loss
+        (which, read back as a float, also waits for the step; the servicer's timing relies on
+        `synchronize` all the same)."""
 
-        Returns only after the device has finished the step, so the caller's timing is honest.
-        """
+    @abstractmethod
+    def synchronize(self) -> None:
+        """Wait until the device has finished all work queued so far; a no-op where nothing runs
+        asynchronously (a CPU). The servicer calls it before starting and before stopping the clock
+        around timed work, so compute_seconds covers the work and only the work."""
 
     @abstractmethod
     def predict(self, pixels: np.ndarray) -> np.ndarray:

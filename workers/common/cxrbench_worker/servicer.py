@@ -11,8 +11,9 @@ import os
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -34,6 +35,7 @@ from cxrbench_worker.neutral_weights import sha256_hex, weights_from_bytes, weig
 from cxrbench_worker.process_memory import read_process_memory, reset_peak_rss
 
 DEFAULT_CHUNK_BYTES = 1024 * 1024
+T = TypeVar("T")
 
 
 class NotConfigured(RuntimeError):
@@ -123,6 +125,15 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             raise NotConfigured(f"{rpc}: call Configure first; no model has been built")
         return self._expected
 
+    def _timed(self, work: Callable[..., T], *args: np.ndarray) -> tuple[float, T]:
+        """(seconds, result) of `work(*args)`, the device drained before the clock starts (so earlier
+        queued work is not billed to this call) and after it stops (so this call's is)."""
+        self._backend.synchronize()
+        start = time.perf_counter()
+        result = work(*args)
+        self._backend.synchronize()
+        return time.perf_counter() - start, result
+
     def GetMetadata(self, request, context):
         with status_on_error(context):
             meta = self._backend.metadata()
@@ -156,9 +167,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                 batch = check_batch(request.batch, expected, with_labels=True)
                 assert batch.labels is not None  # with_labels=True: check_batch refuses a batch without
                 with self._lock:
-                    start = time.perf_counter()
-                    loss = self._backend.train_step(batch.pixels, batch.labels)
-                    seconds = time.perf_counter() - start
+                    seconds, loss = self._timed(self._backend.train_step, batch.pixels, batch.labels)
                 yield worker_pb2.TrainResponse(
                     index=batch.index, digest=batch.digest, loss=loss, compute_seconds=seconds
                 )
@@ -169,9 +178,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                 expected = self._require_model("Predict")
                 batch = check_batch(request.batch, expected, with_labels=False)
                 with self._lock:
-                    start = time.perf_counter()
-                    logits = self._backend.predict(batch.pixels)
-                    seconds = time.perf_counter() - start
+                    seconds, logits = self._timed(self._backend.predict, batch.pixels)
                 want = (batch.pixels.shape[0], expected.num_labels)
                 if logits.shape != want:
                     raise RuntimeError(f"backend returned logits of shape {logits.shape}, expected {want}")

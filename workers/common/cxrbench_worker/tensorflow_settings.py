@@ -53,6 +53,47 @@ def intra_op_threads() -> int:
     return tf.config.threading.get_intra_op_parallelism_threads() or len(os.sched_getaffinity(0))
 
 
+def enable_memory_growth() -> str:
+    """Memory growth on for every visible GPU, so TF allocates what it uses rather than the whole
+    device at start (as torch's caching allocator does); returns what holds, for the numerics report:
+    "true", "false" with the reason, or "n/a (no GPU)".
+
+    Call before TF's runtime starts (the backend's constructor): afterwards TF refuses the change.
+    Listing physical devices does not start it.
+    """
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return "n/a (no GPU)"
+    try:
+        for gpu in gpus:
+            tf.config.experimental.set_memory_growth(gpu, True)
+    except RuntimeError:
+        pass  # the runtime already started; report what it runs with
+    if all(tf.config.experimental.get_memory_growth(gpu) for gpu in gpus):
+        return "true"
+    return "false (TensorFlow's runtime started before it could be set)"
+
+
+def synchronize() -> None:
+    """Wait until every device has finished the ops queued so far.
+
+    TF's GPU ops return once queued; `sync_devices` (TF 2.16 and newer) runs a barrier on every
+    device. Older TF: waiting for the eager executor and reading a value back from each GPU does it.
+    Lists logical devices, which starts TF's runtime: call only once a model was built.
+    """
+    import tensorflow as tf
+
+    sync_devices = getattr(tf.test.experimental, "sync_devices", None)
+    if sync_devices is not None:
+        sync_devices()
+        return
+    for device in tf.config.list_logical_devices("GPU"):
+        with tf.device(device.name):
+            tf.constant(0.0).numpy()
+
+
 def set_numerics(allow_tf32: bool, deterministic: bool) -> None:
     """TF32 on or off explicitly (TF enables it by default on Ampere and newer), then op determinism
     on or off. Call before the model is built: kernels are chosen when ops first run."""
@@ -74,6 +115,9 @@ class NumericsState:
 
     allow_tf32: bool
     op_determinism: bool
+    # TF times cuDNN's convolution algorithms on first use unless TF_CUDNN_USE_AUTOTUNE=0 (its
+    # default is on); under op determinism it picks among deterministic algorithms only.
+    cudnn_autotune: str
 
 
 def numerics_state() -> NumericsState:
@@ -81,8 +125,12 @@ def numerics_state() -> NumericsState:
     import tensorflow as tf
     from tensorflow.python.framework import config as tf_config
 
+    autotune = os.environ.get("TF_CUDNN_USE_AUTOTUNE", "").lower() not in ("0", "false")
+    determinism = bool(tf_config.is_op_determinism_enabled())
     return NumericsState(allow_tf32=bool(tf.config.experimental.tensor_float_32_execution_enabled()),
-                         op_determinism=bool(tf_config.is_op_determinism_enabled()))
+                         op_determinism=determinism,
+                         cudnn_autotune=("true (deterministic algorithms only)" if determinism else "true")
+                         if autotune else "false")
 
 
 def gpu_device() -> str | None:

@@ -81,11 +81,12 @@ class NetworkBuilder:
         return self._add(name, TorchBatchNorm(name=_keras_name(name)))(x)
 
     def dense(self, x, name: str, units: int, bias_init: keras.initializers.Initializer):
-        """Linear head; float32 output also under a mixed policy, like torch's logits.float()."""
+        """Linear head computing under the policy (bfloat16 / float16 under a mixed one, as torch's
+        autocast runs nn.Linear), then its output cast to float32, like torch's logits.float()."""
         layer = keras.layers.Dense(units, kernel_initializer=torch_linear_uniform(),
-                                   bias_initializer=bias_init, dtype="float32",
-                                   name=_keras_name(name))
-        return self._add(name, layer)(x)
+                                   bias_initializer=bias_init, name=_keras_name(name))
+        logits = self._add(name, layer)(x)
+        return keras.layers.Activation("linear", dtype="float32", name="logits_float32")(logits)
 
     def neutral_tensors(self) -> dict[str, NeutralTensor]:
         """Neutral name -> variable, in torchvision's state_dict order; call after the model is built."""

@@ -20,19 +20,6 @@ def on_tensorflow() -> bool:
     return keras.backend.backend() == "tensorflow"
 
 
-def gpu_visible() -> bool:
-    """Whether the backend sees a GPU (mixed precision is only offered there)."""
-    if on_tensorflow():
-        return tensorflow_settings.gpu_device() is not None
-    if keras.backend.backend() == "jax":
-        import jax
-        return any(d.platform == "gpu" for d in jax.devices())
-    if keras.backend.backend() == "torch":
-        import torch
-        return torch.cuda.is_available()
-    return False
-
-
 def set_threads(threads: int) -> None:
     """Intra-op `threads`, inter-op 1; TF fixes both when its runtime starts (first op run).
 
@@ -41,6 +28,28 @@ def set_threads(threads: int) -> None:
     """
     if on_tensorflow():
         tensorflow_settings.set_thread_pools(threads)
+
+
+def enable_memory_growth() -> str:
+    """GPU memory growth on (TensorFlow backend; see tensorflow_settings.enable_memory_growth), what
+    holds as a report value; "n/a" on other backends. Call before the runtime starts."""
+    if on_tensorflow():
+        return tensorflow_settings.enable_memory_growth()
+    return "n/a"
+
+
+def synchronize() -> None:
+    """Wait until the backend's devices have finished the work queued so far.
+
+    TensorFlow: a barrier on every device; torch: torch.cuda.synchronize; JAX: nothing to wait for
+    here, since train_on_batch and predict_on_batch return host values, which waited already.
+    """
+    if on_tensorflow():
+        tensorflow_settings.synchronize()
+    elif keras.backend.backend() == "torch":
+        import torch
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
 
 
 def set_numerics(allow_tf32: bool, deterministic: bool) -> None:
@@ -56,9 +65,10 @@ def numerics_flags() -> dict[str, str]:
     if on_tensorflow():
         state = tensorflow_settings.numerics_state()
         flags["allow_tf32"] = str(state.allow_tf32).lower()
-        flags["op_determinism"] = str(state.op_determinism).lower()
+        flags["op_determinism"] = flags["deterministic"] = str(state.op_determinism).lower()
+        flags["cudnn_autotune"] = state.cudnn_autotune
     else:
-        flags["allow_tf32"] = flags["op_determinism"] = "n/a"
+        flags["allow_tf32"] = flags["op_determinism"] = flags["deterministic"] = flags["cudnn_autotune"] = "n/a"
     return flags
 
 

@@ -29,12 +29,14 @@ class TorchBatchNorm(keras.layers.Layer):
 
     def build(self, input_shape: Sequence[int | None]) -> None:
         channels = (int(input_shape[-1]),)
-        self.gamma = self.add_weight(shape=channels, initializer="ones", name="gamma")
-        self.beta = self.add_weight(shape=channels, initializer="zeros", name="beta")
+        # autocast=False: under a mixed policy Keras would hand call() these as bfloat16 / float16;
+        # the statistics and the normalisation stay float32, as torch's batch_norm under autocast.
+        self.gamma = self.add_weight(shape=channels, initializer="ones", name="gamma", autocast=False)
+        self.beta = self.add_weight(shape=channels, initializer="zeros", name="beta", autocast=False)
         self.moving_mean = self.add_weight(shape=channels, initializer="zeros",
-                                           trainable=False, name="moving_mean")
+                                           trainable=False, name="moving_mean", autocast=False)
         self.moving_variance = self.add_weight(shape=channels, initializer="ones",
-                                               trainable=False, name="moving_variance")
+                                               trainable=False, name="moving_variance", autocast=False)
 
     def call(self, inputs, training: bool | None = None):
         # Statistics in the variables' dtype: float32 even under mixed_float16, as torch's autocast

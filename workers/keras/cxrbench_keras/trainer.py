@@ -2,6 +2,8 @@
 
 Trained through Keras's own API (compile + train_on_batch), so what is measured is Keras as its
 users run it, on the backend named by KERAS_BACKEND (TensorFlow unless worker.toml says otherwise).
+Mixed precision is Keras's own too: the dtype policies "mixed_bfloat16" and "mixed_float16", the
+latter with a LossScaleOptimizer (cxrbench_worker.mixed_precision says what every worker does alike).
 """
 
 from __future__ import annotations
@@ -20,19 +22,22 @@ from cxrbench_worker.backend import (  # noqa: E402
     Backend, BackendMetadata, ConfiguredModel, DeviceMemory, ModelSpec, UnsupportedOption,
 )
 from cxrbench_worker.host import cpu_model  # noqa: E402
+from cxrbench_worker.mixed_precision import (  # noqa: E402
+    LOSS_SCALE_GROWTH_INTERVAL, LOSS_SCALE_INITIAL, precision_flags,
+)
 from cxrbench_worker.tensorflow_settings import ThreadPoolsFixed  # noqa: E402
 
 from . import runtime  # noqa: E402
 from .model import NeutralModel, build_model, count_parameters  # noqa: E402
 
-_POLICIES = {"fp32": "float32", "mixed": "mixed_float16"}
+_POLICIES = {"fp32": "float32", "bf16-mixed": "mixed_bfloat16", "fp16-mixed": "mixed_float16"}
 
 
 class KerasBackend(Backend):
     """torchvision's networks rebuilt in Keras, trained with keras.optimizers.Adam, fp32 by default."""
 
     architectures = ("resnet50", "densenet121")
-    precisions = ("fp32", "mixed")
+    precisions = ("fp32", "bf16-mixed", "fp16-mixed")
     #: "jit_compile": "true" compiles the train and predict steps with XLA (default "false").
     options = ("jit_compile",)
 
@@ -40,6 +45,8 @@ class KerasBackend(Backend):
         self._spec: ModelSpec | None = None
         self._net: NeutralModel | None = None
         self._jit_compile = False
+        # Before anything starts TF's runtime: afterwards a GPU's allocator is fixed.
+        self._memory_growth = runtime.enable_memory_growth()
 
     def metadata(self) -> BackendMetadata:
         """Versions, device, threads and the numerics flags as the backend has them now."""
@@ -55,10 +62,6 @@ class KerasBackend(Backend):
         # Validate before touching global state, so a refused request leaves the worker as it was.
         self.check_spec(spec)
         precision = spec.numerics.precision
-        if precision == "mixed" and not runtime.gpu_visible():
-            raise UnsupportedOption("numerics.precision",
-                                    "mixed precision needs a GPU; this worker sees none "
-                                    f"({keras.backend.backend()} backend)")
         if spec.optimizer.weight_decay != 0:
             # PyTorch's Adam weight_decay is L2 added to the gradient; Keras's is decoupled (AdamW).
             # An L2 loss term would be faithful for the update but would change the loss Keras
@@ -89,10 +92,10 @@ class KerasBackend(Backend):
         # which differs only where sqrt(v_hat) is near eps (about 1e-8): a tiny, documented gap.
         optimizer = keras.optimizers.Adam(learning_rate=adam.learning_rate, beta_1=adam.beta1,
                                           beta_2=adam.beta2, epsilon=adam.epsilon)
-        if precision == "mixed":
+        if precision == "fp16-mixed":
             # Keras would wrap it anyway (initial scale 2^15); 2^16 matches torch's GradScaler.
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=2.0**16,
-                                                            dynamic_growth_steps=2000)
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=LOSS_SCALE_INITIAL,
+                                                            dynamic_growth_steps=LOSS_SCALE_GROWTH_INTERVAL)
         # jit_compile defaults to "auto", which may turn XLA on: it is always set explicitly.
         net.model.compile(optimizer=optimizer,
                           loss=keras.losses.BinaryCrossentropy(from_logits=True),
@@ -104,8 +107,8 @@ class KerasBackend(Backend):
 
     def _numerics(self) -> dict[str, str]:
         precision = self._spec.numerics.precision if self._spec is not None else "fp32"
-        return {"precision": precision, **runtime.numerics_flags(),
-                "jit_compile": str(self._jit_compile).lower()}
+        return {**precision_flags(precision), **runtime.numerics_flags(),
+                "jit_compile": str(self._jit_compile).lower(), "gpu_memory_growth": self._memory_growth}
 
     def _require(self, method: str) -> NeutralModel:
         return self.require_model(self._net, method)
@@ -130,6 +133,10 @@ class KerasBackend(Backend):
         net.model.reset_metrics()
         loss = net.model.train_on_batch(x, labels.astype(np.float32))
         return float(loss)
+
+    def synchronize(self) -> None:
+        """Wait for the backend's devices (see runtime.synchronize)."""
+        runtime.synchronize()
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         """Eval-mode logits (BatchNorm on moving statistics), float32 (N, num_labels)."""

@@ -19,6 +19,7 @@ import numpy as np
 
 from cxrbench_worker.backend import PRECISIONS, Backend, BackendMetadata, ConfiguredModel, ModelSpec
 from cxrbench_worker.host import cpu_model
+from cxrbench_worker.mixed_precision import precision_flags
 
 
 class NullBackend(Backend):
@@ -45,7 +46,7 @@ class NullBackend(Backend):
             framework_versions={"numpy": np.__version__, "python": platform.python_version()},
             device=self._device,
             threads=self._threads,
-            numerics={"precision": self._precision},
+            numerics=precision_flags(self._precision),
         )
 
     def configure(self, spec: ModelSpec) -> ConfiguredModel:
@@ -55,13 +56,16 @@ class NullBackend(Backend):
         self._precision = spec.numerics.precision
         self._weights = {"fc.bias": np.zeros(spec.num_labels, dtype=np.float32)}
         return ConfiguredModel(trainable_parameters=spec.num_labels, non_trainable_parameters=0,
-                               numerics={"precision": self._precision})
+                               numerics=precision_flags(self._precision))
 
     def train_step(self, pixels: np.ndarray, labels: np.ndarray) -> float:
         if self._step_seconds:
             time.sleep(self._step_seconds)
         self._steps += 1
         return float(np.log(2.0))  # BCE of a zero logit
+
+    def synchronize(self) -> None:
+        """Nothing runs asynchronously here."""
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         return np.zeros((pixels.shape[0], self._num_labels), dtype=np.float32)

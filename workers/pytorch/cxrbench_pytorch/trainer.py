@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import random
+import warnings
 from pathlib import Path
 
 # cuBLAS reads this when its first handle is created; deterministic mode on CUDA refuses to run
@@ -20,21 +21,36 @@ from cxrbench_worker.backend import (  # noqa: E402
     Backend, BackendMetadata, ConfiguredModel, DeviceMemory, ModelSpec, UnsupportedOption,
 )
 from cxrbench_worker.host import cpu_model  # noqa: E402
+from cxrbench_worker.mixed_precision import LOSS_SCALE_GROWTH_INTERVAL, LOSS_SCALE_INITIAL, precision_flags  # noqa: E402
 from cxrbench_worker.neutral_weights import check_tensors  # noqa: E402
 from .model import build_model, count_parameters  # noqa: E402
 
 _SKIPPED_SUFFIX = "num_batches_tracked"  # BatchNorm counter: not part of the neutral weights
+# The dtype autocast computes in (cxrbench_worker.mixed_precision: the recipe every worker runs).
+_AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "fp16-mixed": torch.float16}
 
 
 def _flag(value: object) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+def _autocast_runs(device_type: str, dtype: torch.dtype) -> bool:
+    """Whether this torch can autocast to `dtype` on `device_type` (CPU float16 came in torch 2.x)."""
+    if not torch.amp.is_autocast_available(device_type):
+        return False
+    # An unsupported dtype is a warning and a disabled autocast, not an error: ask whether it took.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.autocast(device_type, dtype=dtype):
+            return torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type) == dtype
+
+
 class PyTorchBackend(Backend):
-    """torchvision models trained with torch.optim.Adam, fp32 (TF32 off) unless asked otherwise."""
+    """torchvision models trained with torch.optim.Adam, fp32 (TF32 off) unless asked otherwise;
+    bf16-mixed and fp16-mixed by torch.autocast (fp16 with a GradScaler), on CPU and CUDA alike."""
 
     architectures = ("resnet50", "densenet121")
-    precisions = ("fp32", "mixed")
+    precisions = ("fp32", "bf16-mixed", "fp16-mixed")
 
     def __init__(self) -> None:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -42,6 +58,7 @@ class PyTorchBackend(Backend):
         self._model: torch.nn.Module | None = None
         self._optimizer: torch.optim.Optimizer | None = None
         self._scaler: torch.amp.GradScaler | None = None
+        self._autocast_dtype: torch.dtype | None = None
         self._mean: torch.Tensor | None = None
         self._std: torch.Tensor | None = None
 
@@ -62,9 +79,11 @@ class PyTorchBackend(Backend):
         # Validate before touching global state, so a refused request leaves the worker as it was.
         self.check_spec(spec)
         precision = spec.numerics.precision
-        if precision == "mixed" and self.device.type != "cuda":
-            message = f"mixed precision needs a CUDA device; this worker runs on {self.device.type}"
-            raise UnsupportedOption("numerics.precision", message)
+        autocast_dtype = _AUTOCAST_DTYPES.get(precision)
+        if autocast_dtype is not None and not _autocast_runs(self.device.type, autocast_dtype):
+            raise UnsupportedOption("numerics.precision",
+                                    f"torch {torch.__version__} has no {autocast_dtype} autocast on "
+                                    f"{self.device.type}; use fp32 or another precision")
 
         if spec.threads > 0:
             torch.set_num_threads(spec.threads)
@@ -80,10 +99,12 @@ class PyTorchBackend(Backend):
         self._optimizer = torch.optim.Adam(model.parameters(), lr=adam.learning_rate,
                                            betas=(adam.beta1, adam.beta2), eps=adam.epsilon,
                                            weight_decay=adam.weight_decay)
-        # Mixed precision is float16 autocast with dynamic loss scaling, the recipe behind NVIDIA's
-        # published anchors and Keras' "mixed_float16" policy, so frameworks are compared like for
-        # like (bfloat16 would need no scaler but is not what the other frameworks run by default).
-        self._scaler = torch.amp.GradScaler("cuda") if precision == "mixed" else None
+        # float16's range needs the loss scaled; bfloat16 has float32's exponents and needs none.
+        self._autocast_dtype = autocast_dtype
+        self._scaler = None
+        if precision == "fp16-mixed":
+            self._scaler = torch.amp.GradScaler(self.device.type, init_scale=LOSS_SCALE_INITIAL,
+                                                growth_interval=LOSS_SCALE_GROWTH_INTERVAL)
         as_channels = {"dtype": torch.float32, "device": self.device}
         self._mean = torch.tensor(spec.mean, **as_channels).view(1, 3, 1, 1)
         self._std = torch.tensor(spec.std, **as_channels).view(1, 3, 1, 1)
@@ -107,7 +128,9 @@ class PyTorchBackend(Backend):
     def _numerics(self) -> dict[str, str]:
         precision = self._spec.numerics.precision if self._spec is not None else "fp32"
         return {
-            "precision": precision,
+            **precision_flags(precision),
+            "autocast": str(self._autocast_dtype).removeprefix("torch.") if self._autocast_dtype else "off",
+            "deterministic": _flag(torch.are_deterministic_algorithms_enabled()),
             "allow_tf32_matmul": _flag(torch.backends.cuda.matmul.allow_tf32),
             "allow_tf32_cudnn": _flag(torch.backends.cudnn.allow_tf32),
             "deterministic_algorithms": _flag(torch.are_deterministic_algorithms_enabled()),
@@ -137,8 +160,8 @@ class PyTorchBackend(Backend):
         return torch.from_numpy(array).to(self.device)
 
     def _autocast(self) -> torch.autocast:
-        enabled = self._scaler is not None
-        return torch.autocast(self.device.type, dtype=torch.float16, enabled=enabled)
+        dtype = self._autocast_dtype
+        return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
     def train_step(self, pixels: np.ndarray, labels: np.ndarray) -> float:
         """One Adam step in train mode; returns the mean BCE-with-logits loss once it is done."""
@@ -157,9 +180,12 @@ class PyTorchBackend(Backend):
             self._scaler.scale(loss).backward()
             self._scaler.step(self._optimizer)
             self._scaler.update()
+        return float(loss.item())
+
+    def synchronize(self) -> None:
+        """Wait for every CUDA kernel queued so far; on a CPU torch runs ops as they are called."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        return float(loss.item())
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         """Eval-mode logits, float32 (N, num_labels)."""

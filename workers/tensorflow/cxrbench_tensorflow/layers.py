@@ -2,6 +2,10 @@
 
 Every variable is registered in a `WeightTable` under its torchvision `state_dict()` name, which is
 what makes the neutral weight format a plain rename plus a transpose (see `to_neutral`).
+
+Variables are float32 (the master weights); the layers compute in the dtype of their input, casting
+their weights to it, so a network fed bfloat16 or float16 activations runs mixed precision as torch's
+autocast does (cxrbench_worker.mixed_precision). For float32 input every cast is the identity.
 """
 
 from __future__ import annotations
@@ -87,11 +91,14 @@ class Conv2D(tf.Module):
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
         if self.padding is not None:
             x = tf.pad(x, self.padding)
-        return tf.nn.conv2d(x, self.kernel, self.stride, "VALID")
+        return tf.nn.conv2d(x, tf.cast(self.kernel, x.dtype), self.stride, "VALID")
 
 
 class BatchNorm(tf.Module):
     """torch.nn.BatchNorm2d: eps 1e-5, momentum 0.1, unbiased variance in the running estimate.
+
+    Low-precision x is normalised with float32 statistics, scale and offset (the op's U type) and
+    comes back in x's dtype, as torch's batch_norm does under autocast.
 
     Built on FusedBatchNormV3 because its training mode does exactly what torch does: it normalises
     with the biased batch variance and, with `exponential_avg_factor`, returns
@@ -134,7 +141,7 @@ class Linear(tf.Module):
         self.bias = table.add(f"{name}.bias", bias, PLAIN, trainable=True)
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        return tf.matmul(x, self.weight) + self.bias
+        return tf.matmul(x, tf.cast(self.weight, x.dtype)) + tf.cast(self.bias, x.dtype)
 
 
 def max_pool_3x3_stride2_pad1(x: tf.Tensor) -> tf.Tensor:
@@ -165,5 +172,8 @@ def max_pool_3x3_stride2_pad1_by_slices(x: tf.Tensor) -> tf.Tensor:
 
 
 def global_average_pool(x: tf.Tensor) -> tf.Tensor:
-    """AdaptiveAvgPool2d((1, 1)) followed by flatten: (N, H, W, C) -> (N, C)."""
-    return tf.reduce_mean(x, axis=[1, 2])
+    """AdaptiveAvgPool2d((1, 1)) followed by flatten: (N, H, W, C) -> (N, C).
+
+    Summed in float32 and rounded once to x's dtype, as torch's kernel accumulates (and as Keras's
+    ops.mean does): a bfloat16 sum of 49 values would lose bits at every add."""
+    return tf.cast(tf.reduce_mean(tf.cast(x, tf.float32), axis=[1, 2]), x.dtype)

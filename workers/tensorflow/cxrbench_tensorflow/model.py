@@ -28,24 +28,29 @@ _BUILDERS: dict[str, Callable[..., tf.Module]] = {
 
 
 class Network(tf.Module):
-    """One architecture plus its input normalisation; call it with uint8 (N, H, W) pixels."""
+    """One architecture plus its input normalisation; call it with uint8 (N, H, W) pixels.
+
+    `compute_dtype` is what the layers compute in (bfloat16 or float16: mixed precision on float32
+    variables); the logits come back float32 whatever it is.
+    """
 
     def __init__(self, architecture: str, num_labels: int, seed: int,
                  mean: tuple[float, float, float], std: tuple[float, float, float],
-                 for_xla: bool = False) -> None:
+                 for_xla: bool = False, compute_dtype: tf.DType = tf.float32) -> None:
         super().__init__(name=None)
         self.table = WeightTable(np.random.default_rng(seed))
         pool = max_pool_3x3_stride2_pad1_by_slices if for_xla else max_pool_3x3_stride2_pad1
         self.body = _BUILDERS[architecture](self.table, num_labels, pool)
         self._mean = tf.constant(mean, tf.float32)
         self._std = tf.constant(std, tf.float32)
+        self.compute_dtype = compute_dtype
 
     def __call__(self, pixels: tf.Tensor, training: bool) -> tf.Tensor:
         # The same float ops as the PyTorch worker: /255, then (x - mean) / std per channel; the
         # broadcast against 3 channel statistics expands grayscale to RGB.
         x = tf.cast(pixels, tf.float32) / 255.0
         x = (x[..., tf.newaxis] - self._mean) / self._std
-        return self.body(x, training)
+        return tf.cast(self.body(tf.cast(x, self.compute_dtype), training), tf.float32)
 
     @property
     def trainable(self) -> list[tf.Variable]:
@@ -56,16 +61,17 @@ class Network(tf.Module):
 def build_model(architecture: str, num_labels: int, seed: int,
                 mean: tuple[float, float, float] = (0.485, 0.456, 0.406),
                 std: tuple[float, float, float] = (0.229, 0.224, 0.225),
-                for_xla: bool = False) -> Network:
+                for_xla: bool = False, compute_dtype: tf.DType = tf.float32) -> Network:
     """Build `architecture` with a `num_labels`-logit head, initialised like torchvision from `seed`.
 
-    `for_xla` swaps the max-pool for an equivalent that XLA can differentiate deterministically.
+    `for_xla` swaps the max-pool for an equivalent that XLA can differentiate deterministically;
+    `compute_dtype` other than float32 runs the layers in mixed precision (see Network).
 
     Raises UnsupportedOption for an unknown architecture, ValueError for num_labels < 1.
     """
     check_architecture(architecture, _BUILDERS)
     check_num_labels(num_labels)
-    return Network(architecture, num_labels, seed, mean, std, for_xla)
+    return Network(architecture, num_labels, seed, mean, std, for_xla, compute_dtype)
 
 
 def count_parameters(model: Network) -> tuple[int, int]:

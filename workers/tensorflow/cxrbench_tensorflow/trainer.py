@@ -1,4 +1,9 @@
-"""TensorFlow implementation of the worker contract (`cxrbench_worker.backend.Backend`), no Keras."""
+"""TensorFlow implementation of the worker contract (`cxrbench_worker.backend.Backend`), no Keras.
+
+Mixed precision: the tf.nn model computes in bfloat16 or float16 on float32 variables (see
+`layers`), fp16 with the dynamic loss scaling of `loss_scale`; cxrbench_worker.mixed_precision
+says what every worker does alike.
+"""
 
 from __future__ import annotations
 
@@ -16,17 +21,20 @@ from cxrbench_worker.backend import (
     Backend, BackendMetadata, ConfiguredModel, DeviceMemory, ModelSpec, check_num_labels,
 )
 from cxrbench_worker.host import cpu_model
+from cxrbench_worker.mixed_precision import COMPUTE_DTYPES, precision_flags
 from cxrbench_worker.tensorflow_settings import ThreadPoolsFixed
 
 from .adam import TorchAdam
+from .loss_scale import DynamicLossScale
 from .model import Network, build_model, count_parameters, export_neutral, import_neutral
 
 
 class TensorFlowBackend(Backend):
-    """tf.nn models trained with TF's Adam kernel under tf.function, fp32, XLA on request."""
+    """tf.nn models trained with TF's Adam kernel under tf.function, fp32 unless asked otherwise
+    (bf16-mixed, fp16-mixed with dynamic loss scaling), XLA on request."""
 
     architectures = ("resnet50", "densenet121")
-    precisions = ("fp32",)
+    precisions = ("fp32", "bf16-mixed", "fp16-mixed")
     options = ("jit_compile",)
 
     def __init__(self) -> None:
@@ -38,6 +46,9 @@ class TensorFlowBackend(Backend):
         self._predict = None
         self._jit_compile = False
         self._threads_note = ""
+        self._loss_scale: DynamicLossScale | None = None
+        # Before anything starts TF's runtime: afterwards a GPU's allocator is fixed.
+        self._memory_growth = tensorflow_settings.enable_memory_growth()
 
     def metadata(self) -> BackendMetadata:
         """Versions, device, threads and the numerics flags as TF currently has them."""
@@ -53,7 +64,6 @@ class TensorFlowBackend(Backend):
     def configure(self, spec: ModelSpec) -> ConfiguredModel:
         """Seed, set numerics and threads, build the model and Adam; replaces any previous model."""
         # Validate before touching global state, so a refused request leaves the worker as it was.
-        # fp32 only: float16 with dynamic loss scaling is not written for the tf.nn models yet.
         self.check_spec(spec)
         jit_compile = self.boolean_option(spec.options, "jit_compile")
         check_num_labels(spec.num_labels)
@@ -66,9 +76,11 @@ class TensorFlowBackend(Backend):
 
         # XLA is opt-in: on 2 CPU cores it trained ResNet-50 at ~5 img/s against ~60 without it.
         self._jit_compile = jit_compile
+        compute_dtype = tf.as_dtype(COMPUTE_DTYPES[spec.numerics.precision])
         model = build_model(spec.architecture, spec.num_labels, spec.seed, spec.mean, spec.std,
-                            for_xla=self._jit_compile)
+                            for_xla=self._jit_compile, compute_dtype=compute_dtype)
         self._adam = TorchAdam(model.trainable, spec.optimizer)
+        self._loss_scale = DynamicLossScale() if spec.numerics.precision == "fp16-mixed" else None
         self._model, self._spec = model, spec
         self._train, self._predict = self._compile(model, self._adam, spec)
         trainable, non_trainable = count_parameters(model)
@@ -81,15 +93,21 @@ class TensorFlowBackend(Backend):
         size = spec.image_size
         pixels_spec = tf.TensorSpec([None, size, size], tf.uint8)
         labels_spec = tf.TensorSpec([None, spec.num_labels], tf.uint8)
+        scaler = self._loss_scale
 
         @tf.function(input_signature=[pixels_spec, labels_spec], jit_compile=self._jit_compile)
         def train(pixels: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
             with tf.GradientTape() as tape:
-                logits = model(pixels, training=True)
+                logits = model(pixels, training=True)  # float32 whatever the compute dtype
                 loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
                     labels=tf.cast(labels, tf.float32), logits=logits))
-            adam.apply(tape.gradient(loss, adam.variables_to_train))
-            return loss  # of the batch before the update, as torch reports it
+                objective = loss if scaler is None else scaler.scaled(loss)
+            gradients = tape.gradient(objective, adam.variables_to_train)
+            if scaler is None:
+                adam.apply(gradients)
+            else:
+                scaler.apply(gradients, adam.apply)
+            return loss  # of the batch before the update, unscaled, as torch reports it
 
         @tf.function(input_signature=[pixels_spec], jit_compile=self._jit_compile)
         def predict(pixels: tf.Tensor) -> tf.Tensor:
@@ -109,10 +127,14 @@ class TensorFlowBackend(Backend):
 
     def _numerics(self) -> dict[str, str]:
         state = tensorflow_settings.numerics_state()
+        precision = self._spec.numerics.precision if self._spec is not None else "fp32"
         numerics = {
-            "precision": "fp32",
+            **precision_flags(precision),
             "allow_tf32": str(state.allow_tf32).lower(),
             "deterministic_ops": str(state.op_determinism).lower(),
+            "deterministic": str(state.op_determinism).lower(),
+            "cudnn_autotune": state.cudnn_autotune,
+            "gpu_memory_growth": self._memory_growth,
             "jit_compile": str(self._jit_compile).lower(),
             "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
         }
@@ -133,8 +155,11 @@ class TensorFlowBackend(Backend):
         expected = (pixels.shape[0], self._spec.num_labels)
         if labels.shape != expected or labels.dtype != np.uint8:
             raise ValueError(f"labels must be uint8 {expected}, got {labels.dtype} {labels.shape}")
-        # .numpy() waits for the step, so the caller's timing is honest.
         return float(self._train(pixels, labels).numpy())
+
+    def synchronize(self) -> None:
+        """Wait for every op TF has queued on its devices (see tensorflow_settings.synchronize)."""
+        tensorflow_settings.synchronize()
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         """Eval-mode logits, float32 (N, num_labels)."""
