@@ -165,7 +165,7 @@ class LocalRuntime:
         hidden = {"CUDA_VISIBLE_DEVICES": ""} if self._device == "cpu" else {}
         with LocalWorker(spec.folder, environment, log_path, extra_env=hidden, label=spec.label) as worker:
             client = worker.start()
-            described = {"key": environment.key, "lock_sha256": environment.lock_sha256,
+            described: dict[str, object] = {"key": environment.key, "lock_sha256": environment.lock_sha256,
                          "python": str(environment.python)}
             existing = self._existing.get(spec.label)
             if existing is not None:  # no lock: what that interpreter had installed
