@@ -35,6 +35,7 @@ from harness.runtime.base import Runtime
 from harness.runtime.registry import WorkerSpec
 from harness.runtime.selection import runtime_for
 from harness.tracking import log_run
+from harness.training.ceiling import measure_ceiling
 from harness.training.loop import TrainingData, TrainingRun, train_and_evaluate
 from harness.training.parity import Probe, compare, cross_load, nudged, parity_inputs, probe
 from harness.training.settings import configure_request
@@ -200,6 +201,10 @@ def _run(config: BenchmarkConfig, workers: list[WorkerSpec], runtime: Runtime, s
     results: dict[str, dict] = {}
     run_results: dict[str, list[dict]] = {}
     try:
+        # What the harness alone can feed, at this run's sizes: a worker near it is waiting for the harness.
+        record["harness_ceiling"] = measure_ceiling(runtime, config.training(), store.pixels, labels,
+                                                    plan.splits[0].train, run.worker_log("null-ceiling"), cache)
+        run.write_run(record)
         for spec in workers:
             name = spec.label
             with runtime.start(spec, run.worker_log(name)) as worker:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from harness.data.augmentation import Augmentation
 from harness.data.datasets import parse_dataset
+from harness.data.parallel import MAX_DEFAULT_THREADS, default_threads
 from harness.evaluation.comparison import DEFAULT_MARGIN
 from harness.models.architectures import ARCHITECTURE_NAMES
 from harness.options import (
@@ -168,6 +169,10 @@ class BenchmarkConfig:
         commands=("benchmark",), kind="switch")
     threads: int = option(0, "--threads", "intra-op threads per worker; 0: the framework's default", parse=int,
                           check=_not_negative(" (0: the framework's default)"))
+    data_threads: int = option(
+        default_threads(), "--data-threads", "threads that build the harness's batches (augment, encode, hash); the "
+        "batches, their bytes and their order are the same for any number", commands=("benchmark",), parse=int,
+        check=at_least(1), shown_default=f"min({MAX_DEFAULT_THREADS}, CPU cores)")
     patients: int | None = option(None, "--patients", "phantom: number of patients", parse=int, check=at_least(10),
                                   shown_default="the phantom's")
     skip_bad: bool = option(False, "--skip-bad", "`nih`: skip and list bad rows and images instead of stopping at "
@@ -284,7 +289,8 @@ class BenchmarkConfig:
             architecture=self.architecture, image_size=self.image_size, learning_rate=self.learning_rate,
             seed=self.seed, epochs=self.epochs, batch_size=self.batch_size, eval_batch_size=self.eval_batch_size,
             augmentation=self.augmentation, schedule=self.schedule, precision=self.precision,
-            deterministic=self.deterministic, threads=self.threads, options=self.worker_options(worker),
+            deterministic=self.deterministic, threads=self.threads, data_threads=self.data_threads,
+            options=self.worker_options(worker),
         )
 
     def worker_options(self, worker: str) -> dict[str, str]:

@@ -8,13 +8,13 @@ the worker recomputes.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cxrbench.worker.v1 import worker_pb2
 from cxrbench.worker.v1.tensors import make_batch
+from harness.data.parallel import OrderedBuilds
 
 if TYPE_CHECKING:  # for the annotation only: no OpenCV import here
     from harness.data.augmentation import AugmentedPixels
@@ -42,17 +42,25 @@ def evaluation_chunks(indices: np.ndarray, batch_size: int) -> list[np.ndarray]:
 
 
 def training_batches(
-    pixels: np.ndarray | AugmentedPixels, labels: np.ndarray, chunks: list[np.ndarray]
-) -> Iterator[worker_pb2.Batch]:
-    """Encode training batches (pixels and labels) with their digests; `pixels[chunk]` is all they read."""
-    for index, chunk in enumerate(chunks):
-        yield make_batch(index, pixels[chunk], labels[chunk])
+    pixels: np.ndarray | AugmentedPixels, labels: np.ndarray, chunks: list[np.ndarray], threads: int = 1
+) -> OrderedBuilds[worker_pb2.Batch]:
+    """Encode training batches (pixels and labels) with their digests, built on `threads` threads.
+
+    `pixels[chunk]` is all they read. Batch i depends only on chunks[i], so the batches, their
+    digests and their order are the same for any number of threads. Close the result when done early.
+    """
+    def build(index: int) -> worker_pb2.Batch:
+        chunk = chunks[index]
+        return make_batch(index, pixels[chunk], labels[chunk])
+
+    return OrderedBuilds(build, len(chunks), threads)
 
 
-def prediction_batches(pixels: np.ndarray, chunks: list[np.ndarray]) -> Iterator[worker_pb2.Batch]:
-    """Encode prediction batches (pixels only: workers never see labels at prediction)."""
-    for index, chunk in enumerate(chunks):
-        yield make_batch(index, pixels[chunk])
+def prediction_batches(
+    pixels: np.ndarray, chunks: list[np.ndarray], threads: int = 1
+) -> OrderedBuilds[worker_pb2.Batch]:
+    """Encode prediction batches (pixels only: workers never see labels at prediction), on `threads` threads."""
+    return OrderedBuilds(lambda index: make_batch(index, pixels[chunks[index]]), len(chunks), threads)
 
 
 def order_digest(batch_digests: list[str]) -> str:

@@ -117,7 +117,7 @@ def render_report(run_dir: Path, figures: list[tuple[str, str, str]] | None = No
         lines += accuracy_table(metrics, significance) + frameworks_line(run, metrics)
         lines += ["**Table 2: efficiency** (median over epochs and runs, range in brackets; throughput leaves out "
                   "each epoch's first step, shown as warm-up).", ""]
-        lines += efficiency_table(metrics) + conditions_lines(run.get("preflight"), config)
+        lines += efficiency_table(metrics, run.get("harness_ceiling")) + conditions_lines(run.get("preflight"), config)
         figures = list(figures or [])
         if significance and len(metrics) > 1:  # the figure of every run goes with the comparison it shows
             paired = next((figure for figure in figures if figure[1] == PAIRED_RUNS), None)

@@ -12,6 +12,9 @@ from collections.abc import Callable
 from harness.report.verdicts import comparison_lines
 
 MIB = 1024 * 1024
+# A worker whose end-to-end training throughput reaches this share of the harness's ceiling was
+# (nearly) waiting for the harness: its figure says more about the data path than the framework.
+HARNESS_BOUND_SHARE = 0.8
 
 
 def number(value, digits: int = 3) -> str:
@@ -96,15 +99,43 @@ def _energy_cells(efficiency: dict) -> list[str]:
     return ["n/a" if not per_epoch else _spread(per_epoch, 1), "n/a" if not per_image else _spread(per_image, 3)]
 
 
-def efficiency_table(metrics: dict) -> list[str]:
-    """Table 2 of the reference studies, completed: time, throughput, memory, parameters, size, energy."""
-    rows = []
+def harness_bound(efficiency: dict, ceiling: dict | None) -> bool:
+    """Whether a worker's median end-to-end train img/s is at least HARNESS_BOUND_SHARE of the ceiling."""
+    limit = (ceiling or {}).get("images_per_second")
+    median = efficiency.get("train_images_per_second", {}).get("median")
+    return bool(limit and median is not None and median >= HARNESS_BOUND_SHARE * limit)
+
+
+def ceiling_lines(ceiling: dict | None, bound: list[str]) -> list[str]:
+    """The harness's ceiling under the efficiency table, and what the harness-bound flag means."""
+    if not ceiling:
+        return []
+    rate = ceiling.get("images_per_second")
+    lines = [f"Harness ceiling: {'n/a' if rate is None else f'{rate:,.0f}'} img/s, what the harness alone feeds at "
+             f"this run's sizes ({ceiling['batches']} batches of {ceiling['batch_size']} at {ceiling['image_size']} "
+             f"px, augmentation `{ceiling['augmentation']}`, {ceiling['threads']} batch-building thread(s), to "
+             f"{ceiling['worker']}); measured before training."]
+    if bound:
+        lines.append(f"**harness-bound** ({', '.join(bound)}): end-to-end training throughput at least "
+                     f"{HARNESS_BOUND_SHARE:.0%} of the ceiling, so the worker was (nearly) waiting for the harness "
+                     "and its figure understates the framework; more `--data-threads` (or cores) raise the ceiling.")
+    return lines + [""]
+
+
+def efficiency_table(metrics: dict, ceiling: dict | None = None) -> list[str]:
+    """Table 2 of the reference studies, completed: time, throughput, memory, parameters, size, energy;
+    each worker near the harness's `ceiling` (run.json's harness_ceiling) is flagged "harness-bound"."""
+    rows, bound = [], []
     for name, result in metrics.items():
         efficiency, parameters, sizes = result["efficiency"], result["parameters"], result["model_size_bytes"]
         native = sizes.get("native")
         device, rss = efficiency.get("device_peak_bytes"), efficiency.get("peak_rss_bytes")
+        train = _spread(efficiency["train_images_per_second"])
+        if harness_bound(efficiency, ceiling):
+            bound.append(name)
+            train += " **harness-bound**"
         rows.append([
-            name, _spread(efficiency["seconds_per_epoch"]), _spread(efficiency["train_images_per_second"]),
+            name, _spread(efficiency["seconds_per_epoch"]), train,
             _spread(efficiency["compute_images_per_second"]), _spread(efficiency["first_step_seconds"], 2),
             _spread(efficiency["prediction_images_per_second"]),
             "n/a" if not rss else number(rss / MIB, 0), "n/a (CPU)" if device is None else number(device / MIB, 0),
@@ -120,9 +151,10 @@ def efficiency_table(metrics: dict) -> list[str]:
     if any(result["efficiency"].get("joules_per_epoch") for result in metrics.values()):
         note.append("Energy: the GPU's own counter (NVML) over each epoch's training, the whole device's; "
                     "n/a where the hardware does not tell (CPUs).")
-    return table(["worker", "s/epoch", "train img/s (end to end)", "train img/s (compute)", "warm-up s (first step)",
-                  "predict img/s", "peak RSS MiB", "device peak MiB", "parameters trainable / non-trainable",
-                  "size MiB neutral / native", "J/epoch", "J/img"], rows) + note + ([""] if note else [])
+    return (table(["worker", "s/epoch", "train img/s (end to end)", "train img/s (compute)", "warm-up s (first step)",
+                   "predict img/s", "peak RSS MiB", "device peak MiB", "parameters trainable / non-trainable",
+                   "size MiB neutral / native", "J/epoch", "J/img"], rows) + note + ([""] if note else [])
+            + ceiling_lines(ceiling, bound))
 
 
 def _signed(value) -> str:

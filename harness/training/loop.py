@@ -25,7 +25,6 @@ from harness.data.batches import (
     training_chunks,
 )
 from harness.data.pixel_store import PixelStore
-from harness.data.prefetch import Prefetch
 from harness.data.splits import Split
 from harness.evaluation.metrics import bce_with_logits, best_f1_thresholds, evaluate, macro_auroc
 from harness.progress import announce, progress_bar
@@ -64,10 +63,10 @@ class TrainingRun:
 
 
 def predict_set(
-    client: WorkerClient, store: PixelStore, indices: np.ndarray, batch_size: int
+    client: WorkerClient, store: PixelStore, indices: np.ndarray, batch_size: int, threads: int = 1
 ) -> tuple[np.ndarray, dict]:
-    """Logits of `indices` (in index order) and the timing of the prediction pass."""
-    batches = Prefetch(prediction_batches(store.pixels, evaluation_chunks(indices, batch_size)))
+    """Logits of `indices` (in index order) and the timing of the prediction pass (batches built on `threads`)."""
+    batches = prediction_batches(store.pixels, evaluation_chunks(indices, batch_size), threads)
     start = time.perf_counter()
     try:
         logits, compute = client.predict(batches)
@@ -87,9 +86,9 @@ def train_epoch(client: WorkerClient, settings: TrainingSettings, data: Training
     """
     order = epoch_order(data.split.train, seed, epoch)
     chunks = training_chunks(order, settings.batch_size)
-    # Augmented in the prefetch thread, from (seed, epoch, sample) alone: the same bytes for every worker.
+    # Augmented on the batch-building threads, from (seed, epoch, sample) alone: the same bytes for every worker.
     pixels = AugmentedPixels(data.store.pixels, settings.augmentation, seed, epoch)
-    batches = Prefetch(training_batches(pixels, data.fit_labels, chunks))
+    batches = training_batches(pixels, data.fit_labels, chunks, settings.data_threads)
     losses, digests, compute = [], [], []
     first_step = None
     start = time.perf_counter()
@@ -175,7 +174,8 @@ def train_and_evaluate(client: WorkerClient, settings: TrainingSettings, data: T
         # A counter that went backwards (the driver reloaded) measured nothing.
         joules.append(energy_after - energy_before if energy_before is not None and energy_after is not None
                       and energy_after >= energy_before else None)
-        logits, predicted = predict_set(client, store, split.validation, settings.eval_batch_size)
+        logits, predicted = predict_set(client, store, split.validation, settings.eval_batch_size,
+                                         settings.data_threads)
         predictions.append(predicted["images_per_second"])
         run_dir.save_array(f"{logits_dir}/validation_epoch_{epoch:03d}.npy", logits)
         validation_loss = bce_with_logits(logits, validation_labels)
@@ -202,7 +202,7 @@ def train_and_evaluate(client: WorkerClient, settings: TrainingSettings, data: T
     chosen = schedule.best_epoch
     if best_weights is not None and chosen != rows[-1]["epoch"]:
         client.set_weights(best_weights)  # the checkpoint with the lowest validation loss is what is tested
-    test_logits, prediction = predict_set(client, store, split.test, settings.eval_batch_size)
+    test_logits, prediction = predict_set(client, store, split.test, settings.eval_batch_size, settings.data_threads)
     predictions.append(prediction["images_per_second"])
     run_dir.save_array(f"{logits_dir}/test.npy", test_logits)
     usage = client.resource_usage()

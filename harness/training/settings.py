@@ -36,6 +36,7 @@ class TrainingSettings:
     precision: str = "fp32"
     deterministic: bool = True
     threads: int = 0  # intra-op threads per worker; 0: the framework's default
+    data_threads: int = 1  # the harness's batch-building threads (the bytes do not depend on it)
     options: Mapping[str, str] = field(default_factory=dict)  # this worker's --option switches
 
 

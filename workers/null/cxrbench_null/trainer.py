@@ -1,8 +1,11 @@
 """A backend that does nothing: zero loss, zero logits, no parameters.
 
 CXRBENCH_NULL_STEP_SECONDS (default 0) makes each train step sleep, so tests can stop a worker
-in the middle of an epoch. CXRBENCH_NULL_DEVICE makes it report another device (e.g. "cuda:0 (NVIDIA
-H200)"), so tests can show the harness refusing workers that run under unequal conditions.
+in the middle of an epoch; it reaches every null worker a run starts, the one that measures the
+harness's ceiling too. The option `step_seconds` (`--option null.step_seconds=0.05`) throttles
+only the worker it is given to, so a test can run one well below the ceiling.
+CXRBENCH_NULL_DEVICE makes it report another device (e.g. "cuda:0 (NVIDIA H200)"), so tests can
+show the harness refusing workers that run under unequal conditions.
 CXRBENCH_NULL_ENERGY_JOULES_PER_STEP (unset: no counter, as on a CPU) makes it report a device energy
 counter that grows by that many joules per train step, so the harness's energy path is tested
 without a GPU.
@@ -27,6 +30,7 @@ class NullBackend(Backend):
 
     # It computes nothing, so any precision is honoured trivially (the data path is measured at all of them).
     precisions = PRECISIONS
+    options = ("step_seconds",)
 
     def __init__(self) -> None:
         self._num_labels = 0
@@ -54,6 +58,11 @@ class NullBackend(Backend):
         self._num_labels = spec.num_labels
         self._threads = spec.threads or len(os.sched_getaffinity(0))
         self._precision = spec.numerics.precision
+        if "step_seconds" in spec.options:
+            try:
+                self._step_seconds = float(spec.options["step_seconds"])
+            except ValueError:
+                raise ValueError(f"options.step_seconds: {spec.options['step_seconds']!r} is not a number") from None
         self._weights = {"fc.bias": np.zeros(spec.num_labels, dtype=np.float32)}
         return ConfiguredModel(trainable_parameters=spec.num_labels, non_trainable_parameters=0,
                                numerics=precision_flags(self._precision))
