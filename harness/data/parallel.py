@@ -14,9 +14,10 @@ import ctypes.util
 import functools
 import os
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -69,24 +70,30 @@ class OrderedBuilds(Generic[T], Iterator[T]):
         self._build = build
         self._count = count
         self._ahead = ahead if ahead is not None else max(4, 2 * threads)
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="batches")
+        # gRPC takes batches on its own thread while the caller may close(): never submit after a shutdown.
+        self._lock = threading.Lock()
         self._pending: deque[Future[T]] = deque()
         self._next_index = 0  # the next index to submit
         self._closed = False
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="batches")
         self._fill()
 
     def _fill(self) -> None:
-        while not self._closed and len(self._pending) < self._ahead and self._next_index < self._count:
-            self._pending.append(self._pool.submit(self._build, self._next_index))
-            self._next_index += 1
+        with self._lock:
+            while not self._closed and len(self._pending) < self._ahead and self._next_index < self._count:
+                self._pending.append(self._pool.submit(self._build, self._next_index))
+                self._next_index += 1
 
     def __next__(self) -> T:
-        if not self._pending:
+        with self._lock:
+            future = self._pending.popleft() if self._pending else None
+        if future is None:
             self.close()
             raise StopIteration
-        future = self._pending.popleft()
         try:
             result = future.result()
+        except CancelledError:  # closed while this one waited to be built: the end, not an error
+            raise StopIteration from None
         except BaseException:
             self.close()
             raise
@@ -95,12 +102,13 @@ class OrderedBuilds(Generic[T], Iterator[T]):
 
     def close(self) -> None:
         """Stop building; batches not yet taken are dropped (one being built finishes first, unseen)."""
-        if self._closed:
-            return
-        self._closed = True
-        for future in self._pending:
-            future.cancel()
-        self._pending.clear()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for future in self._pending:
+                future.cancel()
+            self._pending.clear()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def __del__(self) -> None:
