@@ -96,6 +96,7 @@ def run(args: argparse.Namespace, scratch: Path) -> int:
           f"{args.repeats} repeats, null worker over a Unix socket; augmentation: {augmentation.describe()}; "
           f"threads {','.join(map(str, args.threads))}; {os.cpu_count()} cores; load average {_load()}")
     rates: dict[int, dict[str, list[float]]] = {t: {"build": [], "train": [], "predict": []} for t in args.threads}
+    cores: dict[int, list[float]] = {t: [] for t in args.threads}  # CPU seconds per second while building alone
     orders: dict[int, set[str]] = {}  # repeat -> order digests seen (one per thread count and path)
     with LocalWorker(folder, ensure_environment(folder, cache_root()), scratch / "null.log") as worker:
         client = worker.start()
@@ -105,9 +106,11 @@ def run(args: argparse.Namespace, scratch: Path) -> int:
             images = len(chunks) * args.batch_size
             for threads in args.threads:  # interleaved, so a noisy moment does not fall on one setting only
                 augmented = AugmentedPixels(pixels, augmentation, 0, repeat)
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
                 built = [batch.digest for batch in training_batches(augmented, labels, chunks, threads)]
-                rates[threads]["build"].append(images / (time.perf_counter() - start))
+                seconds = time.perf_counter() - start
+                rates[threads]["build"].append(images / seconds)
+                cores[threads].append((time.process_time() - cpu) / seconds)
 
                 batches = training_batches(augmented, labels, chunks, threads)
                 start = time.perf_counter()
@@ -119,7 +122,8 @@ def run(args: argparse.Namespace, scratch: Path) -> int:
                 start = time.perf_counter()
                 logits, _ = client.predict(batches)
                 rates[threads]["predict"].append(len(logits) / (time.perf_counter() - start))
-                print(f"  repeat {repeat + 1}, {threads} thread(s): build alone {rates[threads]['build'][-1]:,.0f}, "
+                print(f"  repeat {repeat + 1}, {threads} thread(s): build alone {rates[threads]['build'][-1]:,.0f} "
+                      f"(on {cores[threads][-1]:.2f} cores), "
                       f"train path {rates[threads]['train'][-1]:,.0f}, predict path "
                       f"{rates[threads]['predict'][-1]:,.0f} img/s")
     identical = all(len(seen) == 1 for seen in orders.values())
@@ -129,11 +133,15 @@ def run(args: argparse.Namespace, scratch: Path) -> int:
     medians = {t: {path: float(np.median(values)) for path, values in by_path.items()} for t, by_path in rates.items()}
     reference = args.threads[0]
     print(f"median img/s over {args.repeats} repeats (speed-up against {reference} thread(s)); load average {_load()}:")
-    print(f"  {'threads':>7}  {'build alone':>20}  {'train path (e2e)':>20}  {'predict path (e2e)':>20}")
+    print(f"  {'threads':>7}  {'build alone':>20}  {'cores used':>10}  {'train path (e2e)':>20}  "
+          f"{'predict path (e2e)':>20}")
     for threads, median in medians.items():
         cells = [f"{median[path]:,.0f} ({median[path] / medians[reference][path]:.2f}x)"
                  for path in ("build", "train", "predict")]
-        print(f"  {threads:>7}  {cells[0]:>20}  {cells[1]:>20}  {cells[2]:>20}")
+        used = f"{np.median(cores[threads]):.2f}"
+        print(f"  {threads:>7}  {cells[0]:>20}  {used:>10}  {cells[1]:>20}  {cells[2]:>20}")
+    print("  (cores used: the harness process's CPU seconds per second while building alone; on a busy machine "
+          "fewer than the threads, and the speed-up follows it)")
     best = max(args.threads, key=lambda t: medians[t]["train"])
     train = medians[best]["train"]
     print(f"train path at {best} thread(s): {train:,.0f} img/s ({train * megabytes:,.0f} MB/s); "
