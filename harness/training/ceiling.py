@@ -71,8 +71,8 @@ def measure_ceiling(runtime: Runtime, settings: TrainingSettings, pixels: np.nda
     order = np.resize(epoch_order(train, settings.seed, CEILING_EPOCH), MAX_BATCHES * batch_size)
     chunks = training_chunks(order, batch_size)
     augmented = AugmentedPixels(pixels, settings.augmentation, settings.seed, CEILING_EPOCH)
-    # fp32 and no --option switches: the null worker offers neither, and computes nothing either way.
-    request = configure_request(dataclasses.replace(settings, precision="fp32", options={}), labels.shape[1])
+    # No --option switches: they are for the run's workers (the null worker computes nothing at any precision).
+    request = configure_request(dataclasses.replace(settings, options={}), labels.shape[1])
     with _null_worker(runtime, log_path, cache) as (client, started_by):
         client.configure(request)
         batches = training_batches(augmented, labels, chunks, settings.data_threads)
