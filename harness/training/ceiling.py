@@ -27,7 +27,7 @@ from harness.runtime.local import LocalWorker
 from harness.runtime.registry import WorkerSpec, discover_workers
 from harness.training.settings import TrainingSettings, configure_request
 
-MAX_BATCHES = 200
+MAX_BATCHES = 500  # a few hundred: about 0.4 s at the default 48 px; SECONDS stops larger images first
 SECONDS = 2.0  # stop sending after this long (with at least MIN_BATCHES sent): every run pays it
 MIN_BATCHES = 3  # the first is left out as warm-up; two more give a rate
 # Training epochs count from 1: epoch 0's order and augmentation are the ceiling's own, and the same
