@@ -33,7 +33,7 @@ def test_a_worker_at_the_ceiling_is_flagged_harness_bound_in_the_report(tmp_path
     assert ceiling["batch_size"] == 8 and ceiling["image_size"] == 32 and ceiling["threads"] == 2
     assert ceiling["augmentation"] == "flip,rotate=20" and ceiling["batches"] >= 3
     assert ceiling["images_per_second"] > 0
-    assert "started as the local runtime starts every worker" in ceiling["worker"]
+    assert "started by the run's runtime (local)" in ceiling["worker"]
     assert record["config"]["data_threads"] == 2
     assert "Harness ceiling: " in report
     assert "**harness-bound**" in report

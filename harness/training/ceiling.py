@@ -9,6 +9,7 @@ that comes close is waiting for the harness, and the report says so ("harness-bo
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,7 +30,8 @@ from harness.training.settings import TrainingSettings, configure_request
 
 MAX_BATCHES = 500  # a few hundred: about 0.4 s at the default 48 px; SECONDS stops larger images first
 SECONDS = 2.0  # stop sending after this long (with at least MIN_BATCHES sent): every run pays it
-MIN_BATCHES = 3  # the first is left out as warm-up; two more give a rate
+MIN_BATCHES = 3
+IN_FLIGHT = 8  # batches sent and not yet answered, at most  # the first is left out as warm-up; two more give a rate
 # Training epochs count from 1: epoch 0's order and augmentation are the ceiling's own, and the same
 # amount of work as any epoch's.
 CEILING_EPOCH = 0
@@ -46,19 +48,40 @@ def _until(batches: Iterator[worker_pb2.Batch], seconds: float, least: int) -> I
         yield batch
 
 
+class _Window:
+    """At most `size` batches sent and not yet answered, so the measurement ends about SECONDS after it
+    starts: unpaced, gRPC would queue every batch sent in that time, and a slow worker (a test's) would
+    take minutes to answer them. Eight in flight keep the worker as busy as the training stream does."""
+
+    def __init__(self, size: int) -> None:
+        self._free = threading.Semaphore(size)
+        self._closed = threading.Event()
+
+    def paced(self, batches: Iterator[worker_pb2.Batch]) -> Iterator[worker_pb2.Batch]:
+        for batch in batches:
+            while not self._free.acquire(timeout=0.1):
+                if self._closed.is_set():  # the stream ended: gRPC's sending thread must not wait for ever
+                    return
+            yield batch
+
+    def answered(self) -> None:
+        self._free.release()
+
+    def close(self) -> None:
+        self._closed.set()
+
+
 @contextmanager
 def _null_worker(runtime: Runtime, log_path: Path, cache: Path) -> Iterator[tuple[WorkerClient, str]]:
-    """The null worker, started the way the local runtime starts every worker (a process on a Unix
-    socket). Switches that slow a null worker down for tests (CXRBENCH_NULL_STEP_SECONDS) are not for
-    this one: it must only decode and check, or the ceiling would be the switch's."""
+    """The null worker through the run's runtime where it has one (local), else started locally."""
     spec = WorkerSpec(discover_workers()["null"])
-    quiet = {"CXRBENCH_NULL_STEP_SECONDS": "0"}
-    with LocalWorker(spec.folder, ensure_environment(spec.folder, cache), log_path, extra_env=quiet) as worker:
-        if runtime.name == "local":
-            yield worker.start(), "the null worker, started as the local runtime starts every worker"
-        else:
-            yield worker.start(), (f"the null worker, started locally: the {runtime.name} runtime has none, so the "
-                                   "figure is this host's harness feeding a worker on this host")
+    if runtime.name == "local":
+        with runtime.start(spec, log_path) as running:
+            yield running.client, "the null worker, started by the run's runtime (local)"
+        return
+    with LocalWorker(spec.folder, ensure_environment(spec.folder, cache), log_path) as worker:
+        yield worker.start(), (f"the null worker, started locally: the {runtime.name} runtime has none, so the "
+                               "figure is this host's harness feeding a worker on this host")
 
 
 def measure_ceiling(runtime: Runtime, settings: TrainingSettings, pixels: np.ndarray, labels: np.ndarray,
@@ -79,11 +102,14 @@ def measure_ceiling(runtime: Runtime, settings: TrainingSettings, pixels: np.nda
         client.configure(request)
         batches = training_batches(augmented, labels, chunks, settings.data_threads)
         steps, first, start = 0, None, time.perf_counter()
+        window = _Window(IN_FLIGHT)
         try:
-            for _ in client.train(_until(batches, SECONDS, MIN_BATCHES)):
+            for _ in client.train(window.paced(_until(batches, SECONDS, MIN_BATCHES))):
+                window.answered()
                 steps += 1
                 first = first or time.perf_counter()
         finally:
+            window.close()
             batches.close()
         end = time.perf_counter()
     steady_seconds = end - (first or end)
