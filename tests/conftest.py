@@ -34,6 +34,22 @@ def pytest_collection_modifyitems(config, items) -> None:
             item.add_marker(pytest.mark.xdist_group("framework"))
 
 
+# Tests that read one plain CPU run of the null worker share it (one xdist process, one run): each
+# benchmark run costs seconds (preflight, ceiling, training, report), and the fast tier has a budget.
+CPU_NULL_RUN = pytest.mark.xdist_group("cpu_null_run")
+
+
+@pytest.fixture(scope="session")
+def cpu_null_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """`benchmark --workers null` for two epochs on the CPU, the null worker run by this very interpreter
+    (`--python`): the completed process and the run directory. Mark its users CPU_NULL_RUN."""
+    out = tmp_path_factory.mktemp("cpu_null_run") / "results"
+    result = run_harness(["benchmark", "--workers", "null", "--epochs", "2", *SMALL_RUN, "--python",
+                          f"null={sys.executable}", "--out", str(out)], cwd=out.parent)
+    assert result.returncode == 0, result.stderr
+    return result, next(out.iterdir())
+
+
 @pytest.fixture
 def null_worker(tmp_path):
     """A null worker process, configured for 32x32 images and 14 labels; stopped afterwards."""

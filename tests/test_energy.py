@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import ctypes
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from conftest import REPO_ROOT, SMALL_RUN, run_harness
+from conftest import CPU_NULL_RUN, REPO_ROOT, SMALL_RUN, run_harness
 from cxrbench_worker import energy
 from cxrbench_worker.backend import Backend, DeviceMemory
 from harness.evaluation.run_summary import efficiency
@@ -157,7 +158,10 @@ def _benchmark(tmp_path, env: dict[str, str]) -> tuple[dict, dict[str, str]]:
     result = run_harness(["benchmark", "--workers", "null", "--epochs", "2", "--out", str(out), *SMALL_RUN],
                          REPO_ROOT, env)
     assert result.returncode == 0, result.stderr
-    (run,) = out.iterdir()
+    return _entry_and_row(next(out.iterdir()))
+
+
+def _entry_and_row(run: Path) -> tuple[dict, dict[str, str]]:
     lines = (run / "report.md").read_text().splitlines()
     header = next(index for index, line in enumerate(lines) if "| J/epoch | J/img |" in line)
     cells = lambda line: [cell.strip() for cell in line.strip().strip("|").split("|")]  # noqa: E731
@@ -177,8 +181,9 @@ def test_a_worker_with_an_energy_counter_gets_joules_per_epoch_and_image(tmp_pat
     assert (row["worker"], row["J/epoch"], row["J/img"]) == ("null", f"{joules} ({joules}–{joules})", "0.312")
 
 
-def test_a_cpu_worker_reports_no_energy_and_the_report_says_n_a(tmp_path):
-    metrics, row = _benchmark(tmp_path, {})
+@CPU_NULL_RUN
+def test_a_cpu_worker_reports_no_energy_and_the_report_says_n_a(cpu_null_run):
+    metrics, row = _entry_and_row(cpu_null_run[1])
     assert metrics["runs"][0]["energy"] is None
     assert metrics["efficiency"]["joules_per_epoch"] is None and metrics["efficiency"]["joules_per_image"] is None
     assert (row["worker"], row["J/epoch"], row["J/img"]) == ("null", "n/a", "n/a")

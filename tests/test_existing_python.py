@@ -12,7 +12,7 @@ from harness.config import BenchmarkConfig, cache_root
 from harness.runtime.environments import ensure_environment
 from harness.runtime.existing_python import direct_packages, inspect_interpreter
 from harness.runtime.registry import discover_workers
-from tests.conftest import SMALL_RUN, run_harness
+from tests.conftest import CPU_NULL_RUN, SMALL_RUN, run_harness
 
 WORKERS = discover_workers()
 
@@ -52,11 +52,9 @@ def test_a_path_that_is_no_interpreter_is_refused_by_the_option():
         BenchmarkConfig(runtime="remote", remote_workers=("pytorch=host:1",), pythons=(f"pytorch={sys.executable}",))
 
 
-def test_the_run_records_the_existing_interpreter_and_the_report_names_it(tmp_path):
-    result = run_harness(["benchmark", "--workers", "null", *SMALL_RUN, "--python", f"null={sys.executable}",
-                          "--out", str(tmp_path / "results")], cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    run_dir = next((tmp_path / "results").iterdir())
+@CPU_NULL_RUN
+def test_the_run_records_the_existing_interpreter_and_the_report_names_it(cpu_null_run):
+    _, run_dir = cpu_null_run  # run with --python null=<this interpreter>
     environment = json.loads((run_dir / "run.json").read_text())["workers"]["null"]["environment"]
     assert environment["existing"] is True and environment["python"] == sys.executable
     assert environment["packages"]["grpcio"].startswith("grpcio ")

@@ -3,7 +3,7 @@ worker whose end-to-end throughput comes within 80% of it ("harness-bound"); one
 
 The null worker's steps sleep CXRBENCH_NULL_STEP_SECONDS, in every null worker the run starts (the
 ceiling's too): the run's worker then trains as fast as the ceiling was measured, whatever the load
-of the machine. `--option null.step_seconds` slows the run's worker alone (0.2 s a step: a quarter of the ceiling).
+of the machine. `--option null.step_seconds` slows the run's worker alone (0.1 s a step: half the ceiling).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def test_a_worker_at_the_ceiling_is_flagged_harness_bound_in_the_report(tmp_path
 
 
 def test_a_worker_well_below_the_ceiling_is_not_flagged(tmp_path):
-    record, report = null_run(tmp_path / "results", "--epochs", "1", "--option", "null.step_seconds=0.2")
+    record, report = null_run(tmp_path / "results", "--epochs", "1", "--option", "null.step_seconds=0.1")
     assert record["harness_ceiling"]["images_per_second"] > 0
     assert "Harness ceiling: " in report
     assert "harness-bound" not in report
