@@ -58,7 +58,12 @@ def ping_policy_options(client_ping_seconds: float) -> tuple[tuple[str, int], ..
     return (("grpc.http2.min_ping_interval_without_data_ms", int(client_ping_seconds * 1000 / 2)),)
 
 
-CLIENT_OPTIONS = GRPC_OPTIONS + keepalive_options(KEEPALIVE_SECONDS, PING_TIMEOUT_SECONDS)
+# gRPC waits 1 s before its first reconnection attempt: a worker whose socket appears 0.1 s after the
+# first health check would be seen serving only a second later, at every worker start. 0.1 s, growing
+# to 2 s for a worker that stays away (a remote one being restarted).
+RECONNECT_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
+                     ("grpc.max_reconnect_backoff_ms", 2000))
+CLIENT_OPTIONS = GRPC_OPTIONS + keepalive_options(KEEPALIVE_SECONDS, PING_TIMEOUT_SECONDS) + RECONNECT_OPTIONS
 # The server pings too, so that a vanished harness ends the worker's stream handlers instead of leaving
 # them waiting for a next batch that never comes (a remote worker outlives the harness that used it).
 SERVER_OPTIONS = GRPC_OPTIONS + keepalive_options(KEEPALIVE_SECONDS, PING_TIMEOUT_SECONDS) + ping_policy_options(
