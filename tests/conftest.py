@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -34,20 +35,29 @@ def pytest_collection_modifyitems(config, items) -> None:
             item.add_marker(pytest.mark.xdist_group("framework"))
 
 
-# Tests that read one plain CPU run of the null worker share it (one xdist process, one run): each
-# benchmark run costs seconds (preflight, ceiling, training, report), and the fast tier has a budget.
-CPU_NULL_RUN = pytest.mark.xdist_group("cpu_null_run")
-
-
 @pytest.fixture(scope="session")
 def cpu_null_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     """`benchmark --workers null` for two epochs on the CPU, the null worker run by this very interpreter
-    (`--python`): the completed process and the run directory. Mark its users CPU_NULL_RUN."""
-    out = tmp_path_factory.mktemp("cpu_null_run") / "results"
-    result = run_harness(["benchmark", "--workers", "null", "--epochs", "2", *SMALL_RUN, "--python",
-                          f"null={sys.executable}", "--out", str(out)], cwd=out.parent)
-    assert result.returncode == 0, result.stderr
-    return result, next(out.iterdir())
+    (`--python`): the completed process and the run directory.
+
+    Made once per test session and shared by the tests that only read it, whichever xdist process
+    they land in (a file lock in the session's temporary folder): each benchmark run costs seconds
+    (preflight, ceiling, training, report), and the fast tier has a budget.
+    """
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "cpu_null_run"
+    shared.mkdir(exist_ok=True)
+    with open(shared / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        saved = shared / "result.json"
+        if not saved.exists():
+            result = run_harness(["benchmark", "--workers", "null", "--epochs", "2", *SMALL_RUN, "--python",
+                                  f"null={sys.executable}", "--out", str(shared / "results")], cwd=shared)
+            assert result.returncode == 0, result.stderr
+            saved.write_text(json.dumps({"stdout": result.stdout, "stderr": result.stderr}))
+    output = json.loads(saved.read_text())
+    completed = subprocess.CompletedProcess([], 0, output["stdout"], output["stderr"])
+    return completed, next((shared / "results").iterdir())
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import CPU_NULL_RUN, REPO_ROOT, SMALL_RUN, run_harness
+from conftest import REPO_ROOT, SMALL_RUN, run_harness
 from cxrbench_worker import energy
 from cxrbench_worker.backend import Backend, DeviceMemory
 from harness.evaluation.run_summary import efficiency
@@ -181,7 +181,6 @@ def test_a_worker_with_an_energy_counter_gets_joules_per_epoch_and_image(tmp_pat
     assert (row["worker"], row["J/epoch"], row["J/img"]) == ("null", f"{joules} ({joules}–{joules})", "0.312")
 
 
-@CPU_NULL_RUN
 def test_a_cpu_worker_reports_no_energy_and_the_report_says_n_a(cpu_null_run):
     metrics, row = _entry_and_row(cpu_null_run[1])
     assert metrics["runs"][0]["energy"] is None

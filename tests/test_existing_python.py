@@ -12,7 +12,7 @@ from harness.config import BenchmarkConfig, cache_root
 from harness.runtime.environments import ensure_environment
 from harness.runtime.existing_python import direct_packages, inspect_interpreter
 from harness.runtime.registry import discover_workers
-from tests.conftest import CPU_NULL_RUN, SMALL_RUN, run_harness
+from tests.conftest import SMALL_RUN, run_harness
 
 WORKERS = discover_workers()
 
@@ -52,7 +52,6 @@ def test_a_path_that_is_no_interpreter_is_refused_by_the_option():
         BenchmarkConfig(runtime="remote", remote_workers=("pytorch=host:1",), pythons=(f"pytorch={sys.executable}",))
 
 
-@CPU_NULL_RUN
 def test_the_run_records_the_existing_interpreter_and_the_report_names_it(cpu_null_run):
     _, run_dir = cpu_null_run  # run with --python null=<this interpreter>
     environment = json.loads((run_dir / "run.json").read_text())["workers"]["null"]["environment"]

@@ -16,7 +16,7 @@ from harness.runtime.base import RunningWorker
 from harness.runtime.environments import ensure_environment
 from harness.runtime.local import LocalRuntime, LocalWorker
 from harness.runtime.registry import WorkerSpec, discover_workers
-from tests.conftest import CPU_NULL_RUN, SMALL_RUN, run_harness
+from tests.conftest import SMALL_RUN, run_harness
 
 H200 = "cuda:0 (NVIDIA H200)"
 EPYC = "cpu (AMD EPYC)"
@@ -137,7 +137,6 @@ def test_allow_unequal_runs_and_the_report_opens_with_the_warning(tmp_path):
     assert "null runs on cuda, but --device cpu was asked" in head
 
 
-@CPU_NULL_RUN
 def test_equal_conditions_are_stated_under_the_efficiency_table(cpu_null_run):
     result, run_dir = cpu_null_run
     assert "device: cpu (auto: no CUDA device on this host)" in result.stdout + result.stderr
