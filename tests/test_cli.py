@@ -58,7 +58,7 @@ def test_same_seed_runs_have_equal_data_and_batch_digests(tmp_path):
     digests = []
     for attempt, seed in enumerate((5, 5, 6)):
         out = tmp_path / f"run{attempt}"
-        result = run_harness(["benchmark", "--workers", "null", "--epochs", "1", "--seed", str(seed), "--out", str(out), *SMALL_RUN], REPO_ROOT)
+        result = run_harness(["benchmark", "--workers", "null", "--epochs", "1", "--bootstrap", "0", "--seed", str(seed), "--out", str(out), *SMALL_RUN], REPO_ROOT)
         assert result.returncode == 0, result.stderr
         (run,) = out.iterdir()
         record = json.loads((run / "run.json").read_text())
