@@ -137,3 +137,13 @@ def test_the_null_worker_runs_in_the_harness_interpreter_without_a_lock(tmp_path
     null = discover_workers()["null"]
     environment = ensure_environment(null, tmp_path)
     assert environment.key == "host" and not (REPO_ROOT / "workers" / "null" / "locks").exists()
+
+
+def test_the_cuda_device_gets_each_workers_gpu_lock_cached_under_its_own_key(tmp_path):
+    # --device cuda: the local runtime installs what the GPU images install (TensorFlow's CUDA build).
+    tensorflow = discover_workers()["tensorflow"]
+    cpu, gpu = environment_path(tensorflow, tmp_path), environment_path(tensorflow, tmp_path, gpu=True)
+    assert cpu != gpu
+    assert gpu.name == f"tensorflow-{environment_key(lock_path(tensorflow, gpu=True).read_text())}"
+    gpu_lock = lock_path(tensorflow, gpu=True).read_text()
+    assert "\ntensorflow==2.21.0 " in gpu_lock and "\nnvidia-cudnn-cu12==" in gpu_lock  # not tensorflow-cpu
