@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import re
 import tempfile
 import threading
 from collections import deque
@@ -122,7 +123,8 @@ def test_a_stream_that_stops_answering_is_cancelled_naming_the_last_batch_answer
     error = caught.value
     assert (error.worker, error.rpc, error.code) == ("stuck", "Train", "STALLED")
     assert answered == [0, 1, 2]
-    assert "no reply for 0.5 s (limit 0.5 s = max(0.5 s, 20 x median step" in str(error)
+    # How long it waited depends on when the watchdog looked (a loaded machine: 0.6 s); the limit does not.
+    assert re.search(r"no reply for 0\.[5-9] s \(limit 0\.5 s = max\(0\.5 s, 20 x median step", str(error))
     assert "last batch answered: 2 (3 of the " in str(error)
     # The watchdog's thread and gRPC's request thread end with the stream (the server's pool stays).
     assert wait_until(lambda: not [t.name for t in set(threading.enumerate()) - before
