@@ -8,8 +8,8 @@ SIGSTOPped worker in a benchmark run, is in test_run_failures.py.
 from __future__ import annotations
 
 import os
-import signal
 import re
+import signal
 import tempfile
 import threading
 from collections import deque
