@@ -18,24 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # but without `pip install -e .` (CXRBENCH_HARNESS_PYTHON) imports them from here.
 SOURCE_PATHS = (ROOT, ROOT / "proto", ROOT / "workers" / "common")
 
-TORCH_PROBE = """
-import json, torch
-cuda = torch.cuda.is_available()
-print(json.dumps({"torch": torch.__version__, "built_for_cuda": str(torch.version.cuda), "cuda": cuda,
-                  "gpu": torch.cuda.get_device_name(0) if cuda else None}))
-"""
-# Separate from torch's probe: TensorFlow's CUDA libraries and torch's need not load into one process.
-TENSORFLOW_PROBE = """
-import importlib.metadata, importlib.util, json, sys
-found = {}
-if importlib.util.find_spec("tensorflow") is not None:
-    import tensorflow as tf
-    found["tensorflow"] = tf.__version__
-    found["gpus"] = len(tf.config.list_physical_devices("GPU")) if sys.argv[1] == "cuda" else 0
-if importlib.util.find_spec("keras") is not None:
-    found["keras"] = importlib.metadata.version("keras")
-print(json.dumps(found))
-"""
+# Asked in the user's interpreter, by a script outside the harness (which imports no framework).
+PROBE = ROOT / "benchmarks" / "gpu_machine_probe.py"
 
 
 class CheckRefused(Exception):
@@ -49,9 +33,10 @@ def _interpreter(flag: str, given: str) -> str:
     return os.path.abspath(found)  # not resolved: a virtual environment's python is a link that must stay one
 
 
-def _probe(python: str, code: str, *arguments: str) -> dict:
-    """Run `code` in `python`; its last stdout line is JSON. CheckRefused with its error output otherwise."""
-    done = subprocess.run([python, "-c", code, *arguments], capture_output=True, text=True,
+def _probe(python: str, *question: str) -> dict:
+    """Ask `python` the probe's `question`; its last stdout line is JSON. CheckRefused with its error output
+    otherwise."""
+    done = subprocess.run([python, str(PROBE), *question], capture_output=True, text=True,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     if done.returncode != 0:
         raise CheckRefused(f"--python {python}: {(done.stderr.strip().splitlines() or ['failed'])[-1]}")
@@ -60,7 +45,7 @@ def _probe(python: str, code: str, *arguments: str) -> dict:
 
 def gpu_workers(python: str, device: str) -> tuple[list[str], list[str]]:
     """The workers `python` can run on `device` (pytorch first), and a note on each framework left out."""
-    found = _probe(python, TENSORFLOW_PROBE, device)
+    found = _probe(python, "frameworks", device)
     workers, notes = ["pytorch"], []
     if "tensorflow" in found:
         if device == "cuda" and not found["gpus"]:
@@ -89,7 +74,7 @@ def check_machine(args: argparse.Namespace) -> dict:
         query = ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,power.limit", "--format=csv,noheader"]
         done = subprocess.run(query, capture_output=True, text=True)
         nvidia_smi = done.stdout.strip() if done.returncode == 0 else f"nvidia-smi failed: {done.stderr.strip()}"
-    torch = _probe(python, TORCH_PROBE)
+    torch = _probe(python, "torch")
     if args.device == "cuda" and not torch["cuda"]:
         raise CheckRefused(f"--python {python}: torch {torch['torch']} (built for CUDA {torch['built_for_cuda']}) "
                            "sees no CUDA device: a CPU build of torch, or a driver older than its CUDA needs "
