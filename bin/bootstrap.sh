@@ -4,6 +4,12 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
 stamp="$venv/.installed-$(sha256sum "$root/pyproject.toml" | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
+  # Two first uses at once (bin/test and bin/harness in two terminals) would install into one .venv
+  # together and break it: the second waits for the first, then finds it done.
+  exec 9>"$root/.venv.lock"
+  flock 9
+fi
+if [ ! -f "$stamp" ]; then
   python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
     || { echo "cxrbench needs Python 3.11 or newer as python3 (found $(python3 --version 2>&1))" >&2; exit 1; }
   echo "Setting up the harness environment in $venv (first use, about a minute)..." >&2
@@ -14,3 +20,4 @@ if [ ! -f "$stamp" ]; then
   rm -f "$venv"/.installed-*
   touch "$stamp"
 fi
+exec 9>&- 2>/dev/null || true
