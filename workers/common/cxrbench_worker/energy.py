@@ -18,6 +18,8 @@ from __future__ import annotations
 import ctypes
 import os
 
+from cxrbench_worker.host import cuda_driver
+
 _NVML_SUCCESS = 0
 
 
@@ -27,14 +29,12 @@ def cuda_device_uuid(ordinal: int = 0) -> str | None:
 
     CUDA's numbering and NVML's indices differ on hosts with unlike GPUs (CUDA puts the fastest
     first, NVML goes by PCI bus), so the UUID is how the two name the same device."""
-    try:
-        driver = ctypes.CDLL("libcuda.so.1")
-    except OSError:
+    driver = cuda_driver()
+    if driver is None:
         return None
     device, uuid = ctypes.c_int(), (ctypes.c_ubyte * 16)()
     try:
-        # Each call returns CUDA_SUCCESS (0) or an error code; cuInit is harmless when done already.
-        if (driver.cuInit(0) != 0 or driver.cuDeviceGet(ctypes.byref(device), ordinal) != 0
+        if (driver.cuDeviceGet(ctypes.byref(device), ordinal) != 0
                 or driver.cuDeviceGetUuid(ctypes.byref(uuid), device) != 0):
             return None
     except AttributeError:  # a driver older than cuDeviceGetUuid (CUDA 9.2)

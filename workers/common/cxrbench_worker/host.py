@@ -18,16 +18,22 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def cuda_total_memory(ordinal: int = 0) -> int:
-    """Total memory of CUDA device `ordinal` (as CUDA_VISIBLE_DEVICES numbers them), in bytes, from
-    the driver; 0 when no CUDA driver answers. For frameworks that do not say it (TensorFlow)."""
+def cuda_driver() -> ctypes.CDLL | None:
+    """The CUDA driver (`libcuda.so.1`), initialised; None where there is none or it will not start.
+    Its calls return CUDA_SUCCESS (0) or an error code; cuInit is harmless when done already."""
     try:
         driver = ctypes.CDLL("libcuda.so.1")
     except OSError:
-        return 0
+        return None
+    return driver if driver.cuInit(0) == 0 else None
+
+
+def cuda_total_memory(ordinal: int = 0) -> int:
+    """Total memory of CUDA device `ordinal` (as CUDA_VISIBLE_DEVICES numbers them), in bytes, from
+    the driver; 0 when no CUDA driver answers. For frameworks that do not say it (TensorFlow)."""
+    driver = cuda_driver()
     device, total = ctypes.c_int(), ctypes.c_size_t()
-    # Each call returns CUDA_SUCCESS (0) or an error code; cuInit is harmless when done already.
-    if (driver.cuInit(0) != 0 or driver.cuDeviceGet(ctypes.byref(device), ordinal) != 0
+    if (driver is None or driver.cuDeviceGet(ctypes.byref(device), ordinal) != 0
             or driver.cuDeviceTotalMem_v2(ctypes.byref(total), device) != 0):
         return 0
     return int(total.value)
@@ -36,11 +42,8 @@ def cuda_total_memory(ordinal: int = 0) -> int:
 def cuda_device_count() -> int:
     """CUDA devices this process may use (CUDA_VISIBLE_DEVICES applies), from the driver; 0 when no
     CUDA driver answers. Needs no framework, so the harness can ask it before any worker starts."""
-    try:
-        driver = ctypes.CDLL("libcuda.so.1")
-    except OSError:
-        return 0
+    driver = cuda_driver()
     count = ctypes.c_int()
-    if driver.cuInit(0) != 0 or driver.cuDeviceGetCount(ctypes.byref(count)) != 0:
+    if driver is None or driver.cuDeviceGetCount(ctypes.byref(count)) != 0:
         return 0
     return int(count.value)
