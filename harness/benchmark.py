@@ -1,7 +1,10 @@
-"""`harness benchmark`: one run, every selected worker on the same data, one after the other.
+"""`harness benchmark`: one study, every selected worker on the same data.
 
-Workers run one at a time, never side by side, so none competes with another for the cores or the
-GPU and every timing is the worker's alone.
+The harness checks the workers (preflight), probes parity worker by worker, then executes the study's
+runs (worker x training seed x fold; harness.study), each in a worker process of its own: one after
+another here, so none competes with another for the cores or the GPU and every timing is the
+worker's alone, or spread over a Ray cluster (`--runtime ray`, harness.cluster), where each run
+records its neighbours. A finished run is committed at once; `--resume` finishes an interrupted study.
 """
 
 from __future__ import annotations
@@ -34,10 +37,14 @@ from harness.report.significance import compare_run
 from harness.runtime.base import Runtime
 from harness.runtime.registry import WorkerSpec
 from harness.runtime.selection import runtime_for
+from harness.study import ledger, resume
+from harness.study.executor import Executor, StudyFailed
+from harness.study.neighbours import neighbours
+from harness.study.runs import PlannedRun, StudyInputs, driver_thread_environment, first_batch_digests, plan_runs
+from harness.study.sequential import SequentialExecutor
 from harness.tracking import log_run
 from harness.training.ceiling import measure_ceiling
-from harness.training.loop import TrainingData, TrainingRun, train_and_evaluate
-from harness.training.parity import Probe, compare, cross_load, nudged, parity_inputs, probe
+from harness.training.parity import ParityInputs, Probe, compare, cross_load, nudged, parity_inputs, probe
 from harness.training.settings import configure_request
 
 
@@ -84,17 +91,6 @@ def _data_facts(store: PixelStore, plan: SplitPlan, config: BenchmarkConfig) -> 
     return facts
 
 
-def training_runs(seeds: tuple[int, ...], plan: SplitPlan) -> list[tuple[TrainingRun, Split]]:
-    """Every (training seed, fold) run of a worker, seeds outermost, with its split."""
-    runs = []
-    for seed in seeds:
-        for number, split in enumerate(plan.splits, start=1):
-            fold = number if plan.cross_validated else None
-            folder = "/".join(([f"seed{seed}"] if len(seeds) > 1 else []) + ([f"fold{fold}"] if fold else []))
-            runs.append((TrainingRun(seed, fold, folder), split))
-    return runs
-
-
 def check_same_batches(results: dict[str, list[dict]]) -> None:
     """RuntimeError unless every worker echoed the same batch digests, epoch by epoch, run by run.
 
@@ -127,11 +123,15 @@ def _save_split(run: RunDirectory, store: PixelStore, labels: np.ndarray, plan: 
 
 
 def run_benchmark(config: BenchmarkConfig) -> Path:
-    """Run the benchmark described by `config`; returns the run directory.
+    """Run the benchmark described by `config` (or, with `config.resume`, finish the study in that run
+    directory); returns the run directory.
 
     On failure or interruption the exception propagates, after run.json has recorded it and the
     report has been written from whatever had completed.
     """
+    resumed = resume.check_directory(config.resume) if config.resume is not None else None
+    if resumed is not None:
+        config = config.resumed_from(resumed.read_run()["config"])
     workers = config.selected_workers()
     cache = cache_root()
     runtime = runtime_for(config.runtime_choice, cache)
@@ -150,22 +150,38 @@ def run_benchmark(config: BenchmarkConfig) -> Path:
         except BaseException:
             print(f"the workers' logs of the preflight are kept in {preflight_logs}", file=sys.stderr)
             raise
+        if resumed is not None:  # the same data, code and environments as the runs already finished
+            resume.check_unchanged(resumed.read_run(), store, plan, runtime, workers, resumed)
         announce(f"device: {checked['device']} ({checked['device_reason']})")
         for problem in checked["unequal"]:  # --allow-unequal: said now, and at the top of the report
             print(f"warning: unequal conditions: {problem}", file=sys.stderr)
-        return _run(config, workers, runtime, store, plan, cache, checked, preflight_logs)
+        executor = _executor(config, runtime, checked)
+        try:
+            executor.prepare(workers, store)  # for Ray: every node checked, before a run directory exists
+            return _run(config, workers, runtime, executor, store, plan, cache, checked, preflight_logs, resumed)
+        finally:
+            executor.close()
     finally:
         runtime.close()
 
 
-def _run(config: BenchmarkConfig, workers: list[WorkerSpec], runtime: Runtime, store: PixelStore, plan: SplitPlan,
-         cache: Path, checked: dict, preflight_logs: Path) -> Path:
-    """The run itself, once every worker is ready to start: see run_benchmark."""
-    labels = store.labels
-    if config.shuffle_labels:
-        split = plan.splits[0]
-        labels = shuffled_labels(labels, np.concatenate([split.train, split.validation]), config.seed)
+def _open_run(config: BenchmarkConfig, store: PixelStore, plan: SplitPlan, labels: np.ndarray, checked: dict,
+              resumed: RunDirectory | None) -> tuple[RunDirectory, dict]:
+    """The run directory and its record: new, or the resumed one with this resumption noted."""
+    if resumed is not None:
+        record = resumed.read_run()
+        record["resumptions"] = [*record.get("resumptions", []), {
+            "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "previous_status": record.get("status"),
+            "previous_error": record.get("error"), "provenance": provenance.collect(), "preflight": checked,
+            "runtime": config.runtime}]
+        record.update(status="running", error=None)
+        resumed.write_run(record)
+        return resumed, record
+    return _new_run(config, store, plan, labels, checked)
 
+
+def _new_run(config: BenchmarkConfig, store: PixelStore, plan: SplitPlan, labels: np.ndarray,
+             checked: dict) -> tuple[RunDirectory, dict]:
     suffix = (("-shuffled-labels" if config.shuffle_labels else "")
               + (f"-{config.folds}folds" if plan.cross_validated else "")
               + (f"-{len(config.training_seeds)}seeds" if len(config.training_seeds) > 1 else ""))
@@ -178,13 +194,76 @@ def _run(config: BenchmarkConfig, workers: list[WorkerSpec], runtime: Runtime, s
         "data": _data_facts(store, plan, config),
         "preflight": checked,
         "workers": {},
+        "runs": {},
     }
     run.write_run(record)
+    _save_split(run, store, labels, plan)
+    return run, record
+
+
+def _probe_parity(config: BenchmarkConfig, workers: list[WorkerSpec], runtime: Runtime, run: RunDirectory,
+                  record: dict, start: bytes, inputs: ParityInputs, num_labels: int) -> None:
+    """Every worker in turn, each in a worker process of its own: the parity probe (same start, same
+    batches; then earlier workers' trained weights are loaded), and what it reports about itself."""
+    nudged_start = nudged(start, config.seed)
+    probes: list[Probe] = []
+    cross: list[dict] = []
+    for spec in workers:
+        name = spec.label
+        with runtime.start(spec, run.worker_log(name)) as worker:
+            client = worker.client
+            client.stall_timeout = config.stall_timeout  # the stream watchdog's floor
+            settings = config.training(name)
+            # Parity is always probed with deterministic algorithms: run-to-run kernel noise would
+            # blur the comparison; the timed runs use what --deterministic says.
+            probed = probe(client, configure_request(replace(settings, deterministic=True), num_labels), start,
+                           inputs, nudged_start)
+            cross += cross_load(client, probes, inputs)
+            probes.append(probed)
+            run.write_parity(compare(probes, architecture(config.architecture, num_labels).counts(), cross))
+            client.configure(configure_request(settings, num_labels, config.training_seeds[0]))
+            metadata = client.metadata()  # after Configure: threads and numerics as they are used
+            spec.check_reported(dict(metadata.framework_versions))
+            record["workers"][name] = {
+                "worker": spec.name,
+                "framework_version": spec.framework_version,
+                **worker.provenance,
+                "reported": {
+                    "framework_versions": dict(metadata.framework_versions),
+                    "device": metadata.device,
+                    "threads": metadata.threads,
+                    "numerics": dict(metadata.numerics),
+                    "contract_version": metadata.contract_version,
+                    "pid": metadata.pid,
+                },
+            }
+            run.write_run(record)
+
+
+def _executor(config: BenchmarkConfig, runtime: Runtime, checked: dict) -> Executor:
+    """Where the study's runs execute: one after another here, or spread over a Ray cluster."""
+    if config.runtime == "ray":
+        try:
+            from harness.cluster.ray_executor import RayExecutor
+        except ImportError as error:
+            raise ValueError(f"--runtime ray needs Ray, the extra cxrbench[cluster] (pip install -e '.[cluster]'): "
+                             f"{error}") from None
+        return RayExecutor(config.cluster_settings(checked["device"]))
+    return SequentialExecutor(runtime)
+
+
+def _run(config: BenchmarkConfig, workers: list[WorkerSpec], runtime: Runtime, executor: Executor, store: PixelStore,
+         plan: SplitPlan, cache: Path, checked: dict, preflight_logs: Path, resumed: RunDirectory | None) -> Path:
+    """The study itself, once every worker is ready to start: see run_benchmark."""
+    labels = store.labels
+    if config.shuffle_labels:
+        split = plan.splits[0]
+        labels = shuffled_labels(labels, np.concatenate([split.train, split.validation]), config.seed)
+    run, record = _open_run(config, store, plan, labels, checked, resumed)
     for log in sorted(preflight_logs.glob("*.log")):  # kept with the run: workers/<name>.preflight.log
         run.worker_log(f"{log.stem}.preflight").parent.mkdir(parents=True, exist_ok=True)
         shutil.move(log, run.worker_log(f"{log.stem}.preflight"))
     shutil.rmtree(preflight_logs, ignore_errors=True)
-    _save_split(run, store, labels, plan)
 
     num_labels = len(store.label_names)
     seeds = config.training_seeds
@@ -194,72 +273,74 @@ def _run(config: BenchmarkConfig, workers: list[WorkerSpec], runtime: Runtime, s
                                   "description": start.describe()}
     if len(seeds) > 1:
         record["starting_weights"]["per_seed"] = {str(seed): starts[seed].sha256 for seed in seeds}
-    inputs = parity_inputs(store.pixels, labels, plan.splits[0].train, config.seed)
-    nudged_start = nudged(start.data, config.seed)
-    probes: list[Probe] = []
-    cross: list[dict] = []
+    planned = plan_runs(workers, seeds, plan.splits)
     results: dict[str, dict] = {}
-    run_results: dict[str, list[dict]] = {}
     try:
-        # What the harness alone can feed, at this run's sizes: a worker near it is waiting for the harness.
-        record["harness_ceiling"] = measure_ceiling(runtime, config.training(), store.pixels, labels,
-                                                    plan.splits[0].train, run.worker_log("null-ceiling"), cache)
+        if "harness_ceiling" not in record:
+            # What the harness alone can feed, at this run's sizes: a worker near it is waiting for the harness.
+            record["harness_ceiling"] = measure_ceiling(runtime, config.training(), store.pixels, labels,
+                                                        plan.splits[0].train, run.worker_log("null-ceiling"), cache)
+            run.write_run(record)
+        if record.get("parity_status") != "completed":
+            _probe_parity(config, workers, runtime, run, record, start.data,
+                          parity_inputs(store.pixels, labels, plan.splits[0].train, config.seed), num_labels)
+            record["parity_status"] = "completed"
+            run.write_run(record)
+        done = {key: entry for key, entry in ledger.finished(run, planned).items()}
+        abandoned = ledger.discard_unfinished(run)
+        pending = [planned_run for planned_run in planned if planned_run.key not in done]
+        if resumed is not None:
+            record["resumptions"][-1].update(finished_before=sorted(done), redone=[r.key for r in pending],
+                                             abandoned=abandoned)
+            announce(f"resuming: {len(done)} of {len(planned)} runs finished, {len(pending)} to run"
+                     + (f" (set aside, unfinished: {', '.join(abandoned)})" if abandoned else ""))
+        results = _combined(planned, done)
+        settings = {spec.label: config.training(spec.label) for spec in workers}
+        inputs = StudyInputs(
+            store_path=store.path, store_sha256=store.content_sha256, splits=plan.splits, fit_labels=labels,
+            starts={seed: weights.data for seed, weights in starts.items()}, settings=settings,
+            num_labels=num_labels, stall_timeout=config.stall_timeout,
+            first_digests={(seed, index): first_batch_digests(store, split, labels, config.training(), seed)
+                           for seed in seeds for index, split in enumerate(plan.splits)},
+            thread_environment=driver_thread_environment())
+
+        def finished_run(planned_run: PlannedRun, staging: Path, outcome: dict) -> None:
+            ledger.commit(run, planned_run, staging, outcome, planned)
+            done[planned_run.key] = outcome
+            record["runs"][planned_run.key] = {"status": "finished", "execution": outcome["execution"],
+                                               "attempts": outcome["attempts"]}
+            run.write_run(record)
+            results.clear()
+            results.update(_combined(planned, done))
+            run.write_metrics({"workers": results})
+
+        def started_run(planned_run: PlannedRun, where: dict) -> None:
+            record["runs"][planned_run.key] = {"status": "running", **where}
+            run.write_run(record)
+
+        record["study"] = {"executor": executor.name, "runs": len(planned), **executor.facts}
         run.write_run(record)
-        for spec in workers:
-            name = spec.label
-            with runtime.start(spec, run.worker_log(name)) as worker:
-                client = worker.client
-                client.stall_timeout = config.stall_timeout  # the stream watchdog's floor
-                settings = config.training(name)  # the same for every worker but for its --option switches
-                # Parity is always probed with deterministic algorithms: run-to-run kernel noise would
-                # blur the comparison; the timed runs use what --deterministic says.
-                parity_request = configure_request(replace(settings, deterministic=True), num_labels)
-                # Parity first (same start, same batches; then earlier workers' trained weights are
-                # loaded here), then a fresh model and optimizer from the same start for the timed run.
-                probed = probe(client, parity_request, start.data, inputs, nudged_start)
-                cross += cross_load(client, probes, inputs)
-                probes.append(probed)
-                parity = compare(probes, architecture(config.architecture, num_labels).counts(), cross)
-                run.write_parity(parity)
-                configured = client.configure(configure_request(settings, num_labels, seeds[0]))
-                metadata = client.metadata()  # after Configure: threads and numerics as they are used
-                spec.check_reported(dict(metadata.framework_versions))
-                record["workers"][name] = {
-                    "worker": spec.name,
-                    "framework_version": spec.framework_version,
-                    **worker.provenance,
-                    "reported": {
-                        "framework_versions": dict(metadata.framework_versions),
-                        "device": metadata.device,
-                        "threads": metadata.threads,
-                        "numerics": dict(metadata.numerics),
-                        "contract_version": metadata.contract_version,
-                        "pid": metadata.pid,
-                    },
-                }
-                run.write_run(record)
-                run_results[name] = []
-                for number, (training_run, split) in enumerate(training_runs(seeds, plan)):
-                    if number:  # a fresh model and optimizer for every run
-                        configured = client.configure(configure_request(settings, num_labels, training_run.seed))
-                    client.set_weights(starts[training_run.seed].data)
-                    data = TrainingData(store=store, split=split, fit_labels=labels)
-                    run_results[name].append(train_and_evaluate(client, settings, data, run, configured, training_run,
-                                                                measure_native=number == 0))
-                    results[name] = combine_runs(run_results[name])
-                    run.write_metrics({"workers": results})
-            check_same_batches(run_results)
+        executor.execute(pending, inputs, run, started_run, finished_run)
+        record["study"]["neighbours"] = neighbours({key: entry["execution"] for key, entry in done.items()})
+        check_same_batches({spec.label: [done[r.key]["result"] for r in planned if r.worker == spec.label]
+                            for spec in workers})
         if results:  # every worker has run: churn between them and time to one target, beside their results
             run.write_metrics({"workers": results, **beyond_auroc(run.path, results)})
         if config.bootstrap and results:
             run.write_significance(compare_run(run.path, config.bootstrap, config.seed))
         record["status"] = "completed"
     except BaseException as error:
+        if isinstance(error, StudyFailed):  # the runs that did not finish, with their attempts
+            for key, tries in error.runs.items():
+                record["runs"][key] = {"status": tries[-1]["outcome"], "attempts": tries}
         record["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
         record["error"] = str(error) or type(error).__name__
-        print(f"results written so far are kept in {run.path}", file=sys.stderr)
+        print(f"results written so far are kept in {run.path}; finish the study with "
+              f"`harness benchmark --resume {run.path}`", file=sys.stderr)
         raise
     finally:
+        if "study" in record:
+            record["study"].update(executor.facts)
         record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         run.write_run(record)
         if results:
@@ -276,3 +357,12 @@ def _run(config: BenchmarkConfig, workers: list[WorkerSpec], runtime: Runtime, s
                     raise RuntimeError(f"--mlflow: could not log the run ({error}); "
                                        f"its results are in {run.path}") from error
     return run.path
+
+
+def _combined(planned: list[PlannedRun], done: dict[str, dict]) -> dict[str, dict]:
+    """Each worker's finished runs combined, in the study's order (whatever order they finished in)."""
+    by_worker: dict[str, list[dict]] = {}
+    for planned_run in planned:
+        if planned_run.key in done:
+            by_worker.setdefault(planned_run.worker, []).append(done[planned_run.key]["result"])
+    return {worker: combine_runs(runs) for worker, runs in by_worker.items()}

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
+from harness.cluster.settings import PLACEMENTS, ClusterSettings
 from harness.data.augmentation import Augmentation
 from harness.data.datasets import parse_dataset
 from harness.data.parallel import MAX_DEFAULT_THREADS, default_threads
@@ -218,8 +220,9 @@ class BenchmarkConfig:
         kind="optional", const="", metavar="URI")
     runtime: str = option(
         "local", "--runtime", "`local` (a virtual environment per worker; no Docker, no GPU needed), `docker` "
-        "(`compose.yaml`'s GPU containers, built when missing) or `remote` (workers already running elsewhere: "
-        "`--worker`)", choices=RUNTIMES, group=RUNTIME_GROUP)
+        "(`compose.yaml`'s GPU containers, built when missing), `remote` (workers already running elsewhere: "
+        "`--worker`) or `ray` (the runs spread over a Ray cluster, each worker in its local environment on its node; "
+        "needs `cxrbench[cluster]`, docs/CLUSTER.md)", choices=RUNTIMES, group=RUNTIME_GROUP)
     remote_workers: tuple[str, ...] = option(
         (), "--worker", "remote: where a worker listens, e.g. `keras=gpu1.example.org:50051` (repeatable)",
         kind="repeat", metavar="NAME=HOST:PORT", group=RUNTIME_GROUP)
@@ -229,6 +232,28 @@ class BenchmarkConfig:
     token_file: str | None = option(
         None, "--token-file", "remote: file holding the workers' bearer token", metavar="FILE", group=RUNTIME_GROUP,
         shown_default="`$CXRBENCH_TOKEN`")
+    ray_address: str = option(
+        "auto", "--ray-address", "ray: the cluster, `HOST:PORT` of its head; `auto`: the one `$RAY_ADDRESS` or a "
+        "`ray start` on this machine names, else a Ray started for this study alone (docs/CLUSTER.md)",
+        commands=("benchmark",), metavar="ADDRESS", group=RUNTIME_GROUP)
+    placement: str = option(
+        "any", "--placement", "ray: `any` (each run on any free GPU), `grouped` (the workers of one seed and fold "
+        "side by side on one node, so every framework has the same neighbours) or `exclusive` (one run per node); "
+        "each run records its node and neighbours", commands=("benchmark",), choices=PLACEMENTS, group=RUNTIME_GROUP)
+    cpus_per_run: int = option(
+        1, "--cpus-per-run", "ray: CPUs each run reserves beside its GPU (on a cluster without GPUs: all it gets)",
+        commands=("benchmark",), parse=int, check=at_least(1), group=RUNTIME_GROUP)
+    retries: int = option(
+        2, "--retries", "ray: times a run whose worker or node was lost is redone elsewhere (its partial timings "
+        "discarded)", commands=("benchmark",), parse=int, check=within(0, 2), group=RUNTIME_GROUP)
+    allow_mixed_gpus: bool = option(
+        False, "--allow-mixed-gpus", "ray: run on a cluster whose nodes have different GPU models (refused "
+        "otherwise: the model would be credited to the frameworks)", commands=("benchmark",), kind="switch",
+        group=RUNTIME_GROUP)
+    resume: Path | None = option(
+        None, "--resume", "finish the interrupted study in RUN_DIR: its settings come from its run.json (only the "
+        "runtime options may change), data, code and environments must be unchanged, and only the runs without a "
+        "finished record run", commands=("benchmark",), parse=Path, metavar="RUN_DIR")
     stall_timeout: float = option(
         DEFAULT_STALL_FLOOR_SECONDS, "--stall-timeout", "seconds a worker may leave a training or prediction "
         "batch unanswered before the run fails as stalled: the floor of the watchdog's limit, max(SECONDS, "
@@ -249,8 +274,11 @@ class BenchmarkConfig:
               "--tls-ca and --token-file are for --runtime remote")
         check(self.runtime != "remote" or bool(self.remote_workers), "--worker",
               "--runtime remote needs at least one --worker NAME=HOST:PORT")
-        check(self.runtime == "local" or not self.pythons, "--python",
-              "existing interpreters are for --runtime local (an image or a remote worker brings its own)")
+        check(self.runtime in ("local", "ray") or not self.pythons, "--python",
+              "existing interpreters are for --runtime local or ray (an image or a remote worker brings its own)")
+        for name, flag in RAY_OPTIONS.items():
+            check(self.runtime == "ray" or getattr(self, name) == BENCHMARK_DEFAULTS[name], flag,
+                  "is for --runtime ray")
         check(len(self.training_seeds) * self.folds <= 100, "--seeds",
               f"{len(self.training_seeds)} seeds x {self.folds} folds is more than 100 runs per worker")
 
@@ -327,6 +355,30 @@ class BenchmarkConfig:
                                  f"({', '.join(labels)})")
         return workers
 
+    def cluster_settings(self, device: str) -> ClusterSettings:
+        """What the Ray executor needs: where the cluster is, how runs are placed, and what each reserves."""
+        return ClusterSettings(self.ray_address, self.placement, self.cpus_per_run, self.retries,
+                               self.allow_mixed_gpus, device, self.interpreters)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BenchmarkConfig:
+        """The config that to_dict() wrote (run.json's "config"); ValueError naming a field it does not know."""
+        known = {item.name for item in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"config: unknown field(s) {', '.join(unknown)} (written by another harness version?)")
+        values: dict[str, Any] = {name: tuple(value) if isinstance(value, list) else value
+                                  for name, value in data.items()}
+        values["out"] = Path(values["out"])
+        if values.get("resume") is not None:
+            values["resume"] = Path(values["resume"])
+        return cls(**values)
+
+    def resumed_from(self, saved: dict) -> BenchmarkConfig:
+        """The config of a study resumed with this command line: its run.json's `saved` config, but for
+        where it runs (RESUME_MAY_CHANGE), which is taken from this one."""
+        return replace(BenchmarkConfig.from_dict(saved), **{name: getattr(self, name) for name in RESUME_MAY_CHANGE})
+
     def to_dict(self) -> dict:
         """Plain JSON-ready values."""
         data = asdict(self)
@@ -336,6 +388,7 @@ class BenchmarkConfig:
         data["remote_workers"] = list(self.remote_workers)
         data["pythons"] = list(self.pythons)
         data["seeds"] = list(self.training_seeds)
+        data["resume"] = None if self.resume is None else str(self.resume)
         return data
 
 
@@ -350,6 +403,14 @@ class ParityOptions:
 
     def __post_init__(self) -> None:
         raise_problems(self)
+
+
+BENCHMARK_DEFAULTS = {item.name: item.default for item in fields(BenchmarkConfig)}
+RAY_OPTIONS = {"ray_address": "--ray-address", "placement": "--placement", "cpus_per_run": "--cpus-per-run",
+               "retries": "--retries", "allow_mixed_gpus": "--allow-mixed-gpus"}
+# What a resumed study may run differently: where and how its runs execute, never what they compute.
+RESUME_MAY_CHANGE = ("runtime", *RAY_OPTIONS, "pythons", "remote_workers", "tls_ca", "token_file", "stall_timeout",
+                     "data_threads", "mlflow", "resume")
 
 
 def options_table() -> str:

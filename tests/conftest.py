@@ -29,10 +29,14 @@ SMALL_RUN = ["--patients", "40", "--image-size", "32", "--batch-size", "8", "--s
 def pytest_collection_modifyitems(config, items) -> None:
     """Every framework test in one test process, one file after another: a file's module-scoped
     worker (a framework imported, a model built: several GB) starts once, and only one such file runs
-    at a time whatever the number of processes, while the other processes take the fast tests."""
+    at a time whatever the number of processes, while the other processes take the fast tests.
+    The Ray cluster tests likewise share one process (a cluster is about 1 GB and busy both cores),
+    unless they need a framework too."""
     for item in items:
         if item.get_closest_marker("framework"):
             item.add_marker(pytest.mark.xdist_group("framework"))
+        elif item.get_closest_marker("cluster"):
+            item.add_marker(pytest.mark.xdist_group("cluster"))
 
 
 @pytest.fixture(scope="session")

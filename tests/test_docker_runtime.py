@@ -121,12 +121,13 @@ def test_two_keras_versions_are_built_started_and_torn_down_through_compose(fake
     assert projects[0].endswith("-keras-3-14-0") and projects[1].endswith("-keras") and projects[0] != projects[1]
     assert [call["env"]["KERAS_VERSION"] for call in builds] == ["3.14.0", "3.15.1"]  # image tag and build argument
     ups = compose_calls(state, "up")
-    # Each version started twice: once by the preflight (configured, its device read, stopped), once for its turn.
-    assert [call["args"][5:] for call in ups] == [["--profile", "keras", "up", "-d", "--wait", "--wait-timeout", "600", "keras"]] * 4
-    assert [call["env"]["KERAS_VERSION"] for call in ups] == ["3.14.0", "3.15.1"] * 2
+    # Each version started three times: by the preflight (configured, its device read, stopped), for its
+    # parity probe, and for its one training run (each run has a worker of its own).
+    assert [call["args"][5:] for call in ups] == [["--profile", "keras", "up", "-d", "--wait", "--wait-timeout", "600", "keras"]] * 6
+    assert [call["env"]["KERAS_VERSION"] for call in ups] == ["3.14.0", "3.15.1"] * 2 + ["3.14.0", "3.15.1"]
     assert all(call["env"]["KERAS_PORT"].isdigit() for call in ups)
     downs = compose_calls(state, "down")
-    assert [call["args"][4] for call in downs] == projects * 2 and all("--remove-orphans" in call["args"] for call in downs)
+    assert [call["args"][4] for call in downs] == projects * 3 and all("--remove-orphans" in call["args"] for call in downs)
     # The ordering that matters: every image built before the first container starts; each stopped before the next.
     order = [" ".join(call["args"]) for call in calls(state)]
     first_up = next(i for i, line in enumerate(order) if " up " in line)

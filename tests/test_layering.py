@@ -12,7 +12,6 @@ import ast
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO_ROOT
 
 HARNESS = REPO_ROOT / "harness"
@@ -28,8 +27,11 @@ LAYERS: dict[str, set[str]] = {
     "evaluation": set(),
     "training": {"progress", "data", "models", "runtime", "records", "evaluation"},
     "report": {"progress", "records", "evaluation"},
+    # A study's runs, each the unit of work: planned, executed (through a runtime and the training loop), committed.
+    "study": {"progress", "data", "runtime", "records", "evaluation", "training"},
 }
-COMMANDS = {"cli", "config", "options", "benchmark", "preflight", "parity_check", "tracking", "gpu_check"}
+# `cluster` is an executor of studies on Ray, on top like `benchmark`: it joins a cluster and runs the study's runs.
+COMMANDS = {"cli", "config", "options", "benchmark", "preflight", "parity_check", "tracking", "gpu_check", "cluster"}
 
 
 def module_name(path: Path, root: Path = HARNESS) -> str:

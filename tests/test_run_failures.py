@@ -33,12 +33,17 @@ def run_directory(out: Path) -> Path | None:
     return runs[0] if runs else None
 
 
+def staging(run: Path) -> Path:
+    """Where the lone run of `--workers null` writes while it runs (harness.study.ledger)."""
+    return run / "unfinished" / "null" / "run"
+
+
 def worker_pid(out: Path) -> int | None:
+    """The training run's worker pid, once its first epoch has ended."""
     run = run_directory(out)
-    if run is None or not (run / "epochs.csv").exists():
+    if run is None or not (staging(run) / "epochs.csv").exists():
         return None
-    workers = json.loads((run / "run.json").read_text())["workers"]
-    return workers.get("null", {}).get("reported", {}).get("pid")
+    return reported_pid(out)
 
 
 def process_exists(pid: int) -> bool:
@@ -81,9 +86,14 @@ def test_killing_the_worker_mid_epoch_ends_the_run_with_a_clear_error(slow_null_
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "failed"
     assert "worker 'null', Train" in record["error"]
-    rows = (run / "epochs.csv").read_text().splitlines()
-    assert len(rows) >= 2 and rows[1].startswith("null,0,,1,")  # epoch 1 kept (seed 0, no fold: no cross-validation)
-    assert (run / "logits" / "null" / "validation_epoch_001.npy").exists()
+    # The unfinished run's files are kept where it wrote them (epoch 1 at least; seed 0, no fold), and
+    # counted nowhere: epochs.csv holds finished runs only.
+    rows = (staging(run) / "epochs.csv").read_text().splitlines()
+    assert len(rows) >= 2 and rows[1].startswith("null,0,,1,")
+    assert (staging(run) / "logits" / "null" / "validation_epoch_001.npy").exists()
+    assert (staging(run) / "worker.log").exists()
+    assert not (run / "epochs.csv").exists() and not (run / "runs").exists()
+    assert record["runs"]["null/run"]["status"] == "running"  # as it was when the harness stopped it
     assert not process_exists(pid)
 
 
@@ -97,7 +107,7 @@ def test_ctrl_c_stops_the_worker_and_keeps_what_was_written(slow_null_run):
     wait_for(lambda: not process_exists(pid), 10, "the worker to exit")
     record = json.loads((run_directory(out) / "run.json").read_text())
     assert record["status"] == "interrupted"
-    assert (run_directory(out) / "epochs.csv").read_text().count("\nnull,0,,1,") == 1
+    assert (staging(run_directory(out)) / "epochs.csv").read_text().count("\nnull,0,,1,") == 1
 
 
 def test_worker_exits_when_the_harness_is_killed(slow_null_run):
@@ -109,10 +119,10 @@ def test_worker_exits_when_the_harness_is_killed(slow_null_run):
 
 
 def reported_pid(out: Path) -> int | None:
-    """The worker's pid, as soon as run.json records it (before the first epoch)."""
+    """The training run's worker pid, as soon as run.json records it (before its first epoch)."""
     run = run_directory(out)
-    workers = json.loads((run / "run.json").read_text())["workers"] if run else {}
-    return workers.get("null", {}).get("reported", {}).get("pid")
+    runs = json.loads((run / "run.json").read_text()).get("runs", {}) if run else {}
+    return runs.get("null/run", {}).get("worker_pid")
 
 
 def test_a_stopped_worker_ends_the_run_as_stalled_and_leaves_no_process(tmp_path):

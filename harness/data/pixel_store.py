@@ -70,8 +70,9 @@ def store_key(source: dict) -> str:
     return hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def content_digest(arrays: DatasetArrays) -> str:
-    """SHA-256 over pixels, labels and patient ids, in that order."""
+def content_digest(arrays: DatasetArrays | PixelStore) -> str:
+    """SHA-256 over pixels, labels and patient ids, in that order: of a dataset being stored, or
+    recomputed from an opened store's bytes (PixelStore.content_sha256 is the one recorded when built)."""
     digest = hashlib.sha256()
     for array in (arrays.pixels, arrays.labels, arrays.patient_ids):
         digest.update(np.ascontiguousarray(array).tobytes())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import subprocess
@@ -15,15 +16,21 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def git_state(repo: Path = REPO_ROOT) -> dict:
-    """Commit of the checkout and whether it has uncommitted changes (None when not a git checkout)."""
+    """Commit of the checkout and whether it has uncommitted changes (None when not a git checkout);
+    with changes, `changes_sha256` tells two checkouts with the same edits from two with others."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo,
                                 capture_output=True, text=True, check=True).stdout.strip()
         dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
                                     capture_output=True, text=True, check=True).stdout.strip())
+        changes = subprocess.run(["git", "diff", "HEAD", "--binary"], cwd=repo, capture_output=True,
+                                 check=True).stdout if dirty else b""
     except (OSError, subprocess.CalledProcessError):
         return {"commit": None, "dirty": None}
-    return {"commit": commit, "dirty": dirty}
+    state: dict = {"commit": commit, "dirty": dirty}
+    if dirty:
+        state["changes_sha256"] = hashlib.sha256(changes).hexdigest()
+    return state
 
 
 def _memory_bytes() -> int | None:

@@ -1,15 +1,22 @@
 """The run directory, `results/<run-id>/`: everything a run produces, written as it happens.
 
-    run.json        config, provenance, dataset and split facts, worker metadata, status
-    epochs.csv      one row per worker, run and epoch, appended and flushed as each epoch ends
+    run.json        config, provenance, dataset and split facts, worker metadata, status; under "runs",
+                    where and when each finished run executed and its attempts
+    runs/<worker>/<run>.json   each finished run's record (results, execution, attempts), written last
+                    when it is committed (harness.study.ledger): its presence is what "finished" means
+    epochs.csv      one row per worker, run and epoch of every finished run, in the study's order
     epochs/<worker>/<run>.csv   the same rows, one file per worker and run (fold, seed), like Keras's CSVLogger
+    unfinished/<worker>/<run>/  a run while it runs on this machine (its rows, logits and worker log,
+                    flushed as each epoch ends); left as it was by a failure, set aside under
+                    abandoned/ by --resume
     labels/         indices, labels, sample and patient ids of each part of the split
     logits/<worker>/[seed<s>/][fold<k>/]validation_epoch_NNN.npy, test.npy   (seed and fold folders with several)
     metrics.json    all metrics, computed by harness.evaluation.metrics from the saved logits; beside "workers",
                     "churn" and "time_to_target" (harness.evaluation.agreement, .time_to_target)
     significance.json   confidence intervals and paired tests between workers (harness.evaluation.statistics)
     report.md, report.html, plots/   the report, rebuilt from the files above by `harness report`
-    workers/<worker>.log   the worker process's output
+    workers/<worker>.log   the output of the worker process that probed parity
+    workers/<worker>/<run>.log   that of each run's worker process
 
 Nothing already written is ever removed: when a run fails, run.json says so and why.
 """
@@ -31,7 +38,8 @@ EPOCH_COLUMNS = (
 )
 
 
-def _write_json_atomically(path: Path, data: dict) -> None:
+def write_json_atomically(path: Path, data: dict) -> None:
+    """Write `data` as JSON to `path` through a temporary file, so a reader never sees half of it."""
     temporary = path.with_suffix(path.suffix + ".tmp")
     temporary.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
     os.replace(temporary, path)
@@ -59,16 +67,16 @@ class RunDirectory:
 
     def write_run(self, data: dict) -> None:
         """Write (or rewrite) run.json atomically."""
-        _write_json_atomically(self.path / "run.json", data)
+        write_json_atomically(self.path / "run.json", data)
 
     def read_run(self) -> dict:
         return json.loads((self.path / "run.json").read_text())
 
     def write_metrics(self, data: dict) -> None:
-        _write_json_atomically(self.path / "metrics.json", data)
+        write_json_atomically(self.path / "metrics.json", data)
 
     def write_significance(self, data: dict) -> None:
-        _write_json_atomically(self.path / "significance.json", data)
+        write_json_atomically(self.path / "significance.json", data)
 
     def read_significance(self) -> dict | None:
         path = self.path / "significance.json"
@@ -76,7 +84,7 @@ class RunDirectory:
 
     def write_parity(self, summary: dict) -> None:
         """parity.json: the parity summary so far (rewritten as each worker is probed)."""
-        _write_json_atomically(self.path / "parity.json", summary)
+        write_json_atomically(self.path / "parity.json", summary)
 
     def read_parity(self) -> dict | None:
         path = self.path / "parity.json"
@@ -86,7 +94,7 @@ class RunDirectory:
         """labels/samples.json: sample and patient ids of each part, in the order logits are saved."""
         path = self.path / "labels" / "samples.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_json_atomically(path, parts)
+        write_json_atomically(path, parts)
 
     def append_epoch(self, row: dict, run: str) -> None:
         """Append one row to epochs.csv and to epochs/<run>.csv, each flushed to disk at once."""

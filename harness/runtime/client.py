@@ -51,6 +51,11 @@ class WorkerError(RuntimeError):
         self.worker, self.rpc, self.code, self.details = worker, rpc, code, details
         super().__init__(f"worker '{worker}', {rpc}: {code}: {details}")
 
+    def __reduce__(self) -> tuple:
+        # Pickle rebuilds an exception as cls(*self.args), here the one message: the four fields instead,
+        # so the error survives the trip from a run on a Ray node to the study's driver (with any notes).
+        return type(self), (self.worker, self.rpc, self.code, self.details), self.__dict__
+
 
 @dataclass(frozen=True)
 class ChannelSecurity:

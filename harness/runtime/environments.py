@@ -140,6 +140,16 @@ def environment_path(folder: WorkerFolder, cache: Path, version: str | None = No
     return None if lock is None else cache / "envs" / f"{folder.name}-{environment_key(lock.text)}"
 
 
+def lock_sha256(folder: WorkerFolder, cache: Path, version: str | None = None, gpu: bool = False) -> str:
+    """The digest of the lock the worker's environment is (or would be) built from, without building
+    it: what two machines compare to know they would run the same packages."""
+    if folder.requirements is None:
+        return _host_freeze_sha256()
+    lock = environment_lock(folder, version, cache / "locks", gpu=gpu)
+    assert lock is not None  # resolved when missing
+    return hashlib.sha256(lock.text.encode()).hexdigest()
+
+
 def ensure_environment(folder: WorkerFolder, cache: Path, version: str | None = None,
                        gpu: bool = False) -> WorkerEnvironment:
     """Return the worker's environment for framework `version` (None: as pinned), creating it first

@@ -17,7 +17,7 @@ from pathlib import Path
 from cxrbench_worker.worker_folder import WorkerFolder
 from harness.runtime.base import RunningWorker
 from harness.runtime.client import WorkerClient, wait_until_serving
-from harness.runtime.environments import WorkerEnvironment, ensure_environment
+from harness.runtime.environments import WorkerEnvironment, ensure_environment, lock_sha256
 from harness.runtime.existing_python import ExistingInterpreter, inspect_interpreter
 from harness.runtime.registry import WorkerSpec
 
@@ -158,6 +158,14 @@ class LocalRuntime:
 
     def close(self) -> None:
         """Nothing to release: environments stay cached for the next run."""
+
+    def lock_sha256(self, spec: WorkerSpec) -> str:
+        """The digest of the lock `spec`'s environment is built from (of what `--python`'s interpreter
+        has), without building it."""
+        python = self._interpreters.get(spec.label)
+        if python is not None:
+            return inspect_interpreter(spec.label, spec.folder, python, spec.version).installed_sha256
+        return lock_sha256(spec.folder, self._cache, spec.version, gpu=self._device == "cuda")
 
     @contextmanager
     def start(self, spec: WorkerSpec, log_path: Path) -> Iterator[RunningWorker]:

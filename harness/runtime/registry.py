@@ -7,6 +7,7 @@ each is its own column in the report, labelled as written.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,9 @@ from cxrbench_worker.requirements import VERSION_PATTERN, pinned_version, requir
 from cxrbench_worker.worker_folder import WorkerFolder
 
 WORKERS_ROOT = Path(__file__).resolve().parents[2] / "workers"
+# Worker folders kept outside the checkout (a framework of your own, a copy under another name), as
+# a path list: found beside those under workers/, under the same rules.
+EXTRA_WORKERS_VARIABLE = "CXRBENCH_EXTRA_WORKERS"
 
 __all__ = ["WorkerSpec", "discover_workers", "pinned_version", "resolve_workers", "WORKERS_ROOT"]
 
@@ -60,10 +64,23 @@ class WorkerSpec:
         return requirements_text(self.folder, self.version, gpu)
 
 
+def extra_worker_folders() -> list[Path]:
+    """The worker folders named in $CXRBENCH_EXTRA_WORKERS (each a folder with a worker.toml)."""
+    entries = [Path(entry) for entry in os.environ.get(EXTRA_WORKERS_VARIABLE, "").split(os.pathsep) if entry]
+    for entry in entries:
+        if not (entry / "worker.toml").is_file():
+            raise ValueError(f"${EXTRA_WORKERS_VARIABLE}: {entry} is not a worker folder (it has no worker.toml)")
+    return entries
+
+
 def discover_workers(root: Path = WORKERS_ROOT) -> dict[str, WorkerFolder]:
-    """Every folder under `root` with a worker.toml, by worker name (the SDK folder has none)."""
+    """Every folder under `root` with a worker.toml, by worker name (the SDK folder has none), and,
+    for the default root, those named in $CXRBENCH_EXTRA_WORKERS."""
     found: dict[str, WorkerFolder] = {}
-    for toml in sorted(root.glob("*/worker.toml")):
+    tomls = sorted(root.glob("*/worker.toml"))
+    if root == WORKERS_ROOT:
+        tomls += [folder / "worker.toml" for folder in extra_worker_folders()]
+    for toml in tomls:
         folder = WorkerFolder.read(toml.parent)
         if folder.name in found:
             raise ValueError(f"{toml}: worker name '{folder.name}' is also used by {found[folder.name].path}")

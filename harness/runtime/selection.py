@@ -7,7 +7,7 @@ from pathlib import Path
 
 from harness.runtime.base import Runtime
 
-RUNTIMES = ("local", "docker", "remote")
+RUNTIMES = ("local", "docker", "remote", "ray")
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ def runtime_for(choice: RuntimeChoice, cache: Path) -> Runtime:
         from harness.runtime.remote import RemoteRuntime
 
         return RemoteRuntime.from_files(choice.remote_workers, choice.tls_ca, choice.token_file)
-    if choice.name == "local":
+    if choice.name in ("local", "ray"):  # ray: the driver's own steps (preflight, parity) run here, locally
         from harness.runtime.local import LocalRuntime
 
         return LocalRuntime(cache, choice.interpreters)

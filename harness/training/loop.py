@@ -41,6 +41,13 @@ class TrainingData:
     store: PixelStore
     split: Split
     fit_labels: np.ndarray  # labels for training and validation (shuffled in the control run), indexed like the store
+    # The digests of epoch 1's first batches as the study's driver built them (harness.study.first_batch_digests):
+    # the worker must echo them, or the node that built these batches read other bytes.
+    first_digests: tuple[str, ...] = ()
+
+
+class BatchMismatch(RuntimeError):
+    """A run's batches are not the bytes the study's driver built: the comparison would be void."""
 
 
 @dataclass(frozen=True)
@@ -89,15 +96,23 @@ def train_epoch(client: WorkerClient, settings: TrainingSettings, data: Training
     # Augmented on the batch-building threads, from (seed, epoch, sample) alone: the same bytes for every worker.
     pixels = AugmentedPixels(data.store.pixels, settings.augmentation, seed, epoch)
     batches = training_batches(pixels, data.fit_labels, chunks, settings.data_threads)
-    losses, digests, compute = [], [], []
+    losses: list[float] = []
+    digests: list[str] = []
+    compute: list[float] = []
     first_step = None
     start = time.perf_counter()
     bar = progress_bar(total=len(chunks) * settings.batch_size,
                        desc=f"{client.name}{run_text} epoch {epoch}/{settings.epochs}", unit="img", leave=False)
+    expected = data.first_digests if epoch == 1 else ()
     try:
         for step in client.train(batches):
             if first_step is None:
                 first_step = time.perf_counter() - start
+            if len(digests) < len(expected) and step.digest != expected[len(digests)]:
+                raise BatchMismatch(
+                    f"{client.name}{run_text}: batch {len(digests)} of epoch 1 has digest {step.digest[:12]}, but the "
+                    f"study's driver built {expected[len(digests)][:12]}: this node builds other bytes (its pixel "
+                    "store, labels or code differ)")
             losses.append(step.loss)
             digests.append(step.digest)
             compute.append(step.compute_seconds)

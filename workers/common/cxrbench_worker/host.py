@@ -47,3 +47,17 @@ def cuda_device_count() -> int:
     if driver is None or driver.cuDeviceGetCount(ctypes.byref(count)) != 0:
         return 0
     return int(count.value)
+
+
+def cuda_device_names() -> list[str]:
+    """The model of each CUDA device this process may use ("NVIDIA H200"), from the driver; [] when
+    no CUDA driver answers (a CPU node, or a Ray node whose GPUs are only declared)."""
+    driver = cuda_driver()
+    names = []
+    for ordinal in range(cuda_device_count()):
+        device, name = ctypes.c_int(), ctypes.create_string_buffer(256)
+        if driver is None or driver.cuDeviceGet(ctypes.byref(device), ordinal) != 0 \
+                or driver.cuDeviceGetName(name, len(name), device) != 0:
+            continue
+        names.append(name.value.decode(errors="replace"))
+    return names

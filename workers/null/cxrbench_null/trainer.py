@@ -44,6 +44,10 @@ class NullBackend(Backend):
         energy = os.environ.get("CXRBENCH_NULL_ENERGY_JOULES_PER_STEP")
         self._joules_per_step = float(energy) if energy else None
         self._steps = 0
+        # Tests of lost workers: "NAME:STEP" makes the worker named NAME (this package's, or a copy's)
+        # exit hard at its STEP-th training step, in every process, so every attempt of its runs fails.
+        name, _, step = os.environ.get("CXRBENCH_NULL_EXIT_AT_STEP", "").partition(":")
+        self._exit_at_step = int(step) if name == __name__.split(".")[0].removeprefix("cxrbench_") and step else None
 
     def metadata(self) -> BackendMetadata:
         return BackendMetadata(
@@ -71,6 +75,8 @@ class NullBackend(Backend):
         if self._step_seconds:
             time.sleep(self._step_seconds)
         self._steps += 1
+        if self._steps == self._exit_at_step:
+            os._exit(3)  # as a crash would: no reply, no clean-up
         return float(np.log(2.0))  # BCE of a zero logit
 
     def synchronize(self) -> None:

@@ -1,0 +1,355 @@
+"""The Ray executor: every run of a study an actor of its own, placed by Ray, retried when lost.
+
+Each run's actor reserves one GPU (on a cluster without GPUs: `--cpus-per-run` CPUs; exclusive
+placement: a whole node), and on its node does what the sequential executor does here: it starts the
+run's worker with the local runtime (its own pinned environment, a Unix socket, the actor's pid as
+the worker's parent, the driver's thread variables), builds the run's batches with the harness's own
+code from the node's copy of the pixel store, trains, and sends back the run's files and results.
+The driver commits them (harness.study.ledger) as they arrive. Before any run, every node is checked
+against the driver (harness.cluster.nodes) and refused if its data, code or environments differ.
+
+A run whose worker or node is lost is redone, at most `--retries` times, wherever Ray places it; its
+partial timings are discarded and each attempt's cause is recorded. When a run's retries are
+exhausted the study ends: every finished run stays committed, the runs still in flight are stopped,
+and the failure is named. Closing the executor kills every actor it made and stops a Ray it started.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError, RayError, RayTaskError
+from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
+
+from cxrbench_worker.host import cuda_device_names
+from harness.cluster import nodes
+from harness.cluster.settings import ClusterSettings
+from harness.config import cache_root
+from harness.data.pixel_store import PixelStore, open_store
+from harness.progress import announce
+from harness.records.run_directory import RunDirectory
+from harness.runtime.client import WorkerError
+from harness.runtime.registry import WorkerSpec
+from harness.study.executor import OnFinished, OnStarted, StudyFailed
+from harness.study.ledger import staging_folder
+from harness.study.runs import PlannedRun, StudyInputs, apply_thread_environment, execute_run
+
+
+class ClusterRefused(ValueError):
+    """The cluster cannot run the study fairly as it is (exit status 2); says which node and why."""
+
+
+class RunAttemptFailed(RuntimeError):
+    """One attempt of a run failed on its node: why, whether redoing it could help, and its worker's log."""
+
+    def __init__(self, message: str, retryable: bool, log: bytes = b"", log_path: str = "") -> None:
+        super().__init__(message)
+        self.message, self.retryable, self.log, self.log_path = message, retryable, log, log_path
+
+    def __reduce__(self) -> tuple[Callable[..., RunAttemptFailed], tuple[str, bool, bytes, str]]:
+        return RunAttemptFailed, (self.message, self.retryable, self.log, self.log_path)
+
+
+@ray.remote(num_cpus=0)
+def _node_facts(store: nodes.StoreLocation, workers: list[WorkerSpec], device: str,
+                interpreters: dict[str, Path]) -> dict:
+    return {"node_id": ray.get_runtime_context().get_node_id(), **nodes.node_facts(store, workers, device,
+                                                                                     interpreters)}
+
+
+@ray.remote(num_cpus=0)
+def _prepare_node(workers: list[WorkerSpec], device: str, interpreters: dict[str, Path]) -> None:
+    nodes.prepare_node(workers, device, interpreters)
+
+
+@ray.remote(max_restarts=0, max_task_retries=0)
+class RunActor:
+    """One run on one node (see the module's docstring); made for its run and killed after it."""
+
+    def where(self) -> dict:
+        """Where Ray placed this run: node, GPUs reserved, CPUs, this actor's pid."""
+        context = ray.get_runtime_context()
+        return {"node_id": context.get_node_id(), "node_ip": ray.util.get_node_ip_address(),
+                "host": socket.gethostname(), "gpu_ids": [str(gpu) for gpu in ray.get_gpu_ids()],
+                "gpu_models": cuda_device_names(), "cpus": os.cpu_count(), "actor_pid": os.getpid()}
+
+    def run(self, run: PlannedRun, inputs: StudyInputs, store: nodes.StoreLocation, device: str,
+            interpreters: dict[str, Path]) -> dict:
+        """Execute `run` here; returns its outcome and its files, or raises RunAttemptFailed."""
+        apply_thread_environment(inputs.thread_environment)  # not the OMP_NUM_THREADS Ray set for this actor
+        staging = Path(tempfile.mkdtemp(prefix="cxrbench-run-"))
+        try:
+            outcome = execute_run(run, inputs, open_store(store.resolve()), nodes.node_runtime(device, interpreters),
+                                  staging)
+            files = {path.relative_to(staging).as_posix(): path.read_bytes()
+                     for path in sorted(staging.rglob("*")) if path.is_file()}
+            return {"outcome": outcome, "files": files}
+        except BaseException as error:
+            log = (staging / "worker.log").read_bytes() if (staging / "worker.log").is_file() else b""
+            # A lost or stalled worker may do better elsewhere; other errors (other bytes, a refused
+            # setting) would fail again anywhere.
+            raise RunAttemptFailed(f"{type(error).__name__}: {error}", isinstance(error, WorkerError), log,
+                                   str(staging / "worker.log")) from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _connect(address: str) -> bool:
+    """Join the cluster at `address` ("auto": one that is running, if any); returns True when a Ray of
+    our own had to be started for this study."""
+    if ray.is_initialized():
+        return False
+    # The driver says when each run starts and ends; the actors' own output stays in each node's Ray logs.
+    quiet: dict[str, Any] = {"logging_level": "WARNING", "log_to_driver": False}
+    if address != "auto":
+        ray.init(address=address, **quiet)
+        return False
+    try:
+        ray.init(address="auto", **quiet)
+        return False
+    except ConnectionError:
+        ray.init(include_dashboard=False, **quiet)
+        return True
+
+
+def _alive_nodes() -> list[dict]:
+    return [node for node in ray.nodes() if node.get("Alive")]
+
+
+class RayExecutor:
+    """Runs a study's runs on a Ray cluster (see the module's docstring)."""
+
+    name = "ray"
+
+    def __init__(self, settings: ClusterSettings) -> None:
+        self._settings = settings
+        self._started_ray = False
+        self._location: nodes.StoreLocation | None = None
+        self._reservation: dict[str, float] = {}
+        self._actors: dict[str, Any] = {}  # run key -> its live actor
+        self._groups: dict[tuple[int, int], PlacementGroup] = {}
+        self.facts: dict = {"placement": settings.placement, "retries": settings.retries}
+
+    # --- before any run: the nodes ---------------------------------------------------------------
+
+    def prepare(self, workers: list[WorkerSpec], store: PixelStore) -> None:
+        """Join the cluster, check every node against this driver (ClusterRefused naming each node at
+        fault), build the workers' environments where a node lacks them, and size each run's reservation."""
+        self._started_ray = _connect(self._settings.address)
+        self.facts.update(address=self._settings.address, started_ray=self._started_ray)
+        self._location = self._check_nodes(store, workers)
+        announce("ray: every node matches; preparing the worker environments on each")
+        ray.get([_prepare_node.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
+                 .remote(workers, self._settings.device, self._settings.interpreters) for node in _alive_nodes()])
+        self._reservation = self._reservation_per_run(len(workers))
+        self.facts["reservation_per_run"] = self._reservation
+
+    def _check_nodes(self, store: PixelStore, workers: list[WorkerSpec]) -> nodes.StoreLocation:
+        location = nodes.StoreLocation.of(store.path, cache_root())
+        interpreters = self._settings.interpreters
+        driver = nodes.node_facts(location, workers, self._settings.device, interpreters)
+        driver["store_sha256"] = store.content_sha256
+        alive = _alive_nodes()
+        announce(f"ray: checking {len(alive)} node(s) against this driver (pixel store digest, commit, environment "
+                 "locks; environments are built where missing)")
+        facts = ray.get([_node_facts.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            node["NodeID"], soft=False)).remote(location, workers, self._settings.device, interpreters)
+            for node in alive])
+        problems = [f"node {fact['host']} ({fact['node_id'][:12]}): {problem}"
+                    for fact in facts for problem in nodes.differences(driver, fact)]
+        models = {model for fact in facts for model in fact["gpu_models"]}
+        if len(models) > 1 and not self._settings.allow_mixed_gpus:
+            problems.append(f"the nodes have different GPU models ({', '.join(sorted(models))}); the model would be "
+                            "credited to the frameworks (--allow-mixed-gpus to run anyway)")
+        if problems:
+            raise ClusterRefused("ray: refusing the study before any training, the cluster's nodes do not match this "
+                                 f"driver (store {location.describe()}):\n" + "\n".join(f"  {p}" for p in problems))
+        resources = {node["NodeID"]: node["Resources"] for node in alive}
+        self.facts["nodes"] = [{**fact, "resources": resources.get(fact["node_id"], {})} for fact in facts]
+        return location
+
+    def _reservation_per_run(self, workers: int) -> dict[str, float]:
+        """What each run's actor asks Ray for, from the cluster's resources and --placement."""
+        per_node = [node["Resources"] for node in _alive_nodes()]
+        gpus = [int(resources.get("GPU", 0)) for resources in per_node]
+        cpus = [int(resources.get("CPU", 0)) for resources in per_node]
+        use_gpus = any(gpus)
+        placement = self._settings.placement
+        if placement == "exclusive":
+            counts = gpus if use_gpus else cpus
+            if len(set(counts)) > 1:
+                raise ClusterRefused(f"--placement exclusive: the nodes have different numbers of "
+                                     f"{'GPUs' if use_gpus else 'CPUs'} ({counts}); a run reserving a whole node "
+                                     "needs equal nodes")
+            return {"GPU": counts[0], "CPU": self._settings.cpus_per_run} if use_gpus else {"CPU": counts[0]}
+        reservation = {"GPU": 1.0, "CPU": float(self._settings.cpus_per_run)} if use_gpus \
+            else {"CPU": float(self._settings.cpus_per_run)}
+        if placement == "grouped":
+            fits = [node for node in per_node
+                    if all(node.get(kind, 0) >= amount * workers for kind, amount in reservation.items())]
+            if not fits:
+                needed = ", ".join(f"{amount * workers:g} {kind}" for kind, amount in reservation.items())
+                raise ClusterRefused(f"--placement grouped: the {workers} workers of one seed and fold need {needed} "
+                                     "on one node, and no node has that")
+        return reservation
+
+    # --- the runs ---------------------------------------------------------------------------------
+
+    def _actor(self, run: PlannedRun, reservation: dict[str, float], grouped: bool, bundle: int) -> Any:
+        options: dict[str, Any] = {"num_cpus": reservation.get("CPU", 0), "num_gpus": reservation.get("GPU", 0),
+                                   "name": None}
+        if grouped:
+            group = self._groups[run.pairing]
+            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                group, placement_group_bundle_index=bundle)
+        return RunActor.options(**options).remote()  # type: ignore[attr-defined]
+
+    def execute(self, runs: list[PlannedRun], inputs: StudyInputs, run_dir: RunDirectory, on_started: OnStarted,
+                on_finished: OnFinished) -> None:
+        """Submit every run at once (Ray queues what does not fit) and commit each as it returns."""
+        assert self._location is not None, "prepare() first"
+        location, reservation = self._location, self._reservation
+        self._run_dir = run_dir
+        if not runs:
+            return
+        shared = ray.put(inputs)  # once, not once per run: the starting weights are most of it
+        grouped = self._settings.placement == "grouped"
+        if grouped:
+            for pairing in dict.fromkeys(run.pairing for run in runs):
+                size = sum(1 for run in runs if run.pairing == pairing)
+                self._groups[pairing] = placement_group([dict(reservation)] * size, strategy="STRICT_PACK")
+        bundles: dict[tuple[int, int], int] = {}
+        attempts: dict[str, list[dict]] = {run.key: [] for run in runs}
+        placed: dict[str, dict] = {}
+        calls: dict[Any, tuple[str, PlannedRun]] = {}
+
+        def submit(run: PlannedRun, first: bool) -> None:
+            bundle = bundles.get(run.pairing, 0)
+            bundles[run.pairing] = bundle + 1
+            actor = self._actor(run, reservation, grouped and first, bundle)  # a retry goes wherever Ray has room
+            self._actors[run.key] = actor
+            calls[actor.where.remote()] = ("where", run)
+            calls[actor.run.remote(run, shared, location, self._settings.device, self._settings.interpreters)] = \
+                ("run", run)
+
+        for run in runs:
+            submit(run, first=True)
+        announce(f"ray: {len(runs)} runs submitted, each reserving "
+                 f"{', '.join(f'{amount:g} {kind}' for kind, amount in reservation.items())}"
+                 f" ({self._settings.placement} placement)")
+        finished_count = 0
+        while calls:
+            ready, _ = ray.wait(list(calls), num_returns=1, timeout=5.0)
+            for ref in ready:
+                kind, run = calls.pop(ref)
+                if kind == "where":
+                    try:
+                        placed[run.key] = ray.get(ref)
+                    except RayError:
+                        continue  # the run call reports what happened to the actor
+                    on_started(run, {**placed[run.key], "attempt": len(attempts[run.key]) + 1,
+                                     "previous_attempts": attempts[run.key]})
+                    continue
+                started = time.time()
+                try:
+                    payload = ray.get(ref)
+                except (RayActorError, RayTaskError) as error:
+                    self._lost(run, error, attempts, placed.get(run.key, {}), started)
+                    if attempts[run.key][-1]["retried"]:
+                        submit(run, first=False)
+                        continue
+                    stopped = {other.key: [*attempts[other.key], {"attempt": len(attempts[other.key]) + 1,
+                                                                  "outcome": "stopped",
+                                                                  **_where(placed.get(other.key, {}))}]
+                               for _, other in calls.values() if other.key != run.key}
+                    self._stop_all(calls)
+                    raise StudyFailed(self._failure_message(run, attempts[run.key]),
+                                      {run.key: attempts[run.key], **stopped}) from None
+                ray.kill(self._actors.pop(run.key))
+                attempts[run.key].append({"attempt": len(attempts[run.key]) + 1, "outcome": "finished",
+                                          **_where(placed.get(run.key, {}))})
+                staging = staging_folder(self._run_dir, run)
+                shutil.rmtree(staging, ignore_errors=True)
+                for relative, data in payload["files"].items():
+                    (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+                    (staging / relative).write_bytes(data)
+                outcome = payload["outcome"]
+                outcome["execution"].update(placement=self._settings.placement, **placed.get(run.key, {}))
+                on_finished(run, staging, {**outcome, "attempts": attempts[run.key]})
+                finished_count += 1
+                where = placed.get(run.key, {})
+                announce(f"ray: {finished_count}/{len(runs)} finished: {run.describe()} on {where.get('host')} "
+                         f"(node {str(where.get('node_id'))[:8]}, GPU {','.join(where.get('gpu_ids') or []) or '-'})")
+                if grouped and all(other.key not in self._actors for other in runs if other.pairing == run.pairing):
+                    remove_placement_group(self._groups.pop(run.pairing))
+
+    def _lost(self, run: PlannedRun, error: RayError, attempts: dict[str, list[dict]], where: dict,
+              started: float) -> None:
+        """Record a failed attempt (its worker's log kept as workers/<run>.attempt<N>.log) and whether it is redone."""
+        cause = error.cause if isinstance(error, RayTaskError) and error.cause is not None else error
+        retryable = cause.retryable if isinstance(cause, RunAttemptFailed) else isinstance(error, RayActorError)
+        message = cause.message if isinstance(cause, RunAttemptFailed) else \
+            f"{type(error).__name__}: the run's actor was lost (its node or process died): {str(error).splitlines()[0]}"
+        number = len(attempts[run.key]) + 1
+        entry: dict[str, Any] = {"attempt": number, "outcome": "failed", "cause": message, **_where(where)}
+        if isinstance(cause, RunAttemptFailed) and cause.log:
+            log = self._run_dir.path / "workers" / f"{run.key}.attempt{number}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_bytes(cause.log)
+            entry["log"] = str(log.relative_to(self._run_dir.path))
+            # The node's copy is gone with the attempt; name the one kept in the run directory.
+            entry["cause"] = message = message.replace(cause.log_path, str(log)) if cause.log_path else message
+        entry["retried"] = retryable and number <= self._settings.retries
+        attempts[run.key].append(entry)
+        actor = self._actors.pop(run.key, None)
+        if actor is not None:
+            ray.kill(actor)
+        print(f"ray: {run.describe()}, attempt {number} failed: {message}"
+              + ("; redoing it" if entry["retried"] else ""), file=sys.stderr)
+
+    @staticmethod
+    def _failure_message(run: PlannedRun, attempts: list[dict]) -> str:
+        causes = "; ".join(f"attempt {a['attempt']}: {a['cause']}" for a in attempts)
+        why = "retries exhausted" if len(attempts) > 1 else "not a lost worker or node, so not retried"
+        return f"{run.describe()} could not finish ({why}): {causes}"
+
+    def _stop_all(self, calls: dict) -> None:
+        """Stop the runs still in flight: their actors killed, their workers exit with them."""
+        calls.clear()
+        self.close_actors()
+
+    def close_actors(self) -> None:
+        """Kill every actor of this study and remove its placement groups (their workers exit with them)."""
+        for actor in self._actors.values():
+            try:
+                ray.kill(actor)
+            except RayError:
+                pass
+        self._actors.clear()
+        for group in self._groups.values():
+            try:
+                remove_placement_group(group)
+            except RayError:
+                pass
+        self._groups.clear()
+
+    def close(self) -> None:
+        """Nothing of the study outlives it: its actors, and a Ray it started."""
+        if ray.is_initialized():
+            self.close_actors()
+            ray.shutdown()
+
+
+def _where(placed: dict) -> dict:
+    """The placement facts an attempt records."""
+    return {key: placed[key] for key in ("node_id", "host", "gpu_ids") if key in placed}
