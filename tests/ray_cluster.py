@@ -60,12 +60,23 @@ fail() {
   exit $START_FAILED
 }
 # No dashboard UI (its API server still starts: the job and state APIs need it).
-"$RAY" start --head --port $GCS_PORT --include-dashboard false "${node[@]}" >"$CLUSTER_TMP/start-0.log" 2>&1 \
+# start_node INDEX ARGS...: `ray start ARGS`, or, when NODE_SETUP_<INDEX> holds commands, those first, in a
+# mount namespace of that node's own (its daemons stay in it): how one node gets other files than the rest.
+start_node() {
+  local setup="NODE_SETUP_$1"
+  shift
+  if [ -n "${!setup:-}" ]; then
+    unshare --mount --propagation private bash -c "${!setup}"' && exec "$0" start "$@"' "$RAY" "$@"
+  else
+    "$RAY" start "$@"
+  fi
+}
+start_node 0 --head --port $GCS_PORT --include-dashboard false "${node[@]}" >"$CLUSTER_TMP/start-0.log" 2>&1 \
   || fail "the head node did not start"
 pids=()
 for ((i = 1; i < CLUSTER_NODES; i++)); do
   # One log monitor per machine (the head's) reads every node's logs: they share the session folder.
-  "$RAY" start --address $RAY_ADDRESS --include-log-monitor false "${node[@]}" >"$CLUSTER_TMP/start-$i.log" 2>&1 &
+  start_node $i --address $RAY_ADDRESS --include-log-monitor false "${node[@]}" >"$CLUSTER_TMP/start-$i.log" 2>&1 &
   pids+=($!)
 done
 for pid in "${pids[@]}"; do wait "$pid" || fail "a worker node did not start"; done
@@ -124,7 +135,7 @@ def _token_auth() -> dict[str, str]:
 def run_in_loopback_cluster(script: str | Path, args: Sequence[str] = (), *, nodes: int = 2, gpus_per_node: int = 2,
                             cpus_per_node: int = 2, object_store_mb: int = 100, timeout: float = 180,
                             env: Mapping[str, str] | None = None, cwd: str | Path | None = None,
-                            ) -> subprocess.CompletedProcess[str]:
+                            node_setup: Mapping[int, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Start a Ray cluster of `nodes` nodes on 127.0.0.1 in a private namespace, run `python SCRIPT ARGS`
     against it and return the completed script (its exit status, stdout and stderr).
 
@@ -146,7 +157,8 @@ def run_in_loopback_cluster(script: str | Path, args: Sequence[str] = (), *, nod
                 "RAY_ADDRESS": ADDRESS, "GCS_PORT": str(GCS_PORT), "START_FAILED": str(START_FAILED),
                 "CLUSTER_NODES": str(nodes), "CLUSTER_CPUS": str(cpus_per_node), "CLUSTER_GPUS": str(gpus_per_node),
                 "CLUSTER_OBJECT_STORE_BYTES": str(object_store_mb * 1024 * 1024), "CLUSTER_TMP": tmp,
-                "PYTHONPATH": python_path}
+                "PYTHONPATH": python_path, **{f"NODE_SETUP_{index}": commands
+                                              for index, commands in (node_setup or {}).items()}}
     try:
         # --kill-child: if this process is killed (the timeout), the namespace's PID 1 goes too, and with it all.
         done = subprocess.run(["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount-proc",

@@ -9,12 +9,16 @@ node whose pixel store differs by one byte is refused before any training.
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from itertools import combinations
 from pathlib import Path
 
 import pytest
 
 from conftest import REPO_ROOT, SMALL_RUN, run_harness
+from harness.config import cache_root
+from harness.data.datasets import load_dataset
 from null_copies import null_copies
 from ray_cluster import run_in_loopback_cluster
 
@@ -27,13 +31,14 @@ SCRIPT = Path(__file__).resolve().parent / "cluster_study.py"
 
 
 def cluster_study(tmp_path: Path, accident: str, step_seconds: float, extra: dict[str, str] | None = None,
-                  **cluster) -> tuple[dict, Path | None]:
-    """Run the study in a fresh loopback cluster with `accident`; returns the script's summary and the run."""
+                  arguments: list[str] | None = None, **cluster) -> tuple[dict, Path | None]:
+    """Run the study (with `arguments` after STUDY's) in a fresh loopback cluster with `accident`;
+    returns the script's summary and the run directory (None when none was made)."""
     environment = {**null_copies(tmp_path / "workers", WORKERS[1:]), "CXRBENCH_NULL_STEP_SECONDS": str(step_seconds),
                    **(extra or {})}
     out = tmp_path / "results"
-    done = run_in_loopback_cluster(SCRIPT, [accident, str(out), *STUDY], env=environment, timeout=540, cwd=tmp_path,
-                                   **cluster)
+    done = run_in_loopback_cluster(SCRIPT, [accident, str(out), *STUDY, *(arguments or [])], env=environment,
+                                   timeout=540, cwd=tmp_path, **cluster)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     runs = [path for path in out.glob("*") if (path / "run.json").exists()] if out.exists() else []
@@ -134,3 +139,91 @@ def test_a_run_that_fails_on_every_attempt_ends_the_study_and_keeps_the_finished
     assert all(entry["attempts"][-1]["outcome"] == "stopped" for entry in stopped)
     finished = {path.parent.name for path in (run / "runs").rglob("*.json")}
     assert finished and "null_c" not in finished  # what finished is kept; null_c never did
+
+
+def refused_study(tmp_path: Path, workers: str, node_setup: dict[int, str]) -> str:
+    """A one-run study on the loopback cluster whose node 1 was given `node_setup`: its stderr, once refused."""
+    out = tmp_path / "results"
+    done = run_in_loopback_cluster("-m", ["harness.cli", "benchmark", "--runtime", "ray", "--workers", workers,
+                                          "--epochs", "1", *SMALL_RUN, "--bootstrap", "0", "--out", str(out)],
+                                   cwd=tmp_path, timeout=300, node_setup=node_setup)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "ray: refusing the study before any training, the cluster's nodes do not match this driver" in done.stderr
+    assert not out.exists() or not list(out.iterdir()), "refused, yet a run directory was made"
+    return done.stderr
+
+
+def test_a_node_whose_pixel_store_differs_by_one_byte_is_refused_before_training(tmp_path):
+    store = load_dataset("phantom", 32, 0, cache_root(), 40, False)  # SMALL_RUN's
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(store.path, corrupt)
+    with open(corrupt / "pixels.u8", "r+b") as handle:
+        handle.seek(1234)
+        byte = handle.read(1)[0]
+        handle.seek(1234)
+        handle.write(bytes([byte ^ 1]))
+    # Node 1 sees the corrupted copy at the store's own path; the head node and the driver see the store.
+    stderr = refused_study(tmp_path, "null", {1: f"mount --bind {corrupt} {store.path}"})
+    problems = [line for line in stderr.splitlines() if line.startswith("  node ")]
+    assert len(problems) == 1 and re.search(r"its pixel store hashes to [0-9a-f]{16}, the driver's to "
+                                            + store.content_sha256[:16], problems[0])
+
+
+@pytest.mark.framework
+def test_a_node_with_a_changed_pin_is_refused_before_training(tmp_path):
+    lock = REPO_ROOT / "workers" / "pytorch" / "locks" / "2.14.1-cpu.txt"
+    changed = tmp_path / "lock.txt"
+    # One pin of the lock changed on node 1 (its header still matches the requirements: not stale, just other).
+    text, count = re.subn(r"^filelock==[^ ]+", "filelock==3.0.0", lock.read_text(), count=1, flags=re.MULTILINE)
+    assert count == 1
+    changed.write_text(text)
+    stderr = refused_study(tmp_path, "pytorch", {1: f"mount --bind {changed} {lock}"})
+    problems = [line for line in stderr.splitlines() if line.startswith("  node ")]
+    assert len({line.partition(")")[0] for line in problems}) == 1  # one node refused, the head node not
+    # Its checkout is another too: the same commit with that file changed.
+    assert any("pytorch's environment lock" in line and "(another pin)" in line for line in problems), problems
+    assert any("its checkout has uncommitted changes" in line for line in problems), problems
+
+
+def spans(run: Path) -> dict[str, dict]:
+    """Each run's node and (started, finished), by run key."""
+    return {key: {"node": entry["node_id"], "span": (entry["started"], entry["finished"])}
+            for key, entry in executions(run).items()}
+
+
+def overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
+
+
+def test_grouped_placement_runs_the_workers_of_one_seed_and_fold_side_by_side_on_one_node(tmp_path):
+    summary, run = cluster_study(tmp_path, "none", 0.1, arguments=["--seeds", "0", "--placement", "grouped"],
+                                 gpus_per_node=3, cpus_per_node=3)
+    assert summary["returncode"] == 0, summary["stderr"][-3000:]
+    nothing_left(summary)
+    ran = spans(run)
+    for fold in ("fold1", "fold2"):
+        group = [entry for key, entry in ran.items() if key.endswith(fold)]
+        assert len(group) == 3 and len({entry["node"] for entry in group}) == 1  # same node, same neighbours
+        assert max(entry["span"][0] for entry in group) < min(entry["span"][1] for entry in group)  # at once
+    record = json.loads((run / "run.json").read_text())
+    assert record["study"]["placement"] == "grouped"
+    assert all(len(neighbours) >= 2 for neighbours in record["study"]["neighbours"].values())
+
+
+def test_exclusive_placement_runs_one_run_per_node_at_a_time(tmp_path):
+    summary, run = cluster_study(tmp_path, "none", 0.05, arguments=["--seeds", "0", "--placement", "exclusive"])
+    assert summary["returncode"] == 0, summary["stderr"][-3000:]
+    ran = spans(run)
+    assert len(ran) == 6 and len({entry["node"] for entry in ran.values()}) == 2
+    for (key_a, a), (key_b, b) in combinations(ran.items(), 2):
+        assert a["node"] != b["node"] or not overlap(a["span"], b["span"]), f"{key_a} and {key_b} shared a node"
+    record = json.loads((run / "run.json").read_text())
+    assert record["study"]["reservation_per_run"] == {"GPU": 2, "CPU": 1}
+    assert all(neighbours == [] for neighbours in record["study"]["neighbours"].values())
+
+
+def test_grouped_placement_is_refused_when_no_node_holds_a_group(tmp_path):
+    summary, run = cluster_study(tmp_path, "none", 0.0, arguments=["--seeds", "0", "--placement", "grouped"])
+    assert summary["returncode"] == 2 and run is None
+    assert ("--placement grouped: the 3 workers of one seed and fold need 3 GPU, 3 CPU on one node, and no node "
+            "has that") in summary["stderr"]

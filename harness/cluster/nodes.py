@@ -78,11 +78,30 @@ def differences(driver: dict, node: dict) -> list[str]:
     if node.get("store_sha256") != driver["store_sha256"]:
         problems.append(node.get("store_error") or f"its pixel store hashes to {str(node['store_sha256'])[:16]}, "
                         f"the driver's to {driver['store_sha256'][:16]}")
-    for key, what in (("commit", "commit"), ("changes_sha256", "uncommitted changes")):
-        if node["git"].get(key) != driver["git"].get(key):
-            problems.append(f"its {what} {node['git'].get(key)} differ from the driver's {driver['git'].get(key)}")
+    ours, theirs = driver["git"], node["git"]
+    if theirs.get("commit") != ours.get("commit"):
+        problems.append(f"its checkout is at commit {theirs.get('commit')}, the driver's at {ours.get('commit')}")
+    elif theirs.get("changes_sha256") != ours.get("changes_sha256"):
+        def changes(state: dict) -> str:
+            digest = state.get("changes_sha256")
+            return f"uncommitted changes {digest[:16]}" if digest else "no uncommitted changes"
+
+        problems.append(f"its checkout has {changes(theirs)}, the driver's {changes(ours)}")
     for label, lock in driver["locks"].items():
         if node["locks"].get(label) != lock:
             problems.append(f"{label}'s environment lock {str(node['locks'].get(label))[:16]} is not the driver's "
                             f"{lock[:16]} (another pin)")
     return problems
+
+
+def mixed_gpu_models(facts: list[dict]) -> str | None:
+    """The refusal when the nodes' GPUs are not all one model (the model would be credited to the
+    frameworks); None when they are, or when no node names its GPUs (declared only, or none)."""
+    models: dict[str, list[str]] = {}
+    for fact in facts:
+        for model in dict.fromkeys(fact["gpu_models"]):
+            models.setdefault(model, []).append(fact["host"])
+    if len(models) < 2:
+        return None
+    listed = "; ".join(f"{model} on {', '.join(hosts)}" for model, hosts in sorted(models.items()))
+    return f"the nodes have different GPU models ({listed}); the model would be credited to the frameworks"

@@ -167,10 +167,10 @@ class RayExecutor:
             for node in alive])
         problems = [f"node {fact['host']} ({fact['node_id'][:12]}): {problem}"
                     for fact in facts for problem in nodes.differences(driver, fact)]
-        models = {model for fact in facts for model in fact["gpu_models"]}
-        if len(models) > 1 and not self._settings.allow_mixed_gpus:
-            problems.append(f"the nodes have different GPU models ({', '.join(sorted(models))}); the model would be "
-                            "credited to the frameworks (--allow-mixed-gpus to run anyway)")
+        mixed = nodes.mixed_gpu_models(facts)
+        if mixed and not self._settings.allow_mixed_gpus:
+            problems.append(f"{mixed} (--allow-mixed-gpus to run anyway)")
+        self.facts["mixed_gpu_models"] = mixed
         if problems:
             raise ClusterRefused("ray: refusing the study before any training, the cluster's nodes do not match this "
                                  f"driver (store {location.describe()}):\n" + "\n".join(f"  {p}" for p in problems))
