@@ -358,7 +358,7 @@ class BenchmarkConfig:
     def cluster_settings(self, device: str) -> ClusterSettings:
         """What the Ray executor needs: where the cluster is, how runs are placed, and what each reserves."""
         return ClusterSettings(self.ray_address, self.placement, self.cpus_per_run, self.retries,
-                               self.allow_mixed_gpus, device, self.interpreters)
+                               self.allow_mixed_gpus, device, self.threads, self.interpreters)
 
     @classmethod
     def from_dict(cls, data: dict) -> BenchmarkConfig:

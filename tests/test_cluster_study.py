@@ -227,3 +227,11 @@ def test_grouped_placement_is_refused_when_no_node_holds_a_group(tmp_path):
     assert summary["returncode"] == 2 and run is None
     assert ("--placement grouped: the 3 workers of one seed and fold need 3 GPU, 3 CPU on one node, and no node "
             "has that") in summary["stderr"]
+
+
+def test_a_cpu_cluster_needs_the_workers_threads_within_what_each_run_reserves(tmp_path):
+    summary, run = cluster_study(tmp_path, "none", 0.0, arguments=["--seeds", "0"], gpus_per_node=0)
+    assert summary["returncode"] == 2 and run is None
+    assert ("ray: the cluster has no GPUs, so each run reserves --cpus-per-run 1 CPU(s) and computes on them: give "
+            "--threads N with N at most 1 (now the framework default: every core), or --placement exclusive"
+            ) in summary["stderr"]

@@ -181,19 +181,25 @@ class RayExecutor:
     def _reservation_per_run(self, workers: int) -> dict[str, float]:
         """What each run's actor asks Ray for, from the cluster's resources and --placement."""
         per_node = [node["Resources"] for node in _alive_nodes()]
-        gpus = [int(resources.get("GPU", 0)) for resources in per_node]
-        cpus = [int(resources.get("CPU", 0)) for resources in per_node]
-        use_gpus = any(gpus)
+        node_gpus = [int(resources.get("GPU", 0)) for resources in per_node]
+        node_cpus = [int(resources.get("CPU", 0)) for resources in per_node]
+        use_gpus = any(node_gpus)
         placement = self._settings.placement
         if placement == "exclusive":
-            counts = gpus if use_gpus else cpus
+            counts = node_gpus if use_gpus else node_cpus
             if len(set(counts)) > 1:
                 raise ClusterRefused(f"--placement exclusive: the nodes have different numbers of "
                                      f"{'GPUs' if use_gpus else 'CPUs'} ({counts}); a run reserving a whole node "
                                      "needs equal nodes")
             return {"GPU": counts[0], "CPU": self._settings.cpus_per_run} if use_gpus else {"CPU": counts[0]}
-        reservation = {"GPU": 1.0, "CPU": float(self._settings.cpus_per_run)} if use_gpus \
-            else {"CPU": float(self._settings.cpus_per_run)}
+        threads, cpus = self._settings.threads, self._settings.cpus_per_run
+        if not use_gpus and not 0 < threads <= cpus:
+            # A worker computing on the CPU takes every core unless told otherwise: runs packed by their
+            # reservation would then fight over the cores, and each would time the others.
+            raise ClusterRefused(f"ray: the cluster has no GPUs, so each run reserves --cpus-per-run {cpus} CPU(s) and "
+                                 f"computes on them: give --threads N with N at most {cpus} (now "
+                                 f"{threads or 'the framework default: every core'}), or --placement exclusive")
+        reservation = {"GPU": 1.0, "CPU": float(cpus)} if use_gpus else {"CPU": float(cpus)}
         if placement == "grouped":
             fits = [node for node in per_node
                     if all(node.get(kind, 0) >= amount * workers for kind, amount in reservation.items())]

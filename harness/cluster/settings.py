@@ -18,4 +18,5 @@ class ClusterSettings:
     retries: int = 2  # a run lost with its worker or node is redone at most this many times
     allow_mixed_gpus: bool = False
     device: str = "cpu"  # what the preflight chose: the workers' device on every node
+    threads: int = 0  # --threads: each worker's intra-op threads (0: its framework's default, all cores)
     interpreters: dict[str, Path] = field(default_factory=dict)  # --python, on every node
