@@ -21,7 +21,6 @@ import shutil
 import socket
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -211,97 +210,95 @@ class RayExecutor:
 
     # --- the runs ---------------------------------------------------------------------------------
 
-    def _actor(self, run: PlannedRun, reservation: dict[str, float], grouped: bool, bundle: int) -> Any:
-        options: dict[str, Any] = {"num_cpus": reservation.get("CPU", 0), "num_gpus": reservation.get("GPU", 0),
-                                   "name": None}
-        if grouped:
-            group = self._groups[run.pairing]
-            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
-                group, placement_group_bundle_index=bundle)
-        return RunActor.options(**options).remote()  # type: ignore[attr-defined]
-
     def execute(self, runs: list[PlannedRun], inputs: StudyInputs, run_dir: RunDirectory, on_started: OnStarted,
                 on_finished: OnFinished) -> None:
         """Submit every run at once (Ray queues what does not fit) and commit each as it returns."""
         assert self._location is not None, "prepare() first"
-        location, reservation = self._location, self._reservation
-        self._run_dir = run_dir
         if not runs:
             return
-        shared = ray.put(inputs)  # once, not once per run: the starting weights are most of it
-        grouped = self._settings.placement == "grouped"
-        if grouped:
+        study = _Submissions(runs, ray.put(inputs))  # the inputs once, not once per run: the weights are most of it
+        if self._settings.placement == "grouped":
             for pairing in dict.fromkeys(run.pairing for run in runs):
                 size = sum(1 for run in runs if run.pairing == pairing)
-                self._groups[pairing] = placement_group([dict(reservation)] * size, strategy="STRICT_PACK")
-        bundles: dict[tuple[int, int], int] = {}
-        attempts: dict[str, list[dict]] = {run.key: [] for run in runs}
-        placed: dict[str, dict] = {}
-        calls: dict[Any, tuple[str, PlannedRun]] = {}
-
-        def submit(run: PlannedRun, first: bool) -> None:
-            bundle = bundles.get(run.pairing, 0)
-            bundles[run.pairing] = bundle + 1
-            actor = self._actor(run, reservation, grouped and first, bundle)  # a retry goes wherever Ray has room
-            self._actors[run.key] = actor
-            calls[actor.where.remote()] = ("where", run)
-            calls[actor.run.remote(run, shared, location, self._settings.device, self._settings.interpreters)] = \
-                ("run", run)
-
+                self._groups[pairing] = placement_group([dict(self._reservation)] * size, strategy="STRICT_PACK")
         for run in runs:
-            submit(run, first=True)
+            self._submit(study, run)
         announce(f"ray: {len(runs)} runs submitted, each reserving "
-                 f"{', '.join(f'{amount:g} {kind}' for kind, amount in reservation.items())}"
+                 f"{', '.join(f'{amount:g} {kind}' for kind, amount in self._reservation.items())}"
                  f" ({self._settings.placement} placement)")
-        finished_count = 0
-        while calls:
-            ready, _ = ray.wait(list(calls), num_returns=1, timeout=5.0)
+        while study.calls:
+            ready, _ = ray.wait(list(study.calls), num_returns=1, timeout=5.0)
             for ref in ready:
-                kind, run = calls.pop(ref)
+                kind, run = study.calls.pop(ref)
                 if kind == "where":
-                    try:
-                        placed[run.key] = ray.get(ref)
-                    except RayError:
-                        continue  # the run call reports what happened to the actor
-                    on_started(run, {**placed[run.key], "attempt": len(attempts[run.key]) + 1,
-                                     "previous_attempts": attempts[run.key]})
-                    continue
-                started = time.time()
-                try:
-                    payload = ray.get(ref)
-                except (RayActorError, RayTaskError) as error:
-                    self._lost(run, error, attempts, placed.get(run.key, {}), started)
-                    if attempts[run.key][-1]["retried"]:
-                        submit(run, first=False)
-                        continue
-                    stopped = {other.key: [*attempts[other.key], {"attempt": len(attempts[other.key]) + 1,
-                                                                  "outcome": "stopped",
-                                                                  **_where(placed.get(other.key, {}))}]
-                               for _, other in calls.values() if other.key != run.key}
-                    self._stop_all(calls)
-                    raise StudyFailed(self._failure_message(run, attempts[run.key]),
-                                      {run.key: attempts[run.key], **stopped}) from None
-                ray.kill(self._actors.pop(run.key))
-                attempts[run.key].append({"attempt": len(attempts[run.key]) + 1, "outcome": "finished",
-                                          **_where(placed.get(run.key, {}))})
-                staging = staging_folder(self._run_dir, run)
-                shutil.rmtree(staging, ignore_errors=True)
-                for relative, data in payload["files"].items():
-                    (staging / relative).parent.mkdir(parents=True, exist_ok=True)
-                    (staging / relative).write_bytes(data)
-                outcome = payload["outcome"]
-                outcome["execution"].update(placement=self._settings.placement, **placed.get(run.key, {}))
-                on_finished(run, staging, {**outcome, "attempts": attempts[run.key]})
-                finished_count += 1
-                where = placed.get(run.key, {})
-                announce(f"ray: {finished_count}/{len(runs)} finished: {run.describe()} on {where.get('host')} "
-                         f"(node {str(where.get('node_id'))[:8]}, GPU {','.join(where.get('gpu_ids') or []) or '-'})")
-                if grouped and all(other.key not in self._actors for other in runs if other.pairing == run.pairing):
-                    remove_placement_group(self._groups.pop(run.pairing))
+                    self._placed(study, run, ref, on_started)
+                else:
+                    self._returned(study, run, ref, run_dir, on_finished)
+
+    def _submit(self, study: _Submissions, run: PlannedRun) -> None:
+        """Make the run's actor (a first attempt of a grouped run in its group's bundle; a retry
+        wherever Ray has room) and ask it where it is, then to run."""
+        options: dict[str, Any] = {"num_cpus": self._reservation.get("CPU", 0),
+                                   "num_gpus": self._reservation.get("GPU", 0)}
+        if run.pairing in self._groups and not study.attempts[run.key]:
+            bundle = study.bundles.get(run.pairing, 0)
+            study.bundles[run.pairing] = bundle + 1
+            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                self._groups[run.pairing], placement_group_bundle_index=bundle)
+        actor = RunActor.options(**options).remote()  # type: ignore[attr-defined]
+        self._actors[run.key] = actor
+        study.calls[actor.where.remote()] = ("where", run)
+        study.calls[actor.run.remote(run, study.inputs, self._location, self._settings.device,
+                                     self._settings.interpreters)] = ("run", run)
+
+    def _placed(self, study: _Submissions, run: PlannedRun, ref: Any, on_started: OnStarted) -> None:
+        try:
+            study.placed[run.key] = ray.get(ref)
+        except RayError:
+            return  # the run call reports what happened to the actor
+        on_started(run, {**study.placed[run.key], "attempt": len(study.attempts[run.key]) + 1,
+                         "previous_attempts": study.attempts[run.key]})
+
+    def _returned(self, study: _Submissions, run: PlannedRun, ref: Any, run_dir: RunDirectory,
+                  on_finished: OnFinished) -> None:
+        """A run's call returned: commit it, or record the failed attempt and redo it or end the study."""
+        where = study.placed.get(run.key, {})
+        try:
+            payload = ray.get(ref)
+        except (RayActorError, RayTaskError) as error:
+            if self._lost(run, error, study.attempts, where, run_dir):
+                self._submit(study, run)
+                return
+            stopped = {other.key: [*study.attempts[other.key], {"attempt": len(study.attempts[other.key]) + 1,
+                                                                "outcome": "stopped",
+                                                                **_where(study.placed.get(other.key, {}))}]
+                       for _, other in study.calls.values() if other.key != run.key}
+            study.calls.clear()
+            self.close_actors()
+            raise StudyFailed(self._failure_message(run, study.attempts[run.key]),
+                              {run.key: study.attempts[run.key], **stopped}) from None
+        ray.kill(self._actors.pop(run.key))
+        study.attempts[run.key].append({"attempt": len(study.attempts[run.key]) + 1, "outcome": "finished",
+                                        **_where(where)})
+        staging = staging_folder(run_dir, run)  # the node's files, here, then committed like a local run's
+        shutil.rmtree(staging, ignore_errors=True)
+        for relative, data in payload["files"].items():
+            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+            (staging / relative).write_bytes(data)
+        outcome = payload["outcome"]
+        outcome["execution"].update(placement=self._settings.placement, **where)
+        on_finished(run, staging, {**outcome, "attempts": study.attempts[run.key]})
+        study.finished += 1
+        announce(f"ray: {study.finished}/{len(study.runs)} finished: {run.describe()} on {where.get('host')} "
+                 f"(node {str(where.get('node_id'))[:8]}, GPU {','.join(where.get('gpu_ids') or []) or '-'})")
+        if run.pairing in self._groups and all(other.key not in self._actors for other in study.runs
+                                               if other.pairing == run.pairing):
+            remove_placement_group(self._groups.pop(run.pairing))
 
     def _lost(self, run: PlannedRun, error: RayError, attempts: dict[str, list[dict]], where: dict,
-              started: float) -> None:
-        """Record a failed attempt (its worker's log kept as workers/<run>.attempt<N>.log) and whether it is redone."""
+              run_dir: RunDirectory) -> bool:
+        """Record a failed attempt (its worker's log kept as workers/<run>.attempt<N>.log); True when it
+        is to be redone: a lost worker or node, with retries left."""
         cause = error.cause if isinstance(error, RayTaskError) and error.cause is not None else error
         retryable = cause.retryable if isinstance(cause, RunAttemptFailed) else isinstance(error, RayActorError)
         message = cause.message if isinstance(cause, RunAttemptFailed) else \
@@ -309,10 +306,10 @@ class RayExecutor:
         number = len(attempts[run.key]) + 1
         entry: dict[str, Any] = {"attempt": number, "outcome": "failed", "cause": message, **_where(where)}
         if isinstance(cause, RunAttemptFailed) and cause.log:
-            log = self._run_dir.path / "workers" / f"{run.key}.attempt{number}.log"
+            log = run_dir.path / "workers" / f"{run.key}.attempt{number}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
             log.write_bytes(cause.log)
-            entry["log"] = str(log.relative_to(self._run_dir.path))
+            entry["log"] = str(log.relative_to(run_dir.path))
             # The node's copy is gone with the attempt; name the one kept in the run directory.
             entry["cause"] = message = message.replace(cause.log_path, str(log)) if cause.log_path else message
         entry["retried"] = retryable and number <= self._settings.retries
@@ -322,17 +319,13 @@ class RayExecutor:
             ray.kill(actor)
         print(f"ray: {run.describe()}, attempt {number} failed: {message}"
               + ("; redoing it" if entry["retried"] else ""), file=sys.stderr)
+        return bool(entry["retried"])
 
     @staticmethod
     def _failure_message(run: PlannedRun, attempts: list[dict]) -> str:
         causes = "; ".join(f"attempt {a['attempt']}: {a['cause']}" for a in attempts)
         why = "retries exhausted" if len(attempts) > 1 else "not a lost worker or node, so not retried"
         return f"{run.describe()} could not finish ({why}): {causes}"
-
-    def _stop_all(self, calls: dict) -> None:
-        """Stop the runs still in flight: their actors killed, their workers exit with them."""
-        calls.clear()
-        self.close_actors()
 
     def close_actors(self) -> None:
         """Kill every actor of this study and remove its placement groups (their workers exit with them)."""
@@ -354,6 +347,19 @@ class RayExecutor:
         if ray.is_initialized():
             self.close_actors()
             ray.shutdown()
+
+
+class _Submissions:
+    """The state of one execute(): the runs, their calls in flight, where each was placed, its attempts."""
+
+    def __init__(self, runs: list[PlannedRun], inputs: Any) -> None:
+        self.runs = runs
+        self.inputs = inputs  # the StudyInputs, in the object store
+        self.calls: dict[Any, tuple[str, PlannedRun]] = {}  # object ref -> ("where" or "run", its run)
+        self.placed: dict[str, dict] = {}  # run key -> where its current attempt runs
+        self.attempts: dict[str, list[dict]] = {run.key: [] for run in runs}
+        self.bundles: dict[tuple[int, int], int] = {}  # grouped: the next bundle of each (seed, fold)'s group
+        self.finished = 0
 
 
 def _where(placed: dict) -> dict:
