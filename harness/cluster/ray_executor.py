@@ -32,7 +32,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, Place
 
 from cxrbench_worker.host import cuda_device_names
 from harness.cluster import nodes
-from harness.cluster.settings import ClusterSettings
+from harness.cluster.reservation import reservation_per_run
+from harness.cluster.settings import ClusterRefused, ClusterSettings
 from harness.config import cache_root
 from harness.data.pixel_store import PixelStore, open_store
 from harness.progress import announce
@@ -42,10 +43,6 @@ from harness.runtime.registry import WorkerSpec
 from harness.study.executor import OnFinished, OnStarted, StudyFailed
 from harness.study.ledger import staging_folder
 from harness.study.runs import PlannedRun, StudyInputs, apply_thread_environment, execute_run
-
-
-class ClusterRefused(ValueError):
-    """The cluster cannot run the study fairly as it is (exit status 2); says which node and why."""
 
 
 class RunAttemptFailed(RuntimeError):
@@ -150,7 +147,8 @@ class RayExecutor:
         announce("ray: every node matches; preparing the worker environments on each")
         ray.get([_prepare_node.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
                  .remote(workers, self._settings.device, self._settings.interpreters) for node in _alive_nodes()])
-        self._reservation = self._reservation_per_run(len(workers))
+        self._reservation = reservation_per_run([node["Resources"] for node in _alive_nodes()], self._settings,
+                                                len(workers))
         self.facts["reservation_per_run"] = self._reservation
 
     def _check_nodes(self, store: PixelStore, workers: list[WorkerSpec]) -> nodes.StoreLocation:
@@ -176,37 +174,6 @@ class RayExecutor:
         resources = {node["NodeID"]: node["Resources"] for node in alive}
         self.facts["nodes"] = [{**fact, "resources": resources.get(fact["node_id"], {})} for fact in facts]
         return location
-
-    def _reservation_per_run(self, workers: int) -> dict[str, float]:
-        """What each run's actor asks Ray for, from the cluster's resources and --placement."""
-        per_node = [node["Resources"] for node in _alive_nodes()]
-        node_gpus = [int(resources.get("GPU", 0)) for resources in per_node]
-        node_cpus = [int(resources.get("CPU", 0)) for resources in per_node]
-        use_gpus = any(node_gpus)
-        placement = self._settings.placement
-        if placement == "exclusive":
-            counts = node_gpus if use_gpus else node_cpus
-            if len(set(counts)) > 1:
-                raise ClusterRefused(f"--placement exclusive: the nodes have different numbers of "
-                                     f"{'GPUs' if use_gpus else 'CPUs'} ({counts}); a run reserving a whole node "
-                                     "needs equal nodes")
-            return {"GPU": counts[0], "CPU": self._settings.cpus_per_run} if use_gpus else {"CPU": counts[0]}
-        threads, cpus = self._settings.threads, self._settings.cpus_per_run
-        if not use_gpus and not 0 < threads <= cpus:
-            # A worker computing on the CPU takes every core unless told otherwise: runs packed by their
-            # reservation would then fight over the cores, and each would time the others.
-            raise ClusterRefused(f"ray: the cluster has no GPUs, so each run reserves --cpus-per-run {cpus} CPU(s) and "
-                                 f"computes on them: give --threads N with N at most {cpus} (now "
-                                 f"{threads or 'the framework default: every core'}), or --placement exclusive")
-        reservation = {"GPU": 1.0, "CPU": float(cpus)} if use_gpus else {"CPU": float(cpus)}
-        if placement == "grouped":
-            fits = [node for node in per_node
-                    if all(node.get(kind, 0) >= amount * workers for kind, amount in reservation.items())]
-            if not fits:
-                needed = ", ".join(f"{amount * workers:g} {kind}" for kind, amount in reservation.items())
-                raise ClusterRefused(f"--placement grouped: the {workers} workers of one seed and fold need {needed} "
-                                     "on one node, and no node has that")
-        return reservation
 
     # --- the runs ---------------------------------------------------------------------------------
 

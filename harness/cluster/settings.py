@@ -8,6 +8,10 @@ from pathlib import Path
 PLACEMENTS = ("any", "grouped", "exclusive")
 
 
+class ClusterRefused(ValueError):
+    """The cluster cannot run the study fairly as it is (exit status 2); says which node and why."""
+
+
 @dataclass(frozen=True)
 class ClusterSettings:
     """Where the cluster is and how a study's runs are placed on it."""
