@@ -19,7 +19,8 @@ from ray_cluster import run_in_loopback_cluster
 
 pytestmark = [pytest.mark.framework, pytest.mark.cluster]
 
-RUN = ["--workers", "pytorch", "--epochs", "1", *SMALL_RUN, "--deterministic", "--bootstrap", "0"]
+# Two threads, this machine's cores: what the worker uses unless told, and all a run reserves on a node here.
+RUN = ["--workers", "pytorch", "--epochs", "1", *SMALL_RUN, "--deterministic", "--bootstrap", "0", "--threads", "2"]
 
 
 def only_run(out: Path) -> Path:
@@ -29,13 +30,14 @@ def only_run(out: Path) -> Path:
 
 def logit_files(run: Path) -> dict[str, np.ndarray]:
     """logits/<worker>/.../<name>.npy relative path -> its array."""
-    return {path.relative_to(run / "logits").as_posix(): np.load(path) for path in sorted((run / "logits").rglob("*.npy"))}
+    return {path.relative_to(run / "logits").as_posix(): np.load(path)
+            for path in sorted((run / "logits").rglob("*.npy"))}
 
 
 def test_a_pytorch_cpu_run_through_ray_gives_the_local_runtimes_logits_byte_for_byte(tmp_path):
     local = run_harness(["benchmark", *RUN, "--out", str(tmp_path / "local")], REPO_ROOT)
     assert local.returncode == 0, local.stderr[-3000:]
-    on_ray = run_in_loopback_cluster("-m", ["harness.cli", "benchmark", "--runtime", "ray", *RUN,
+    on_ray = run_in_loopback_cluster("-m", ["harness.cli", "benchmark", "--runtime", "ray", *RUN, "--cpus-per-run", "2",
                                             "--out", str(tmp_path / "ray")], cwd=REPO_ROOT, timeout=540)
     assert on_ray.returncode == 0, on_ray.stderr[-3000:]
     local_run, ray_run = only_run(tmp_path / "local"), only_run(tmp_path / "ray")
