@@ -23,10 +23,10 @@ from harness.study.neighbours import neighbours
 from harness.study.runs import plan_runs
 from harness.training.loop import BatchMismatch, TrainingData, train_epoch
 
-# Six runs of the null worker, each a few seconds: enough to kill the harness with some finished and some not.
-STUDY = ["benchmark", "--workers", "null", "--epochs", "2", *SMALL_RUN, "--seeds", "0,1,2", "--folds", "2",
-         "--deterministic", "--bootstrap", "200"]
-SLOW_STEPS = {"CXRBENCH_NULL_STEP_SECONDS": "0.1"}
+# Four runs of the null worker, each a second or two: enough to kill the harness with some finished and some not.
+STUDY = ["benchmark", "--workers", "null", "--epochs", "2", *SMALL_RUN, "--seeds", "0,1", "--folds", "2",
+         "--deterministic", "--bootstrap", "100"]
+SLOW_STEPS = {"CXRBENCH_NULL_STEP_SECONDS": "0.05"}
 # What the clock measures, different in any two executions of the same study; everything else must be equal.
 WALL_CLOCK = {"timings", "memory", "efficiency", "save_seconds", "seconds"}
 
@@ -150,14 +150,13 @@ def only_run(out: Path) -> Path:
 
 
 def test_a_study_killed_with_sigkill_and_resumed_equals_an_uninterrupted_one(tmp_path):
-    whole = run_harness([*STUDY, "--out", str(tmp_path / "whole")], REPO_ROOT, SLOW_STEPS)
-    assert whole.returncode == 0, whole.stderr
-
+    # The uninterrupted study runs meanwhile (only its timings could feel the company, and they are not compared).
+    whole = harness_process([*STUDY, "--out", str(tmp_path / "whole")], REPO_ROOT, SLOW_STEPS)
     out = tmp_path / "killed"
     process = harness_process([*STUDY, "--out", str(out)], REPO_ROOT, SLOW_STEPS)
     try:
         deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:  # two of the six runs finished, the third under way
+        while time.monotonic() < deadline:  # two of the four runs finished, the third under way
             records = list(out.glob("*/runs/null/*/*.json"))
             if len(records) >= 2 and list(out.glob("*/unfinished/null/*/*/epochs.csv")):
                 break
@@ -169,21 +168,23 @@ def test_a_study_killed_with_sigkill_and_resumed_equals_an_uninterrupted_one(tmp
     finally:
         if process.poll() is None:
             process.kill()
+    _, stderr = whole.communicate(timeout=300)
+    assert whole.returncode == 0, stderr
     run = only_run(out)
     finished_before = {path.relative_to(run / "runs").with_suffix("").as_posix()
                        for path in (run / "runs").rglob("*.json")}
     records_before = {key: (run / "runs" / f"{key}.json").read_bytes() for key in finished_before}
-    assert 2 <= len(finished_before) < 6 and json.loads((run / "run.json").read_text())["status"] == "running"
+    assert 2 <= len(finished_before) < 4 and json.loads((run / "run.json").read_text())["status"] == "running"
 
     resumed = run_harness(["benchmark", "--resume", str(run)], REPO_ROOT, SLOW_STEPS)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"resuming: {len(finished_before)} of 6 runs finished, {6 - len(finished_before)} to run" in resumed.stdout
+    assert f"resuming: {len(finished_before)} of 4 runs finished, {4 - len(finished_before)} to run" in resumed.stdout
     record = json.loads((run / "run.json").read_text())
     (resumption,) = record["resumptions"]
     assert record["status"] == "completed" and resumption["previous_status"] == "running"
     # Only the unfinished runs ran again: the finished runs' records are the very bytes they were.
     assert set(resumption["finished_before"]) == {f"null/{key.partition('/')[2]}" for key in finished_before}
-    assert len(resumption["redone"]) == 6 - len(finished_before) and resumption["abandoned"]
+    assert len(resumption["redone"]) == 4 - len(finished_before) and resumption["abandoned"]
     assert all((run / "runs" / f"{key}.json").read_bytes() == data for key, data in records_before.items())
 
     reference = only_run(tmp_path / "whole")
