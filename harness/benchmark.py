@@ -286,7 +286,7 @@ def _run(config: BenchmarkConfig, workers: list[WorkerSpec], runtime: Runtime, e
                           parity_inputs(store.pixels, labels, plan.splits[0].train, config.seed), num_labels)
             record["parity_status"] = "completed"
             run.write_run(record)
-        done = {key: entry for key, entry in ledger.finished(run, planned).items()}
+        done = ledger.finished(run, planned)
         abandoned = ledger.discard_unfinished(run)
         pending = [planned_run for planned_run in planned if planned_run.key not in done]
         if resumed is not None:
@@ -295,14 +295,7 @@ def _run(config: BenchmarkConfig, workers: list[WorkerSpec], runtime: Runtime, e
             announce(f"resuming: {len(done)} of {len(planned)} runs finished, {len(pending)} to run"
                      + (f" (set aside, unfinished: {', '.join(abandoned)})" if abandoned else ""))
         results = _combined(planned, done)
-        settings = {spec.label: config.training(spec.label) for spec in workers}
-        inputs = StudyInputs(
-            store_path=store.path, store_sha256=store.content_sha256, splits=plan.splits, fit_labels=labels,
-            starts={seed: weights.data for seed, weights in starts.items()}, settings=settings,
-            num_labels=num_labels, stall_timeout=config.stall_timeout,
-            first_digests={(seed, index): first_batch_digests(store, split, labels, config.training(), seed)
-                           for seed in seeds for index, split in enumerate(plan.splits)},
-            thread_environment=driver_thread_environment())
+        inputs = _study_inputs(config, workers, store, plan, labels, {seed: w.data for seed, w in starts.items()})
 
         def finished_run(planned_run: PlannedRun, staging: Path, outcome: dict) -> None:
             ledger.commit(run, planned_run, staging, outcome, planned)
@@ -357,6 +350,18 @@ def _run(config: BenchmarkConfig, workers: list[WorkerSpec], runtime: Runtime, e
                     raise RuntimeError(f"--mlflow: could not log the run ({error}); "
                                        f"its results are in {run.path}") from error
     return run.path
+
+
+def _study_inputs(config: BenchmarkConfig, workers: list[WorkerSpec], store: PixelStore, plan: SplitPlan,
+                  labels: np.ndarray, starts: dict[int, bytes]) -> StudyInputs:
+    """What every run of the study shares, with the first batch digests of each (seed, fold) built here."""
+    return StudyInputs(
+        store_path=store.path, store_sha256=store.content_sha256, splits=plan.splits, fit_labels=labels,
+        starts=starts, settings={spec.label: config.training(spec.label) for spec in workers},
+        num_labels=len(store.label_names), stall_timeout=config.stall_timeout,
+        first_digests={(seed, index): first_batch_digests(store, split, labels, config.training(), seed)
+                       for seed in config.training_seeds for index, split in enumerate(plan.splits)},
+        thread_environment=driver_thread_environment())
 
 
 def _combined(planned: list[PlannedRun], done: dict[str, dict]) -> dict[str, dict]:
