@@ -79,3 +79,12 @@ def test_worker_error_raised_on_a_ray_node_reaches_the_driver_with_its_fields(tm
     assert caught["cause_type"] == "WorkerError"
     assert caught["fields"] == ["tensorflow", "Predict", "UNAVAILABLE", "Connection reset by peer"]
     assert caught["cause_message"] == "worker 'tensorflow', Predict: UNAVAILABLE: Connection reset by peer"
+
+
+def test_a_failed_attempt_survives_pickling_with_its_log():
+    from harness.cluster.ray_executor import RunAttemptFailed
+
+    error = RunAttemptFailed("WorkerError: lost", True, b"last lines\n", "/tmp/cxrbench-run-x/worker.log")
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.message, copy.retryable, copy.log, copy.log_path) == (
+        "WorkerError: lost", True, b"last lines\n", "/tmp/cxrbench-run-x/worker.log")
