@@ -49,7 +49,11 @@ def wait_for(condition, seconds: float, what: str):
 
 
 def trained_a_while(pid: int) -> bool:
-    """True once worker `pid` has run a second or more (it trains by then: steps are slowed)."""
+    """True once worker `pid` serves (its log, its stdout, says so) and has run 1.5 s or more: it trains
+    by then, steps being slowed (a worker still starting, on a loaded machine, is left alone)."""
+    log = Path(os.readlink(f"/proc/{pid}/fd/1"))
+    if not log.is_file() or b" serving on " not in log.read_bytes():
+        return False
     started = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
     uptime = float(Path("/proc/uptime").read_text().split()[0])
     return uptime - started / os.sysconf("SC_CLK_TCK") > 1.5

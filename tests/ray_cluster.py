@@ -20,6 +20,7 @@ CPU (RSS summed, shared pages counted twice).
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import ipaddress
 import os
@@ -41,6 +42,9 @@ START_FAILED = 97  # the wrapper's exit status when the cluster never came up (t
 # 5 failures, ~16 s measured). A raylet that is alive but stalled by a loaded machine is only given up
 # after 3 timeouts of 5 s, so a busy test machine does not lose nodes. Read by gcs_server at start
 # (RAY_<name> overrides RayConfig's ray_config_def.h defaults), so they are exported before `ray start`.
+# Ray refuses to create objects (spilled ones) once the disk is 95% full; the test machine's disk may be
+# that full with caches, and the cluster's objects are small: refuse only at 99%.
+DISK_THRESHOLD = {"RAY_local_fs_capacity_threshold": "0.99"}
 HEALTH_CHECK = {
     "RAY_health_check_initial_delay_ms": "1000",
     "RAY_health_check_period_ms": "1000",
@@ -133,7 +137,7 @@ def _token_auth() -> dict[str, str]:
 
 
 def run_in_loopback_cluster(script: str | Path, args: Sequence[str] = (), *, nodes: int = 2, gpus_per_node: int = 2,
-                            cpus_per_node: int = 2, object_store_mb: int = 100, timeout: float = 180,
+                            cpus_per_node: int = 2, object_store_mb: int = 300, timeout: float = 180,
                             env: Mapping[str, str] | None = None, cwd: str | Path | None = None,
                             node_setup: Mapping[int, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Start a Ray cluster of `nodes` nodes on 127.0.0.1 in a private namespace, run `python SCRIPT ARGS`
@@ -159,12 +163,17 @@ def run_in_loopback_cluster(script: str | Path, args: Sequence[str] = (), *, nod
                 "CLUSTER_OBJECT_STORE_BYTES": str(object_store_mb * 1024 * 1024), "CLUSTER_TMP": tmp,
                 "PYTHONPATH": python_path, **{f"NODE_SETUP_{index}": commands
                                               for index, commands in (node_setup or {}).items()}}
+    # One cluster at a time on this machine, whichever test process asks (a cluster is about 1 GB and
+    # keeps both cores busy; two at once would slow each other's timed accidents).
+    lock = open(Path(tempfile.gettempdir()) / "cxrbench-loopback-cluster.lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
     try:
         # --kill-child: if this process is killed (the timeout), the namespace's PID 1 goes too, and with it all.
         done = subprocess.run(["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount-proc",
                                "bash", "-c", _WRAPPER, "loopback-ray-cluster", str(script), *map(str, args)],
                               env=full_env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     finally:
+        lock.close()  # releases it
         shutil.rmtree(tmp, ignore_errors=True)
     if done.returncode == START_FAILED and "loopback Ray cluster:" in done.stderr:
         raise LoopbackClusterError(done.stderr)

@@ -22,6 +22,7 @@ import socket
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +49,11 @@ from harness.study.runs import PlannedRun, StudyInputs, apply_thread_environment
 class RunAttemptFailed(RuntimeError):
     """One attempt of a run failed on its node: why, whether redoing it could help, and its worker's log."""
 
-    def __init__(self, message: str, retryable: bool, log: bytes = b"", log_path: str = "") -> None:
+    def __init__(self, message: str, retryable: bool, log: bytes | None = None, log_path: str = "") -> None:
         super().__init__(message)
         self.message, self.retryable, self.log, self.log_path = message, retryable, log, log_path
 
-    def __reduce__(self) -> tuple[Callable[..., RunAttemptFailed], tuple[str, bool, bytes, str]]:
+    def __reduce__(self) -> tuple[Callable[..., RunAttemptFailed], tuple[str, bool, bytes | None, str]]:
         return RunAttemptFailed, (self.message, self.retryable, self.log, self.log_path)
 
 
@@ -79,9 +80,11 @@ class RunActor:
                 "host": socket.gethostname(), "gpu_ids": [str(gpu) for gpu in ray.get_gpu_ids()],
                 "gpu_models": cuda_device_names(), "cpus": os.cpu_count(), "actor_pid": os.getpid()}
 
-    def run(self, run: PlannedRun, inputs: StudyInputs, store: nodes.StoreLocation, device: str,
+    def run(self, run: PlannedRun, inputs: StudyInputs, start: bytes, store: nodes.StoreLocation, device: str,
             interpreters: dict[str, Path]) -> dict:
-        """Execute `run` here; returns its outcome and its files, or raises RunAttemptFailed."""
+        """Execute `run` here from its seed's starting weights `start`; returns its outcome and its
+        files, or raises RunAttemptFailed."""
+        inputs = replace(inputs, starts={run.training_run.seed: start})
         apply_thread_environment(inputs.thread_environment)  # not the OMP_NUM_THREADS Ray set for this actor
         staging = Path(tempfile.mkdtemp(prefix="cxrbench-run-"))
         try:
@@ -91,7 +94,7 @@ class RunActor:
                      for path in sorted(staging.rglob("*")) if path.is_file()}
             return {"outcome": outcome, "files": files}
         except BaseException as error:
-            log = (staging / "worker.log").read_bytes() if (staging / "worker.log").is_file() else b""
+            log = (staging / "worker.log").read_bytes() if (staging / "worker.log").is_file() else None
             # A lost or stalled worker may do better elsewhere; other errors (other bytes, a refused
             # setting) would fail again anywhere.
             raise RunAttemptFailed(f"{type(error).__name__}: {error}", isinstance(error, WorkerError), log,
@@ -183,7 +186,10 @@ class RayExecutor:
         assert self._location is not None, "prepare() first"
         if not runs:
             return
-        study = _Submissions(runs, ray.put(inputs))  # the inputs once, not once per run: the weights are most of it
+        # Once, not once per run; and each run gets its own seed's starting weights (about 100 MB for
+        # ResNet-50) as an object of its own, not every seed's.
+        study = _Submissions(runs, ray.put(replace(inputs, starts={})),
+                             {seed: ray.put(weights) for seed, weights in inputs.starts.items()})
         if self._settings.placement == "grouped":
             for pairing in dict.fromkeys(run.pairing for run in runs):
                 size = sum(1 for run in runs if run.pairing == pairing)
@@ -215,8 +221,8 @@ class RayExecutor:
         actor = RunActor.options(**options).remote()  # type: ignore[attr-defined]
         self._actors[run.key] = actor
         study.calls[actor.where.remote()] = ("where", run)
-        study.calls[actor.run.remote(run, study.inputs, self._location, self._settings.device,
-                                     self._settings.interpreters)] = ("run", run)
+        study.calls[actor.run.remote(run, study.inputs, study.starts[run.training_run.seed], self._location,
+                                     self._settings.device, self._settings.interpreters)] = ("run", run)
 
     def _placed(self, study: _Submissions, run: PlannedRun, ref: Any, on_started: OnStarted) -> None:
         try:
@@ -272,7 +278,7 @@ class RayExecutor:
             f"{type(error).__name__}: the run's actor was lost (its node or process died): {str(error).splitlines()[0]}"
         number = len(attempts[run.key]) + 1
         entry: dict[str, Any] = {"attempt": number, "outcome": "failed", "cause": message, **_where(where)}
-        if isinstance(cause, RunAttemptFailed) and cause.log:
+        if isinstance(cause, RunAttemptFailed) and cause.log is not None:  # kept even when empty: it says so
             log = run_dir.path / "workers" / f"{run.key}.attempt{number}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
             log.write_bytes(cause.log)
@@ -319,9 +325,10 @@ class RayExecutor:
 class _Submissions:
     """The state of one execute(): the runs, their calls in flight, where each was placed, its attempts."""
 
-    def __init__(self, runs: list[PlannedRun], inputs: Any) -> None:
+    def __init__(self, runs: list[PlannedRun], inputs: Any, starts: dict[int, Any]) -> None:
         self.runs = runs
-        self.inputs = inputs  # the StudyInputs, in the object store
+        self.inputs = inputs  # the StudyInputs without the weights, in the object store
+        self.starts = starts  # training seed -> its starting weights, in the object store
         self.calls: dict[Any, tuple[str, PlannedRun]] = {}  # object ref -> ("where" or "run", its run)
         self.placed: dict[str, dict] = {}  # run key -> where its current attempt runs
         self.attempts: dict[str, list[dict]] = {run.key: [] for run in runs}
