@@ -244,8 +244,8 @@ class BenchmarkConfig:
         1, "--cpus-per-run", "ray: CPUs each run reserves beside its GPU (on a cluster without GPUs: all it gets)",
         commands=("benchmark",), parse=int, check=at_least(1), group=RUNTIME_GROUP)
     retries: int = option(
-        2, "--retries", "ray: times a run whose worker or node was lost is redone elsewhere (its partial timings "
-        "discarded)", commands=("benchmark",), parse=int, check=within(0, 2), group=RUNTIME_GROUP)
+        2, "--retries", "ray: times a run whose worker or node was lost is redone, wherever Ray has room (its "
+        "partial timings discarded)", commands=("benchmark",), parse=int, check=within(0, 2), group=RUNTIME_GROUP)
     allow_mixed_gpus: bool = option(
         False, "--allow-mixed-gpus", "ray: run on a cluster whose nodes have different GPU models (refused "
         "otherwise: the model would be credited to the frameworks)", commands=("benchmark",), kind="switch",
