@@ -15,6 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from harness.cluster.settings import PLACEMENTS, ClusterSettings
+from harness.config_checks import (
+    init_check,
+    not_negative,
+    option_form,
+    python_form,
+    refusal,
+    seeds_check,
+)
 from harness.data.augmentation import Augmentation
 from harness.data.datasets import parse_dataset
 from harness.data.parallel import MAX_DEFAULT_THREADS, default_threads
@@ -56,54 +64,6 @@ def cache_root() -> Path:
     return Path(os.environ.get("CXRBENCH_CACHE", Path.home() / ".cache" / "cxrbench"))
 
 
-def _refusal(parse):
-    """A check from a parser that raises ValueError: its message, without the flag it already names."""
-    def check(value) -> str | None:
-        try:
-            parse(value)
-        except ValueError as error:
-            return str(error).partition(": ")[2] or str(error)
-        return None
-    return check
-
-
-def _not_negative(why: str = ""):
-    return lambda value: None if value >= 0 else f"{value} must be >= 0{why}"
-
-
-def _init_check(value: str) -> str | None:
-    if value == "random" or (value.startswith("imagenet=") and len(value) > len("imagenet=")):
-        return None
-    return f"{value!r} must be 'random' or 'imagenet=PATH' (a torchvision checkpoint file)"
-
-
-def _seeds_check(seeds: tuple[int, ...]) -> str | None:
-    if all(seed >= 0 for seed in seeds) and len(set(seeds)) == len(seeds):
-        return None
-    return f"{','.join(map(str, seeds))} must be distinct integers >= 0"
-
-
-def _python_form(entries: tuple[str, ...]) -> str | None:
-    names = [entry.partition("=")[0] for entry in entries]
-    for entry in entries:
-        name, equals, path = entry.partition("=")
-        if not (equals and name and path):
-            return f"{entry!r} must look like NAME=PATH, e.g. pytorch=/opt/conda/bin/python"
-        if names.count(name) > 1:
-            return f"worker '{name}' is given two interpreters"
-        if not Path(path).expanduser().is_file() or not os.access(Path(path).expanduser(), os.X_OK):
-            return f"{entry!r}: {path} is not an executable file"
-    return None
-
-
-def _option_form(options: tuple[str, ...]) -> str | None:
-    for entry in options:
-        setting, equals, _ = entry.partition("=")
-        if not (equals and "." in setting and setting.partition(".")[0] and setting.rpartition(".")[2]):
-            return f"{entry!r} must look like WORKER.KEY=VALUE, e.g. tensorflow.jit_compile=true"
-    return None
-
-
 @dataclass(frozen=True)
 class BenchmarkConfig:
     """Everything that decides what a benchmark run does (fields without an option are for tests)."""
@@ -114,7 +74,7 @@ class BenchmarkConfig:
     dataset: str = option(
         "phantom", "--dataset", "`phantom` (built-in synthetic radiographs), `nih:PATH` (an NIH ChestX-ray14 "
         "folder) or `chestmnist:PATH` (a MedMNIST `.npz` file or folder)",
-        metavar="phantom|nih:PATH|chestmnist:PATH", check=_refusal(parse_dataset))
+        metavar="phantom|nih:PATH|chestmnist:PATH", check=refusal(parse_dataset))
     architecture: str = option(
         "resnet50", "--arch", "`resnet50` (torchvision's v1.5) or `densenet121`, both with a 14-logit head",
         choices=ARCHITECTURE_NAMES)
@@ -129,25 +89,25 @@ class BenchmarkConfig:
     learning_rate: float = option(3e-4, "--lr", "Adam learning rate", parse=float, check=positive_finite)
     seed: int = option(
         0, "--seed", "the data seed: the phantom, the patient split and folds; also the first training seed "
-        "unless `--seeds` is given", parse=int, check=_not_negative())
+        "unless `--seeds` is given", parse=int, check=not_negative())
     seeds: tuple[int, ...] = option(
         (), "--seeds", "training seeds, e.g. `0,1,2,3,4`: one run per seed (and fold), each with its own starting "
         "weights, batch order and augmentation, the same for every worker, so runs pair across workers; the spread "
         "over runs is the training noise every verdict is measured against (one seed: every verdict undetermined)",
-        commands=("benchmark",), parse=integer_list, metavar="S,S,...", check=_seeds_check,
+        commands=("benchmark",), parse=integer_list, metavar="S,S,...", check=seeds_check,
         shown_default=f"{DEFAULT_RUNS} seeds from `--seed`")
     folds: int = option(1, "--folds", "K > 1: K-fold cross-validation grouped by patient; mean ± std over folds",
                         commands=("benchmark",), parse=int, check=within(1, 20, " (1: no cross-validation)"))
     augment: str = option(
         "flip,rotate=20", "--augment", "training augmentation by the harness: `flip`, `rotate=DEG`, both "
-        "comma-separated, or `none`", commands=("benchmark",), metavar="SPEC", check=_refusal(Augmentation.parse))
+        "comma-separated, or `none`", commands=("benchmark",), metavar="SPEC", check=refusal(Augmentation.parse))
     init: str = option(
         "random", "--init", "`random` (torchvision's scheme, drawn by the harness) or `imagenet=PATH`: a torchvision "
         "checkpoint you have (`.pth`, read without torch; never downloaded), backbone kept, 14-logit head drawn",
-        metavar="random|imagenet=PATH", check=_init_check)
+        metavar="random|imagenet=PATH", check=init_check)
     options: tuple[str, ...] = option(
         (), "--option", "`WORKER.KEY=VALUE`, repeatable: a framework switch, e.g. `tensorflow.jit_compile=true` "
-        "(XLA, off by default)", kind="repeat", metavar="WORKER.KEY=VALUE", check=_option_form)
+        "(XLA, off by default)", kind="repeat", metavar="WORKER.KEY=VALUE", check=option_form)
     precision: str = option("fp32", "--precision", "numerics for every worker: `fp32` (TF32 off); `bf16-mixed`, "
                             "`fp16-mixed`: the network computes in bfloat16 / float16 on float32 weights, BatchNorm "
                             "statistics and the loss in float32, fp16 with dynamic loss scaling; all three run on CPUs",
@@ -164,13 +124,13 @@ class BenchmarkConfig:
         (), "--python", "local runtime: run a worker with an interpreter you already have (a conda env, a cluster "
         "module, a vendor image), e.g. `pytorch=/opt/conda/bin/python`; no environment is built, and the versions "
         "it reports are recorded (repeatable)", kind="repeat", metavar="NAME=PATH", group=RUNTIME_GROUP,
-        check=_python_form)
+        check=python_form)
     allow_unequal: bool = option(
         False, "--allow-unequal", "run even when the workers report different devices, device models, thread "
         "counts or precisions (refused otherwise, before any training); the report then opens with a warning",
         commands=("benchmark",), kind="switch")
     threads: int = option(0, "--threads", "intra-op threads per worker; 0: the framework's default", parse=int,
-                          check=_not_negative(" (0: the framework's default)"))
+                          check=not_negative(" (0: the framework's default)"))
     data_threads: int = option(
         default_threads(), "--data-threads", "threads that build the harness's batches (augment, encode, hash); the "
         "batches, their bytes and their order are the same for any number", commands=("benchmark",), parse=int,
@@ -192,7 +152,7 @@ class BenchmarkConfig:
     lr_patience: int = option(
         DEFAULT_PATIENCE, "--lr-patience", "ReduceLROnPlateau: reduce once more than this many epochs in a "
         "row did not improve validation loss (torch's rule)", commands=("benchmark",), parse=int, group=SCHEDULE_GROUP,
-        check=_not_negative())
+        check=not_negative())
     min_lr: float = option(
         DEFAULT_MIN_LR, "--min-lr", "ReduceLROnPlateau: never below this rate", commands=("benchmark",),
         parse=float, group=SCHEDULE_GROUP, check=lambda value: None if value >= 0 else f"{value} must be >= 0")
@@ -203,7 +163,7 @@ class BenchmarkConfig:
     early_stop: int = option(
         DEFAULT_EARLY_STOP, "--early-stop", "stop after this many epochs without a new best validation loss "
         "(0: never); the best checkpoint is the one tested", commands=("benchmark",), parse=int, group=SCHEDULE_GROUP,
-        check=_not_negative(" (0: never stop early)"))
+        check=not_negative(" (0: never stop early)"))
     equivalence_margin: float = option(
         DEFAULT_MARGIN, "--equivalence-margin", "macro and per-label AUROC: two workers are called equivalent when "
         "the 95% interval of their difference lies inside ± this (docs/STATISTICS.md)", commands=("benchmark",),

@@ -1,0 +1,55 @@
+"""The checks of BenchmarkConfig's options that are about this harness's values (harness.config):
+each takes an option's parsed value and returns what is wrong with it, or None."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def refusal(parse):
+    """A check from a parser that raises ValueError: its message, without the flag it already names."""
+    def check(value) -> str | None:
+        try:
+            parse(value)
+        except ValueError as error:
+            return str(error).partition(": ")[2] or str(error)
+        return None
+    return check
+
+
+def not_negative(why: str = ""):
+    return lambda value: None if value >= 0 else f"{value} must be >= 0{why}"
+
+
+def init_check(value: str) -> str | None:
+    if value == "random" or (value.startswith("imagenet=") and len(value) > len("imagenet=")):
+        return None
+    return f"{value!r} must be 'random' or 'imagenet=PATH' (a torchvision checkpoint file)"
+
+
+def seeds_check(seeds: tuple[int, ...]) -> str | None:
+    if all(seed >= 0 for seed in seeds) and len(set(seeds)) == len(seeds):
+        return None
+    return f"{','.join(map(str, seeds))} must be distinct integers >= 0"
+
+
+def python_form(entries: tuple[str, ...]) -> str | None:
+    names = [entry.partition("=")[0] for entry in entries]
+    for entry in entries:
+        name, equals, path = entry.partition("=")
+        if not (equals and name and path):
+            return f"{entry!r} must look like NAME=PATH, e.g. pytorch=/opt/conda/bin/python"
+        if names.count(name) > 1:
+            return f"worker '{name}' is given two interpreters"
+        if not Path(path).expanduser().is_file() or not os.access(Path(path).expanduser(), os.X_OK):
+            return f"{entry!r}: {path} is not an executable file"
+    return None
+
+
+def option_form(options: tuple[str, ...]) -> str | None:
+    for entry in options:
+        setting, equals, _ = entry.partition("=")
+        if not (equals and "." in setting and setting.partition(".")[0] and setting.rpartition(".")[2]):
+            return f"{entry!r} must look like WORKER.KEY=VALUE, e.g. tensorflow.jit_compile=true"
+    return None
