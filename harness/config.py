@@ -16,6 +16,7 @@ from typing import Any
 
 from harness.cluster.settings import PLACEMENTS, ClusterSettings
 from harness.config_checks import (
+    cam_threshold_check,
     init_check,
     not_negative,
     option_form,
@@ -54,6 +55,7 @@ from harness.training.settings import PRECISIONS, TrainingSettings
 
 BENCHMARK_AND_PARITY = ("benchmark", "parity")
 DEVICES = ("auto", "cpu", "cuda")
+LOCALIZE_CHOICES = ("auto", "on", "off")
 DEFAULT_RUNS = 3  # training seeds per worker by default: the fewest that measure training noise at all
 RUNTIME_GROUP = "runtime (where the workers run)"
 SCHEDULE_GROUP = "schedule (decided by the harness from validation loss, the same for every worker)"
@@ -143,6 +145,21 @@ class BenchmarkConfig:
     shuffle_labels: bool = option(False, "--shuffle-labels", "control run: training and validation labels permuted "
                                   "across images; expect a test AUROC near 0.5 or below (never clearly above: that "
                                   "would be a leak)", commands=("benchmark",), kind="switch")
+    localize: str = option(
+        "auto", "--localize", "class activation maps of the test images that have radiologists' (or the phantom's) "
+        "boxes, computed by the harness from each worker's final feature maps and head weights and scored against "
+        "the boxes: `auto` (on where the dataset has boxes: the phantom, `nih` with `BBox_List_2017.csv`), `on` (the "
+        "value when given alone; refused without boxes) or `off`. Maps need feature maps of at least 4 x 4: 128 px",
+        commands=("benchmark",), kind="optional", const="on", choices=LOCALIZE_CHOICES)
+    cam_threshold: str = option(
+        "tuned", "--cam-threshold", "localisation: the map (min-max normalised) is cut at this value into regions; "
+        "`tuned`: per finding, the value in 0.05..0.95 with the best mean IoU on the validation images' boxes "
+        "(0.5 for a finding without any)", commands=("benchmark", "report"), metavar="tuned|VALUE",
+        check=cam_threshold_check)
+    cam_components: str = option(
+        "all", "--cam-components", "localisation: the detected boxes are the bounding boxes of `all` connected "
+        "regions above the threshold, or of the `largest` only", commands=("benchmark", "report"),
+        choices=("all", "largest"))
     split_fractions: tuple[float, float, float] = field(default=(0.7, 0.1, 0.2))
     # The harness's schedule (harness.training.schedule): ReduceLROnPlateau, checkpoint choice, early stopping.
     lr_factor: float = option(
@@ -280,6 +297,14 @@ class BenchmarkConfig:
             deterministic=self.deterministic, threads=self.threads, data_threads=self.data_threads,
             options=self.worker_options(worker),
         )
+
+    def localizes(self, boxes: int) -> bool:
+        """Whether the runs save class activation maps, given the number of boxes the dataset has;
+        ValueError for `--localize on` without boxes."""
+        if self.localize == "on" and not boxes:
+            raise ValueError(f"--localize: the dataset {self.dataset!r} has no bounding boxes to score maps against "
+                             "(NIH needs BBox_List_2017.csv beside Data_Entry_2017.csv; ChestMNIST has none)")
+        return self.localize == "on" or (self.localize == "auto" and boxes > 0)
 
     def worker_options(self, worker: str) -> dict[str, str]:
         """The --option switches addressed to `worker` ("keras", or "keras@3.14.0", which also takes

@@ -53,3 +53,14 @@ def option_form(options: tuple[str, ...]) -> str | None:
         if not (equals and "." in setting and setting.partition(".")[0] and setting.rpartition(".")[2]):
             return f"{entry!r} must look like WORKER.KEY=VALUE, e.g. tensorflow.jit_compile=true"
     return None
+
+
+def cam_threshold_check(value: str) -> str | None:
+    """`tuned`, or a number strictly between 0 and 1."""
+    if value == "tuned":
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return f"{value!r} is neither `tuned` nor a number"
+    return None if 0 < number < 1 else f"{value} must be `tuned` or within (0, 1)"
