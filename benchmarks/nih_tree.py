@@ -1,9 +1,10 @@
-"""Write synthetic trees in the NIH ChestX-ray14 layout: PNGs, Data_Entry CSV, official lists.
+"""Write synthetic trees in the NIH ChestX-ray14 layout: PNGs, Data_Entry CSV, official lists, boxes.
 
 One job: lay files out exactly as the NIH download does (`images_0NN/images/*.png`, the Data_Entry
-CSV, the official lists), so the reader (`harness.data.datasets.nih_index`) and the decoder can be tested and timed
-without the 42 GB original. Small trees for tests use the default image writer; the full-size
-generator (`make_nih_tree.py`) passes its own `place_image` that hard-links a pool of realistic PNGs.
+CSV, the official lists, on request BBox_List_2017.csv), so the readers (`harness.data.datasets.nih_index`,
+`nih_boxes`) and the decoder can be tested and timed without the 42 GB original. Small trees for tests
+use the default image writer; the full-size generator (`make_nih_tree.py`) passes its own
+`place_image` that hard-links a pool of realistic PNGs.
 
     rows = write_tree(tmp_path, patients=6, images_per_patient=3, image_size=32, layout="split")
 """
@@ -27,6 +28,11 @@ LAYOUTS = ("split", "flat")
 NIH_FIRST_FOLDER, NIH_FOLDER = 4999, 10000
 TEST_SHARE = 25596 / 112120  # share of images in the official test_list.txt
 PA_SHARE = 67310 / 112120  # View Position: PA, else AP
+# The 8 findings of BBox_List_2017.csv, spelled as that file spells them (Infiltration is "Infiltrate").
+BOX_FINDINGS = {"Atelectasis": "Atelectasis", "Cardiomegaly": "Cardiomegaly", "Effusion": "Effusion",
+                "Infiltration": "Infiltrate", "Mass": "Mass", "Nodule": "Nodule", "Pneumonia": "Pneumonia",
+                "Pneumothorax": "Pneumothorax"}
+BOX_HEADER = "Image Index,Finding Label,Bbox [x,y,w,h],,,"  # as in the real file, trailing empty columns included
 
 PlaceImage = Callable[[int, "NihRow", Path], None]
 
@@ -52,6 +58,52 @@ class NihRow:
             self.image_index, self.finding_labels, str(self.follow_up), str(self.patient_id), str(self.age),
             self.gender, self.view, str(self.width), str(self.height), f"{self.spacing:g}", f"{self.spacing:g}",
         ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BoxRow:
+    """One row of BBox_List_2017.csv: x, y, w, h in pixels of the image's PNG."""
+
+    image_index: str
+    finding: str  # as the box file spells it ("Infiltrate")
+    x: float
+    y: float
+    w: float
+    h: float
+
+    def fields(self) -> list[str]:
+        """The row's 6 CSV fields; the numbers as Python writes floats (the real file has ~15 digits)."""
+        return [self.image_index, self.finding, *(repr(float(v)) for v in (self.x, self.y, self.w, self.h))]
+
+
+def write_box_file(root: Path, boxes: Sequence[BoxRow], row_commas: bool = False) -> Path:
+    """Write root/BBox_List_2017.csv with the real header; `row_commas` ends each row with ',,,' too."""
+    tail = ",,," if row_commas else ""
+    path = Path(root) / "BBox_List_2017.csv"
+    path.write_text("\n".join([BOX_HEADER] + [",".join(box.fields()) + tail for box in boxes]) + "\n")
+    return path
+
+
+def sample_boxes(
+    rows: Sequence[NihRow], image_size: int, boxed_images: int | None = None, seed: int = 0
+) -> list[BoxRow]:
+    """Boxes on up to `boxed_images` images (None: all) that carry one of the 8 box findings, one box per
+    such finding, inside the `image_size` PNG, in CSV order. Spread over all patients, so images of the
+    official test list get boxes too."""
+    rng = np.random.default_rng(seed)
+    candidates = [row for row in rows if set(row.finding_labels.split("|")) & BOX_FINDINGS.keys()]
+    if boxed_images is not None and boxed_images < len(candidates):
+        picked = np.sort(rng.choice(len(candidates), boxed_images, replace=False))
+        candidates = [candidates[i] for i in picked.tolist()]
+    boxes = []
+    for row in candidates:
+        for label in row.finding_labels.split("|"):
+            if label in BOX_FINDINGS:
+                w, h = rng.uniform(0.05, 0.4, 2) * image_size
+                # 0.999: clear of the far edge, whatever the floats round to
+                x, y = rng.uniform(0, image_size - w) * 0.999, rng.uniform(0, image_size - h) * 0.999
+                boxes.append(BoxRow(row.image_index, BOX_FINDINGS[label], x, y, w, h))
+    return boxes
 
 
 def csv_name(variant: str) -> str:
@@ -176,18 +228,24 @@ def write_tree(
     variant: str = "2017",
     images_per_folder: int | None = None,
     place_image: PlaceImage | None = None,
+    boxes: bool = False,
+    boxed_images: int | None = None,
 ) -> list[NihRow]:
     """Write an NIH-layout tree under `root` and return its rows (in CSV order).
 
     `layout` "split" puts images in images_NNN/images/ (NIH's cut, or `images_per_folder` each),
     "flat" in images/. `place_image(i, row, path)` writes image i (default: a synthetic
     `image_size` PNG). With `official_lists`, patient-wise train_val_list.txt and test_list.txt.
+    With `boxes`, BBox_List_2017.csv (`sample_boxes`: up to `boxed_images` images, None for every one
+    with a box finding; coordinates in `image_size` pixels, the size of the PNGs `place_image` must write).
     """
     rows = sample_rows(images_per_patient, patients, seed)
     write_images(root, rows, layout, image_size, seed, images_per_folder, place_image)
     write_csv(root, rows, variant)
     if official_lists:
         write_official_lists(root, rows, seed)
+    if boxes:
+        write_box_file(root, sample_boxes(rows, image_size, boxed_images, seed))
     return rows
 
 

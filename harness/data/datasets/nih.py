@@ -20,6 +20,7 @@ import numpy as np
 
 from harness.data.datasets.bad_input import DatasetError
 from harness.data.datasets.image_decode import BadImage, decode_grayscale
+from harness.data.datasets.nih_boxes import NihBoxes, box_notes, boxes_fingerprint, read_nih_boxes, store_boxes
 from harness.data.datasets.nih_index import NIH_LABELS, SKIP_BAD_HINT, NihIndex, index_fingerprint, read_nih_index
 from harness.data.pixel_store import PRESET_NONE, PRESET_TEST, PRESET_TRAIN_VAL, DatasetArrays, PixelStore
 from harness.data.store_builder import StoreBuilder, finished_store
@@ -36,6 +37,7 @@ class PreparedNih:
 
     store: PixelStore
     index: NihIndex
+    boxes: NihBoxes  # BBox_List_2017.csv as read (in the PNGs' pixels); the store holds them scaled
     reused: bool  # the store was already prepared (nothing decoded this time)
 
 
@@ -71,9 +73,13 @@ def decode_chunk(start: int, paths: list[str], wheres: list[str], size: int) -> 
 
 
 def nih_source(index: NihIndex, image_size: int) -> dict:
-    """What keys the store: the dataset's files (as fingerprinted) and every preprocessing parameter."""
+    """What keys the store: the dataset's files (as fingerprinted) and every preprocessing parameter.
+
+    The box file's digest is in it only when the file is there, so stores of trees without one keep their key.
+    """
     return {"dataset": "nih", "decoder_version": DECODER_VERSION, "image_size": image_size,
-            "resize": "cv2 INTER_AREA (shrink) / INTER_LINEAR (enlarge)", **index_fingerprint(index)}
+            "resize": "cv2 INTER_AREA (shrink) / INTER_LINEAR (enlarge)", **index_fingerprint(index),
+            **boxes_fingerprint(index.root)}
 
 
 def _where(index: NihIndex, row: int) -> str:
@@ -123,21 +129,23 @@ def _take(builder: StoreBuilder, result: tuple, index: NihIndex, skip_bad: bool,
         bar.set_postfix(skipped=len(builder.progress.skipped), refresh=False)
 
 
-def _store_index(index: NihIndex, builder: StoreBuilder) -> DatasetArrays:
+def _store_index(index: NihIndex, boxes: NihBoxes, builder: StoreBuilder) -> DatasetArrays:
     """The index of the images that made it into the store, with every fact the report should state."""
     kept = np.asarray(builder.progress.kept, dtype=np.int64)
     if index.official_test is None:
         codes = np.full(len(kept), PRESET_NONE, np.uint8)
     else:
         codes = np.where(index.official_test[kept], PRESET_TEST, PRESET_TRAIN_VAL).astype(np.uint8)
-    skipped = [bad.to_dict() for bad in index.skipped] + [
+    table, dropped = store_boxes(boxes, kept, builder.image_size)
+    skipped = [bad.to_dict() for bad in index.skipped] + [bad.to_dict() for bad in boxes.skipped] + [
         {"where": item["where"], "reason": item["reason"]} for item in builder.progress.skipped]
-    notes = {"kind": "NIH ChestX-ray14", **index.notes, "skipped": skipped,
+    notes = {"kind": "NIH ChestX-ray14", **index.notes, **box_notes(boxes, table, dropped, codes, builder.image_size),
+             "skipped": skipped,
              "converted": [{"where": item["where"], "note": item["note"]} for item in builder.progress.converted]}
     return DatasetArrays(
         pixels=np.zeros((0,), np.uint8), labels=index.labels[kept], patient_ids=index.patient_ids[kept],
         sample_ids=tuple(index.sample_ids[r] for r in kept), label_names=NIH_LABELS,
-        boxes=np.zeros((0, 6), np.int32), notes=notes, split_codes=codes,
+        boxes=table, notes=notes, split_codes=codes,
     )
 
 
@@ -156,15 +164,16 @@ def prepare_nih(
     index = read_nih_index(root, skip_bad=skip_bad)
     if len(index) == 0:
         raise DatasetError(f"{index.csv_path}: no usable row")
+    boxes = read_nih_boxes(index, skip_bad=skip_bad)  # before decoding: a bad box row stops the prepare at once
     source = nih_source(index, image_size)
     existing = finished_store(cache, source)
     if existing is not None:
-        return PreparedNih(existing, index, reused=True)
+        return PreparedNih(existing, index, boxes, reused=True)
     processes = max(1, processes or os.cpu_count() or 1)
     with StoreBuilder(cache, source, image_size) as builder:
         _decode_all(builder, index, image_size, skip_bad, processes)
         if not builder.progress.kept_count:
             raise DatasetError(f"{root}: every image was bad; nothing to prepare")
-        store = builder.finish(_store_index(index, builder))
-    return PreparedNih(store, index, reused=False)
+        store = builder.finish(_store_index(index, boxes, builder))
+    return PreparedNih(store, index, boxes, reused=False)
 

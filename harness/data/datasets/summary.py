@@ -15,6 +15,7 @@ def summary_lines(store: PixelStore) -> list[str]:
     for key in ("no_patient_ids", "resized"):
         if notes.get(key):
             lines.append(notes[key])
+    lines.append(box_line(store))
     counts = store.labels.sum(axis=0)
     lines.append("positives per label: " + ", ".join(
         f"{name} {int(count):,}" for name, count in zip(store.label_names, counts, strict=True)))
@@ -27,3 +28,13 @@ def summary_lines(store: PixelStore) -> list[str]:
         if len(items) > 50:
             lines.append(f"  ... and {len(items) - 50:,} more (all listed in {store.path / 'meta.json'})")
     return lines
+
+
+def box_line(store: PixelStore) -> str:
+    """What the store says about its bounding boxes: the dataset's own sentence, or (stores prepared before
+    datasets wrote one) the count."""
+    if store.notes.get("bounding_boxes"):
+        return str(store.notes["bounding_boxes"])
+    if not len(store.boxes):
+        return "no bounding boxes: localisation is not scored"
+    return f"{len(store.boxes):,} bounding boxes on {len(np.unique(store.boxes[:, 0])):,} images"
