@@ -2,8 +2,9 @@
 
 112,120 images of 30,805 patients (images per patient drawn from the real histogram), 1024 x 1024
 8-bit PNGs in images_001/images .. images_012/images (or a flat images/), Data_Entry_2017.csv and
-patient-wise official lists. Disk use stays small: every image is a hard link to one of a pool of
-`--pool` distinct PNGs (256 x ~375 KB ~ 96 MB in all).
+patient-wise official lists; with `--boxed-images N`, BBox_List_2017.csv too (boxes on N images
+with one of its 8 findings; the real file has 984 boxes on 880 images). Disk use stays small: every
+image is a hard link to one of a pool of `--pool` distinct PNGs (256 x ~375 KB ~ 96 MB in all).
 
 The pool is made realistic for decode speed: phantom radiographs (harness.data.datasets.phantom) are
 smoothed with a Gaussian blur whose sigma is found by bisection so that the mean PNG size
@@ -118,6 +119,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--variant", choices=CSV_VARIANTS, default="2017", help="CSV spelling")
     parser.add_argument("--png-filter", choices=tuple(PNG_FILTERS), default="up",
                         help="PNG row filter: 'up' decodes like the real files, 'adaptive' (libpng's default) is the slow worst case")
+    parser.add_argument("--boxed-images", type=int, default=None, metavar="N",
+                        help="also write BBox_List_2017.csv, boxes on N images (the real file: 880); default: none")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.root.exists() and any(args.root.iterdir()):
@@ -126,6 +129,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"need 1 <= --patients ({args.patients}) <= --images ({args.images})")
     if args.pool < 1 or args.image_size < 16:
         parser.error("--pool must be at least 1 and --image-size at least 16")
+    if args.boxed_images is not None and not 0 <= args.boxed_images <= args.images:
+        parser.error(f"--boxed-images must be between 0 and --images ({args.images})")
     return args
 
 
@@ -157,19 +162,24 @@ def main(argv: list[str] | None = None) -> dict:
             bar.update(1)
 
         rows = write_tree(root, args.patients, counts, args.image_size, args.layout, args.seed,
-                          official_lists=True, variant=args.variant, place_image=link)  # fmt: skip
+                          official_lists=True, variant=args.variant, place_image=link,
+                          boxes=args.boxed_images is not None, boxed_images=args.boxed_images)  # fmt: skip
     rate = decode_rate(pool_paths[:64], args.image_size)
     shutil.rmtree(pool_folder)  # the links keep the data
     test_images = len((root / "test_list.txt").read_text().split())
+    box_file = root / "BBox_List_2017.csv"
+    box_rows = len(box_file.read_text().splitlines()) - 1 if box_file.is_file() else None
     summary = {
         "root": str(root), "csv": csv_name(args.variant), "layout": args.layout, "images": len(rows),
         "patients": args.patients, "max_images_per_patient": int(counts.max()), "official_test_images": test_images,
         "pool": args.pool, "png_filter": args.png_filter, "blur_sigma": round(sigma, 3), "mean_png_bytes": int(np.mean(pool_sizes)),
-        "target_png_bytes": int(target), "disk_bytes": int(sum(pool_sizes)),
+        "target_png_bytes": int(target), "disk_bytes": int(sum(pool_sizes)), "boxes": box_rows,
         "decode_images_per_second_one_core": round(rate, 1), "seconds": round(time.perf_counter() - started, 1),
     }  # fmt: skip
     print(f"wrote {len(rows):,} images of {args.patients:,} patients under {root} ({args.layout} layout, {summary['csv']})")
     print(f"official split: {len(rows) - test_images:,} train/val, {test_images:,} test images")
+    if box_rows is not None:
+        print(f"BBox_List_2017.csv: {box_rows:,} boxes")
     print(f"pool: {args.pool} PNGs, {args.png_filter} PNG filter, blur sigma {sigma:.2f}, mean PNG size {summary['mean_png_bytes'] / 1000:.0f} KB "
           f"(target {target / 1000:.0f} KB), {summary['disk_bytes'] / 1e6:.0f} MB on disk")  # fmt: skip
     print(f"decode_grayscale: {rate:.0f} images/s on one core at {args.image_size} x {args.image_size}")
