@@ -7,7 +7,7 @@ import pytest
 
 from harness.data.datasets import load_dataset
 from harness.data.datasets.bad_input import DatasetError
-from harness.data.datasets.chestmnist import resolve_file
+from harness.data.datasets.chestmnist import NO_BOXES, resolve_file
 from harness.data.datasets.summary import summary_lines
 from harness.data.split_plan import plan_splits
 from harness.data.pixel_store import PRESET_TEST, PRESET_TRAIN, PRESET_VALIDATION
@@ -58,6 +58,14 @@ def test_28_pixel_file_is_resized_and_the_report_says_so(tmp_path):
     assert store.image_size == 32 and store.notes["resized"] == "resized from 28x28 to 32x32"
     summary = "\n".join(summary_lines(store))
     assert "68 images of 68 patients at 32x32" in summary and "ChestMNIST carries no patient ids" in summary
+
+
+def test_chestmnist_has_no_boxes_and_the_summary_says_localisation_is_not_scored(tmp_path):
+    write_chestmnist(tmp_path / "chestmnist.npz")
+    store = load_dataset(f"chestmnist:{tmp_path / 'chestmnist.npz'}", 28, seed=0, cache=tmp_path / "cache")
+    assert store.boxes.shape == (0, 6) and store.boxes.dtype == np.int32
+    assert store.notes["bounding_boxes"] == NO_BOXES == "ChestMNIST has no bounding boxes: localisation is not scored"
+    assert NO_BOXES in summary_lines(store)
 
 
 def test_folder_resolves_to_the_nearest_size_above(tmp_path):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from harness.data.datasets import load_dataset
+from harness.data.datasets.summary import summary_lines
 from harness.data.pixel_store import DatasetArrays, open_or_build, store_key
 
 
@@ -56,3 +58,11 @@ def test_a_failure_while_writing_leaves_no_store(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         open_or_build(tmp_path, {"dataset": "t"}, tiny_arrays)
     assert list(tmp_path.glob("stores/*")) == []
+
+
+def test_phantom_store_says_its_boxes_come_from_the_planted_findings(tmp_path):
+    store = load_dataset("phantom", 32, seed=0, cache=tmp_path, patients=6)
+    images = len(np.unique(store.boxes[:, 0]))
+    expected = f"{len(store.boxes):,} bounding boxes on {images:,} images, one per planted finding"
+    assert len(store.boxes) > 0 and store.notes["bounding_boxes"].startswith(expected)
+    assert store.notes["bounding_boxes"] in summary_lines(store)

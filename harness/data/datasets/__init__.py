@@ -59,10 +59,13 @@ def _phantom(image_size: int, seed: int, cache: Path, patients: int | None) -> P
         with progress_bar(desc=f"phantom {image_size}px, seed {seed}", unit="img", leave=False) as bar:
             data = generate_phantom(config, progress=bar.update)
         prevalence = {label: {"reference": ref, "used": used} for label, (ref, used) in data.prevalence.items()}
+        boxes = (f"{len(data.boxes):,} bounding boxes on {len(set(data.boxes[:, 0].tolist())):,} images, "
+                 "one per planted finding, around where the phantom drew it")
         return DatasetArrays(
             pixels=data.pixels, labels=data.labels, patient_ids=data.patient_ids, sample_ids=data.sample_ids,
             label_names=LABELS, boxes=data.boxes,
-            notes={"kind": "synthetic phantom", "config": asdict(config), "prevalence": prevalence},
+            notes={"kind": "synthetic phantom", "config": asdict(config), "prevalence": prevalence,
+                   "bounding_boxes": boxes},
         )
 
     return open_or_build(cache, source, build)

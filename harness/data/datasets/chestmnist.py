@@ -24,6 +24,7 @@ PARTS = (("train", PRESET_TRAIN), ("val", PRESET_VALIDATION), ("test", PRESET_TE
 CHUNK_IMAGES = 2048
 NO_PATIENT_IDS = ("ChestMNIST carries no patient ids: every image counts as its own patient, so images of one "
                   "patient may sit on both sides of a split or fold (MedMNIST's own split is used where possible)")
+NO_BOXES = "ChestMNIST has no bounding boxes: localisation is not scored"
 
 
 def resolve_file(path: Path, image_size: int) -> Path:
@@ -120,7 +121,7 @@ def load_chestmnist(path: Path, image_size: int, cache: Path) -> PixelStore:
                     bar.update(n)
             row += count
         notes = {"kind": "ChestMNIST (MedMNIST)", "file": npz.name, "native_size": native,
-                 "no_patient_ids": NO_PATIENT_IDS}
+                 "no_patient_ids": NO_PATIENT_IDS, "bounding_boxes": NO_BOXES}
         if native != image_size:
             notes["resized"] = f"resized from {native}x{native} to {image_size}x{image_size}"
         sample_ids = tuple(f"{part}/{i:06d}" for (part, _), part_labels in zip(PARTS, labels, strict=True)
