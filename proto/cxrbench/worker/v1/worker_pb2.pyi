@@ -178,6 +178,26 @@ class PredictResponse(_message.Message):
     compute_seconds: float
     def __init__(self, index: _Optional[int] = ..., digest: _Optional[str] = ..., logits: _Optional[_Union[Tensor, _Mapping]] = ..., compute_seconds: _Optional[float] = ...) -> None: ...
 
+class FeatureMapsRequest(_message.Message):
+    __slots__ = ("batch",)
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    batch: Batch
+    def __init__(self, batch: _Optional[_Union[Batch, _Mapping]] = ...) -> None: ...
+
+class FeatureMapsResponse(_message.Message):
+    __slots__ = ("index", "digest", "features", "logits", "compute_seconds")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    LOGITS_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    digest: str
+    features: Tensor
+    logits: Tensor
+    compute_seconds: float
+    def __init__(self, index: _Optional[int] = ..., digest: _Optional[str] = ..., features: _Optional[_Union[Tensor, _Mapping]] = ..., logits: _Optional[_Union[Tensor, _Mapping]] = ..., compute_seconds: _Optional[float] = ...) -> None: ...
+
 class SetHyperparametersRequest(_message.Message):
     __slots__ = ("learning_rate",)
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]

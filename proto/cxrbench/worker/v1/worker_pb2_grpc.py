@@ -56,6 +56,11 @@ class WorkerStub:
                 request_serializer=cxrbench_dot_worker_dot_v1_dot_worker__pb2.PredictRequest.SerializeToString,
                 response_deserializer=cxrbench_dot_worker_dot_v1_dot_worker__pb2.PredictResponse.FromString,
                 _registered_method=True)
+        self.FeatureMaps = channel.stream_stream(
+                '/cxrbench.worker.v1.Worker/FeatureMaps',
+                request_serializer=cxrbench_dot_worker_dot_v1_dot_worker__pb2.FeatureMapsRequest.SerializeToString,
+                response_deserializer=cxrbench_dot_worker_dot_v1_dot_worker__pb2.FeatureMapsResponse.FromString,
+                _registered_method=True)
         self.SetHyperparameters = channel.unary_unary(
                 '/cxrbench.worker.v1.Worker/SetHyperparameters',
                 request_serializer=cxrbench_dot_worker_dot_v1_dot_worker__pb2.SetHyperparametersRequest.SerializeToString,
@@ -109,6 +114,15 @@ class WorkerServicer:
 
     def Predict(self, request_iterator, context):
         """Eval-mode logits, one response per request, in order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FeatureMaps(self, request_iterator, context):
+        """Eval-mode final feature maps (the tensor global average pooling reduces) and the logits of the
+        same forward pass, one response per request, in order. The harness computes class activation
+        maps from them and the head weights it holds; a worker never computes a map itself.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -173,6 +187,11 @@ def add_WorkerServicer_to_server(servicer, server):
                     servicer.Predict,
                     request_deserializer=cxrbench_dot_worker_dot_v1_dot_worker__pb2.PredictRequest.FromString,
                     response_serializer=cxrbench_dot_worker_dot_v1_dot_worker__pb2.PredictResponse.SerializeToString,
+            ),
+            'FeatureMaps': grpc.stream_stream_rpc_method_handler(
+                    servicer.FeatureMaps,
+                    request_deserializer=cxrbench_dot_worker_dot_v1_dot_worker__pb2.FeatureMapsRequest.FromString,
+                    response_serializer=cxrbench_dot_worker_dot_v1_dot_worker__pb2.FeatureMapsResponse.SerializeToString,
             ),
             'SetHyperparameters': grpc.unary_unary_rpc_method_handler(
                     servicer.SetHyperparameters,
@@ -308,6 +327,33 @@ class Worker:
             '/cxrbench.worker.v1.Worker/Predict',
             cxrbench_dot_worker_dot_v1_dot_worker__pb2.PredictRequest.SerializeToString,
             cxrbench_dot_worker_dot_v1_dot_worker__pb2.PredictResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FeatureMaps(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/cxrbench.worker.v1.Worker/FeatureMaps',
+            cxrbench_dot_worker_dot_v1_dot_worker__pb2.FeatureMapsRequest.SerializeToString,
+            cxrbench_dot_worker_dot_v1_dot_worker__pb2.FeatureMapsResponse.FromString,
             options,
             channel_credentials,
             insecure,
