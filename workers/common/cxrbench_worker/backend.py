@@ -128,6 +128,7 @@ class Backend(ABC):
       pixels: uint8, shape (N, H, W), grayscale, row-major.
       labels: uint8, shape (N, num_labels), 0 or 1.
       logits: float32, shape (N, num_labels).
+      features: float32, shape (N, C, h, w), channels first (final feature maps, for CAMs).
     Neutral weights: torchvision's parameter and buffer names and layouts, float32 numpy arrays,
     BatchNorm `num_batches_tracked` excluded.
     """
@@ -211,6 +212,20 @@ class Backend(ABC):
     @abstractmethod
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         """Eval-mode logits for one batch, float32 (N, num_labels). Never a metric."""
+
+    def feature_maps(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Eval-mode final feature maps and logits of one forward pass, in the precision `predict` runs.
+
+        features: float32 (N, C, h, w), channels first whatever the framework's layout: the tensor
+        global average pooling reduces (ResNet-50 after layer4, DenseNet-121 after relu(features(x))).
+        logits: float32 (N, num_labels), the head on the pooled features: `predict`'s logits. The
+        harness computes class activation maps from these; never a map or a metric here.
+
+        Every worker of this project implements it (the conformance suite checks); the default, for a
+        backend written before the FeatureMaps RPC, answers UNIMPLEMENTED, so such a backend still
+        trains and predicts.
+        """
+        raise UnsupportedOption("FeatureMaps", f"{type(self).__name__} does not return feature maps")
 
     @abstractmethod
     def set_learning_rate(self, learning_rate: float) -> None:

@@ -2,7 +2,7 @@
 
 Status codes (see worker.proto): a bad field is INVALID_ARGUMENT naming it, an option the backend
 lacks is UNIMPLEMENTED, a call before Configure is FAILED_PRECONDITION, anything else INTERNAL with
-the traceback. An error on a Train or Predict stream ends that stream only.
+the traceback. An error on a Train, Predict or FeatureMaps stream ends that stream only.
 """
 
 from __future__ import annotations
@@ -110,6 +110,17 @@ def _options(request: worker_pb2.ConfigureRequest, backend: Backend) -> dict[str
     return dict(request.options)
 
 
+def check_feature_maps(features: np.ndarray, logits: np.ndarray, images: int, num_labels: int) -> None:
+    """RuntimeError (INTERNAL: the backend is wrong, not the request) unless features are float32
+    (images, C, h, w) and logits float32 (images, num_labels)."""
+    if features.dtype != np.float32 or features.ndim != 4 or features.shape[0] != images:
+        raise RuntimeError(f"backend returned features {features.dtype} {features.shape}, "
+                           f"expected float32 ({images}, C, h, w)")
+    if logits.dtype != np.float32 or logits.shape != (images, num_labels):
+        raise RuntimeError(f"backend returned logits {logits.dtype} {logits.shape}, "
+                           f"expected float32 {(images, num_labels)}")
+
+
 class WorkerServicer(worker_pb2_grpc.WorkerServicer):
     """Implements the Worker service on top of one Backend; one model per worker process."""
 
@@ -186,6 +197,22 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                     index=batch.index,
                     digest=batch.digest,
                     logits=encode_tensor(logits.astype(np.float32, copy=False)),
+                    compute_seconds=seconds,
+                )
+
+    def FeatureMaps(self, request_iterator, context):
+        with status_on_error(context):
+            for request in request_iterator:
+                expected = self._require_model("FeatureMaps")
+                batch = check_batch(request.batch, expected, with_labels=False)
+                with self._lock:
+                    seconds, (features, logits) = self._timed(self._backend.feature_maps, batch.pixels)
+                check_feature_maps(features, logits, batch.pixels.shape[0], expected.num_labels)
+                yield worker_pb2.FeatureMapsResponse(
+                    index=batch.index,
+                    digest=batch.digest,
+                    features=encode_tensor(features),
+                    logits=encode_tensor(logits),
                     compute_seconds=seconds,
                 )
 
