@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision import models
 
@@ -43,6 +44,22 @@ def build_model(architecture: str, num_labels: int) -> nn.Module:
     check_architecture(architecture, _BUILDERS)
     check_num_labels(num_labels)
     return _BUILDERS[architecture](num_labels)
+
+
+def features_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The final feature maps (N, C, h, w) and the logits of one forward pass through `model`.
+
+    The same ops, in the same order, as torchvision's own forward, so the logits are bit-equal to
+    `model(x)`'s: ResNet's features are layer4's output, DenseNet's relu(features(x)).
+    """
+    if isinstance(model, models.ResNet):
+        x = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+        features = model.layer4(model.layer3(model.layer2(model.layer1(x))))
+        return features, model.fc(torch.flatten(model.avgpool(features), 1))
+    if isinstance(model, models.DenseNet):
+        features = F.relu(model.features(x))
+        return features, model.classifier(torch.flatten(F.adaptive_avg_pool2d(features, (1, 1)), 1))
+    raise TypeError(f"no feature maps for {type(model).__name__}: ResNet or DenseNet expected")
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

@@ -23,7 +23,7 @@ from cxrbench_worker.backend import (  # noqa: E402
 from cxrbench_worker.host import cpu_model  # noqa: E402
 from cxrbench_worker.mixed_precision import LOSS_SCALE_GROWTH_INTERVAL, LOSS_SCALE_INITIAL, precision_flags  # noqa: E402
 from cxrbench_worker.neutral_weights import check_tensors  # noqa: E402
-from .model import build_model, count_parameters  # noqa: E402
+from .model import build_model, count_parameters, features_and_logits  # noqa: E402
 
 _SKIPPED_SUFFIX = "num_batches_tracked"  # BatchNorm counter: not part of the neutral weights
 # The dtype autocast computes in (cxrbench_worker.mixed_precision: the recipe every worker runs).
@@ -194,6 +194,15 @@ class PyTorchBackend(Backend):
         with torch.inference_mode(), self._autocast():
             logits = model(self._images(pixels))
         return logits.to("cpu", torch.float32).numpy()
+
+    def feature_maps(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Eval-mode final feature maps float32 (N, C, h, w) and logits (N, num_labels), under the
+        autocast `predict` runs; the logits are `predict`'s (torchvision's forward, op for op)."""
+        model = self._require("feature_maps")
+        model.eval()
+        with torch.inference_mode(), self._autocast():
+            features, logits = features_and_logits(model, self._images(pixels))
+        return features.to("cpu", torch.float32).numpy(), logits.to("cpu", torch.float32).numpy()
 
     def set_learning_rate(self, learning_rate: float) -> None:
         """Set the learning rate of every parameter group."""
