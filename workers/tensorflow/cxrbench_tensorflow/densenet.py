@@ -74,7 +74,8 @@ class DenseNet121(tf.Module):
         # torchvision zeroes the classifier bias and keeps Linear's default weight init.
         self.classifier = Linear(table, "classifier", channels, num_labels, zero_bias=True)
 
-    def __call__(self, x: tf.Tensor, training: bool) -> tf.Tensor:
+    def features(self, x: tf.Tensor, training: bool) -> tf.Tensor:
+        """The final feature maps, relu(features(x)) in torchvision's terms, NHWC."""
         x = tf.nn.relu(self.norm0(self.conv0(x), training))
         x = self.max_pool(x)
         for index, layers in enumerate(self.blocks):
@@ -83,5 +84,11 @@ class DenseNet121(tf.Module):
                 x = tf.concat([x, layer(x, training)], axis=-1)
             if index < len(self.transitions):
                 x = self.transitions[index](x, training)
-        x = tf.nn.relu(self.norm5(x, training))
-        return self.classifier(global_average_pool(x))
+        return tf.nn.relu(self.norm5(x, training))
+
+    def head(self, features: tf.Tensor) -> tf.Tensor:
+        """Logits from the final feature maps: global average pool, then `classifier`."""
+        return self.classifier(global_average_pool(features))
+
+    def __call__(self, x: tf.Tensor, training: bool) -> tf.Tensor:
+        return self.head(self.features(x, training))

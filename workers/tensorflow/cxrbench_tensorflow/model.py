@@ -45,12 +45,22 @@ class Network(tf.Module):
         self._std = tf.constant(std, tf.float32)
         self.compute_dtype = compute_dtype
 
-    def __call__(self, pixels: tf.Tensor, training: bool) -> tf.Tensor:
+    def _images(self, pixels: tf.Tensor) -> tf.Tensor:
         # The same float ops as the PyTorch worker: /255, then (x - mean) / std per channel; the
         # broadcast against 3 channel statistics expands grayscale to RGB.
         x = tf.cast(pixels, tf.float32) / 255.0
         x = (x[..., tf.newaxis] - self._mean) / self._std
-        return tf.cast(self.body(tf.cast(x, self.compute_dtype), training), tf.float32)
+        return tf.cast(x, self.compute_dtype)
+
+    def __call__(self, pixels: tf.Tensor, training: bool) -> tf.Tensor:
+        return tf.cast(self.body(self._images(pixels), training), tf.float32)
+
+    def features_and_logits(self, pixels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Eval mode: the final feature maps, float32 NCHW (torchvision's layout), and the logits of
+        the same pass, float32; the body's own features and head, so the logits are `__call__`'s."""
+        features = self.body.features(self._images(pixels), False)
+        logits = self.body.head(features)
+        return tf.transpose(tf.cast(features, tf.float32), [0, 3, 1, 2]), tf.cast(logits, tf.float32)
 
     @property
     def trainable(self) -> list[tf.Variable]:

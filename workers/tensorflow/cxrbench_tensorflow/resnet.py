@@ -65,9 +65,17 @@ class ResNet50(tf.Module):
                 in_channels = planes * _EXPANSION
         self.fc = Linear(table, "fc", in_channels, num_labels)
 
-    def __call__(self, x: tf.Tensor, training: bool) -> tf.Tensor:
+    def features(self, x: tf.Tensor, training: bool) -> tf.Tensor:
+        """The final feature maps (layer4's output), NHWC."""
         x = tf.nn.relu(self.bn1(self.conv1(x), training))
         x = self.max_pool(x)
         for block in self.blocks:
             x = block(x, training)
-        return self.fc(global_average_pool(x))
+        return x
+
+    def head(self, features: tf.Tensor) -> tf.Tensor:
+        """Logits from the final feature maps: global average pool, then `fc`."""
+        return self.fc(global_average_pool(features))
+
+    def __call__(self, x: tf.Tensor, training: bool) -> tf.Tensor:
+        return self.head(self.features(x, training))

@@ -44,6 +44,7 @@ class TensorFlowBackend(Backend):
         self._adam: TorchAdam | None = None
         self._train = None
         self._predict = None
+        self._feature_maps = None
         self._jit_compile = False
         self._threads_note = ""
         self._loss_scale: DynamicLossScale | None = None
@@ -82,14 +83,14 @@ class TensorFlowBackend(Backend):
         self._adam = TorchAdam(model.trainable, spec.optimizer)
         self._loss_scale = DynamicLossScale() if spec.numerics.precision == "fp16-mixed" else None
         self._model, self._spec = model, spec
-        self._train, self._predict = self._compile(model, self._adam, spec)
+        self._train, self._predict, self._feature_maps = self._compile(model, self._adam, spec)
         trainable, non_trainable = count_parameters(model)
         return ConfiguredModel(trainable, non_trainable, self._numerics())
 
     def _compile(self, model: Network, adam: TorchAdam,
-                 spec: ModelSpec) -> tuple[Callable, Callable]:
-        """The training step and prediction as tf.functions; a None batch dimension means a short
-        last batch does not retrace."""
+                 spec: ModelSpec) -> tuple[Callable, Callable, Callable]:
+        """The training step, prediction and feature maps as tf.functions; a None batch dimension
+        means a short last batch does not retrace. Each traces on its first call only."""
         size = spec.image_size
         pixels_spec = tf.TensorSpec([None, size, size], tf.uint8)
         labels_spec = tf.TensorSpec([None, spec.num_labels], tf.uint8)
@@ -113,7 +114,11 @@ class TensorFlowBackend(Backend):
         def predict(pixels: tf.Tensor) -> tf.Tensor:
             return model(pixels, training=False)
 
-        return train, predict
+        @tf.function(input_signature=[pixels_spec], jit_compile=self._jit_compile)
+        def feature_maps(pixels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            return model.features_and_logits(pixels)
+
+        return train, predict, feature_maps
 
     def _set_threads(self, threads: int) -> None:
         """Apply `threads`, or note (and report) that TF's runtime keeps its first count."""
@@ -165,6 +170,13 @@ class TensorFlowBackend(Backend):
         """Eval-mode logits, float32 (N, num_labels)."""
         self._require("predict")
         return self._predict(self._pixels(pixels)).numpy().astype(np.float32, copy=False)
+
+    def feature_maps(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Eval-mode final feature maps float32 (N, C, h, w), transposed from TF's NHWC, and the
+        logits of the same pass (N, num_labels), compiled as `predict` is."""
+        self._require("feature_maps")
+        features, logits = self._feature_maps(self._pixels(pixels))
+        return features.numpy().astype(np.float32, copy=False), logits.numpy().astype(np.float32, copy=False)
 
     def set_learning_rate(self, learning_rate: float) -> None:
         """Set Adam's learning rate for the following steps (a variable: no retracing)."""
