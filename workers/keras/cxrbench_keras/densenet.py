@@ -25,8 +25,9 @@ def _transition(b: NetworkBuilder, x, name: str, channels: int):
     return keras.layers.AveragePooling2D(2, strides=2, padding="valid")(x)
 
 
-def densenet121(images, num_labels: int) -> tuple[object, NetworkBuilder]:
-    """Logits of DenseNet-121 on NHWC `images`; torchvision's init (kaiming fan_in convs, zero bias)."""
+def densenet121(images, num_labels: int) -> tuple[object, object, NetworkBuilder]:
+    """Final feature maps (relu(features(x)), NHWC) and logits of DenseNet-121 on NHWC `images`;
+    torchvision's init (kaiming fan_in convs, zero bias)."""
     b = NetworkBuilder(kaiming_normal("fan_in"))
     x = b.conv(images, "features.conv0", _INIT_FEATURES, 7, stride=2, padding=3)
     x = relu(b.batch_norm(x, "features.norm0"))
@@ -42,5 +43,5 @@ def densenet121(images, num_labels: int) -> tuple[object, NetworkBuilder]:
             channels //= 2
             x = _transition(b, x, f"features.transition{block}", channels)
     x = relu(b.batch_norm(x, "features.norm5"))
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    return b.dense(x, "classifier", num_labels, keras.initializers.Zeros()), b
+    pooled = keras.layers.GlobalAveragePooling2D()(x)
+    return x, b.dense(pooled, "classifier", num_labels, keras.initializers.Zeros()), b

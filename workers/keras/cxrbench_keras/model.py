@@ -21,7 +21,7 @@ from .densenet import densenet121
 from .resnet import resnet50
 from .torch_layers import GrayscaleToImage
 
-_BUILDERS: dict[str, Callable[[object, int], tuple[object, NetworkBuilder]]] = {
+_BUILDERS: dict[str, Callable[[object, int], tuple[object, object, NetworkBuilder]]] = {
     "resnet50": resnet50,
     "densenet121": densenet121,
 }
@@ -29,10 +29,12 @@ _BUILDERS: dict[str, Callable[[object, int], tuple[object, NetworkBuilder]]] = {
 
 @dataclass(frozen=True)
 class NeutralModel:
-    """A Keras model and the neutral name -> variable mapping recorded while building it."""
+    """A Keras model, the neutral name -> variable mapping recorded while building it, and a second
+    model over the same layers whose outputs are [final feature maps float32 NCHW, logits]."""
 
     model: keras.Model
     tensors: dict[str, NeutralTensor]
+    feature_model: keras.Model
 
     def export_weights(self) -> dict[str, np.ndarray]:
         """Every neutral tensor as a float32 copy in torchvision's layout."""
@@ -60,9 +62,13 @@ def build_model(architecture: str, num_labels: int, image_size: int,
     check_num_labels(num_labels)
     build = _BUILDERS[architecture]
     pixels = keras.Input(shape=(image_size, image_size), dtype="uint8", name="pixels")
-    logits, builder = build(GrayscaleToImage(mean, std, name="normalize")(pixels), num_labels)
+    features, logits, builder = build(GrayscaleToImage(mean, std, name="normalize")(pixels), num_labels)
     model = keras.Model(pixels, logits, name=architecture)
-    return NeutralModel(model, builder.neutral_tensors())
+    # Channels first, as torchvision lays them out, and float32 under any policy (as the logits are);
+    # these two layers lie off the path to the logits, so `model` does not contain them.
+    channels_first = keras.layers.Permute((3, 1, 2), dtype="float32", name="features_nchw_float32")(features)
+    feature_model = keras.Model(pixels, [channels_first, logits], name=f"{architecture}_feature_maps")
+    return NeutralModel(model, builder.neutral_tensors(), feature_model)
 
 
 def count_parameters(model: keras.Model) -> tuple[int, int]:

@@ -24,8 +24,9 @@ def _bottleneck(b: NetworkBuilder, x, name: str, width: int, stride: int, in_cha
     return relu(keras.layers.Add()([out, identity]))
 
 
-def resnet50(images, num_labels: int) -> tuple[object, NetworkBuilder]:
-    """Logits of ResNet-50 v1.5 on NHWC `images`; torchvision's init (kaiming fan_out convs)."""
+def resnet50(images, num_labels: int) -> tuple[object, object, NetworkBuilder]:
+    """Final feature maps (layer4's output, NHWC) and logits of ResNet-50 v1.5 on NHWC `images`;
+    torchvision's init (kaiming fan_out convs)."""
     b = NetworkBuilder(kaiming_normal("fan_out"))
     x = relu(b.batch_norm(b.conv(images, "conv1", 64, 7, stride=2, padding=3), "bn1"))
     # Zero padding equals torch's -inf padding here: the input follows a ReLU, so it is >= 0.
@@ -37,5 +38,5 @@ def resnet50(images, num_labels: int) -> tuple[object, NetworkBuilder]:
             x = _bottleneck(b, x, f"layer{stage}.{block}", width, stride if block == 0 else 1,
                             channels)
             channels = width * _EXPANSION
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    return b.dense(x, "fc", num_labels, torch_linear_uniform()), b
+    pooled = keras.layers.GlobalAveragePooling2D()(x)
+    return x, b.dense(pooled, "fc", num_labels, torch_linear_uniform()), b

@@ -100,6 +100,8 @@ class KerasBackend(Backend):
         net.model.compile(optimizer=optimizer,
                           loss=keras.losses.BinaryCrossentropy(from_logits=True),
                           jit_compile=jit_compile)
+        # The feature-map model predicts as the compiled model does (XLA or not); it needs no compile.
+        net.feature_model.jit_compile = net.model.jit_compile
         # Read back: Keras may decline XLA for a model (model_supports_jit), so report what it does.
         self._net, self._spec, self._jit_compile = net, spec, bool(net.model.jit_compile)
         trainable, non_trainable = count_parameters(net.model)
@@ -143,6 +145,13 @@ class KerasBackend(Backend):
         net = self._require("predict")
         logits = net.model.predict_on_batch(self._pixels(pixels))
         return np.asarray(logits, dtype=np.float32)
+
+    def feature_maps(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Eval-mode final feature maps float32 (N, C, h, w) and logits (N, num_labels) of one pass
+        through the feature-map model, which shares every layer with the trained one."""
+        net = self._require("feature_maps")
+        features, logits = net.feature_model.predict_on_batch(self._pixels(pixels))
+        return np.asarray(features, dtype=np.float32), np.asarray(logits, dtype=np.float32)
 
     def set_learning_rate(self, learning_rate: float) -> None:
         """Assign the optimizer's learning-rate variable: no rebuild, no retrace."""
