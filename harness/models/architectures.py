@@ -135,3 +135,40 @@ def architecture(name: str, num_labels: int = 14) -> Architecture:
         raise ValueError(f"num_labels must be at least 1, got {num_labels}")
     build, head, conv_fan, zero_head_bias = _BUILDERS[name]
     return Architecture(name, tuple(build(num_labels)), head, conv_fan, zero_head_bias)
+
+
+def _convolved(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Output extent of a convolution or pooling window (torch's formula, floor mode)."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+# Every layer that changes the spatial extent on the way to the final feature maps, as
+# (kernel, stride, padding). ResNet-50: conv1, the max pool, then the strided 3x3 conv of layer2..4
+# (its 1x1 stride-2 shortcut gives the same extent). DenseNet-121: conv0, the max pool, then the
+# 2x2 stride-2 average pool of transition1..3 (floor: an odd extent loses its last row).
+_DOWNSAMPLING: dict[str, tuple[tuple[int, int, int], ...]] = {
+    "resnet50": ((7, 2, 3), (3, 2, 1), (3, 2, 1), (3, 2, 1), (3, 2, 1)),
+    "densenet121": ((7, 2, 3), (3, 2, 1), (2, 2, 0), (2, 2, 0), (2, 2, 0)),
+}
+
+
+def feature_map_size(name: str, image_size: int) -> int:
+    """Height (= width) of `name`'s final feature maps for square images of `image_size` pixels.
+
+    Both networks divide by 32 overall, rounding as each layer does: 224 -> 7, 128 -> 4, 64 -> 2, but
+    100 -> 4 for ResNet-50 (its padded 3x3 convs round up) and 3 for DenseNet-121 (its average pools
+    round down). ValueError for an unknown name or an image too small to leave one cell.
+    """
+    architecture(name)  # the known names, said in the error
+    size = image_size
+    for kernel, stride, padding in _DOWNSAMPLING[name]:
+        size = _convolved(size, kernel, stride, padding)
+        if size < 1:
+            raise ValueError(f"image_size: {image_size} px is too small for {name} (no feature map is left)")
+    return size
+
+
+def feature_channels(name: str) -> int:
+    """Channels of `name`'s final feature maps: the head weight's second dimension (2048, 1024)."""
+    arch = architecture(name)
+    return arch.shapes()[f"{arch.head}.weight"][1]
