@@ -1,13 +1,14 @@
 """A backend that does nothing: zero loss, zero logits, no parameters.
 
-FeatureMaps, without a network but deterministic and self-consistent, so the harness's CAM path can be
-tested without a framework: the features are the pixels / 255 averaged over 32 x 32 blocks (h = w =
-ceil(size / 32), the last block padded by repeating the edge pixels), the same map in each of C
-channels, C being the second dimension of the head weight it holds (`fc.weight`, else
-`classifier.weight`: the starting weights once SetWeights has sent them); the logits are the mean over
-(h, w) of the features times that head plus its bias, as a real network's head computes them, so a
-CAM's mean plus the bias is the logit. Holding neither weight, C = 1 and the head is zero. (Predict
-still returns zeros, so the harness's loss checks keep their known log(2).)
+FeatureMaps, without a network but deterministic, so the harness's CAM path can be tested without a
+framework: the features are the pixels / 255 averaged over 32 x 32 blocks (h = w = ceil(size / 32),
+the last block padded by repeating the edge pixels), the same map in each of C channels, C being the
+second dimension of the head weight it holds (`fc.weight`, else `classifier.weight`: the starting
+weights once SetWeights has sent them; C = 1 holding neither). Its logits are Predict's, zero, as the
+contract asks of every worker ("the logits of the same forward pass"; the harness checks it before
+saving maps): its head computes nothing, whatever weights it holds, so for this worker alone a CAM
+made with the held head does not average to the logit. Zero logits keep the harness's own checks
+(validation loss log(2), no churn) as they are.
 
 CXRBENCH_NULL_STEP_SECONDS (default 0) makes each train step sleep, so tests can stop a worker
 in the middle of an epoch; it reaches every null worker a run starts, the one that measures the
@@ -97,30 +98,24 @@ class NullBackend(Backend):
         return np.zeros((pixels.shape[0], self._num_labels), dtype=np.float32)
 
     def feature_maps(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Block means of the pixels in every channel, and the held head on their spatial mean."""
-        weight, bias = self._head()
+        """Block means of the pixels in each of the held head's channels, and Predict's zero logits."""
         n, height, width = pixels.shape
         h, w = -(-height // _BLOCK), -(-width // _BLOCK)
         padded = np.pad(pixels.astype(np.float64) / 255.0,
                         ((0, 0), (0, h * _BLOCK - height), (0, w * _BLOCK - width)), mode="edge")
         blocks = padded.reshape(n, h, _BLOCK, w, _BLOCK).mean(axis=(2, 4))
-        features = np.broadcast_to(blocks[:, np.newaxis], (n, weight.shape[1], h, w))
-        logits = features.mean(axis=(2, 3)) @ weight.T + bias
-        return np.ascontiguousarray(features, dtype=np.float32), logits.astype(np.float32)
+        features = np.broadcast_to(blocks[:, np.newaxis], (n, self._feature_channels(), h, w))
+        return np.ascontiguousarray(features, dtype=np.float32), self.predict(pixels)
 
-    def _head(self) -> tuple[np.ndarray, np.ndarray]:
-        """(weight (L, C), bias (L,)) in float64: `fc`'s or `classifier`'s as held, else a zero head."""
-        labels = self._num_labels
-        for prefix in ("fc", "classifier"):
-            weight = self._weights.get(f"{prefix}.weight")
-            if weight is None:
-                continue
-            bias = self._weights.get(f"{prefix}.bias", np.zeros(labels))
-            if weight.ndim != 2 or weight.shape[0] != labels or bias.shape != (labels,):
-                raise ValueError(f"{prefix}.weight: held head {weight.shape} / bias {bias.shape} does not give "
-                                 f"{labels} logits; send weights for {labels} labels")
-            return weight.astype(np.float64), bias.astype(np.float64)
-        return np.zeros((labels, 1)), np.zeros(labels)
+    def _feature_channels(self) -> int:
+        """The second dimension of the held head weight (`fc`'s, else `classifier`'s); 1 holding neither."""
+        for name in ("fc.weight", "classifier.weight"):
+            weight = self._weights.get(name)
+            if weight is not None:
+                if weight.ndim != 2:
+                    raise ValueError(f"{name}: the held head weight has shape {weight.shape}, not (L, C)")
+                return int(weight.shape[1])
+        return 1
 
     def set_learning_rate(self, learning_rate: float) -> None:
         pass
