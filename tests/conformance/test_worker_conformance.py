@@ -17,7 +17,7 @@ import pytest
 from cxrbench.worker.v1 import worker_pb2
 from cxrbench.worker.v1.tensors import make_batch
 from cxrbench_worker.neutral_weights import weights_from_bytes, weights_to_bytes
-from harness.models.architectures import ARCHITECTURE_NAMES, architecture
+from harness.models.architectures import ARCHITECTURE_NAMES, architecture, feature_channels, feature_map_size
 from harness.runtime.client import WorkerError
 from harness.config import BenchmarkConfig, cache_root
 from harness.training.parity import Tolerances, relative_difference
@@ -75,8 +75,9 @@ def start(tmp_path_factory):
     return {arch: starting_weights("random", arch, LABELS, 0, cache).data for arch in ARCHITECTURE_NAMES}
 
 
-def request_for(name: str, arch: str = "resnet50", size: int = SIZE, **options: str) -> worker_pb2.ConfigureRequest:
-    config = BenchmarkConfig(workers=name, architecture=arch, image_size=size, seed=0, threads=2,
+def request_for(name: str, arch: str = "resnet50", size: int = SIZE, precision: str = "fp32",
+                **options: str) -> worker_pb2.ConfigureRequest:
+    config = BenchmarkConfig(workers=name, architecture=arch, image_size=size, seed=0, threads=2, precision=precision,
                              options=tuple(f"{name}.{k}={v}" for k, v in options.items()))
     return configure_request(config.training(name), LABELS)
 
@@ -95,6 +96,11 @@ def labels(seed: int, n: int) -> np.ndarray:
 def logits_of(client, pixels: np.ndarray) -> np.ndarray:
     logits, _ = client.predict(iter([make_batch(0, pixels)]))
     return logits
+
+
+def feature_maps_of(client, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    features, logits, _ = client.feature_maps(iter([make_batch(0, pixels)]))
+    return features, logits
 
 
 def train(client, steps: int, n: int = 4, size: int = SIZE) -> list[float]:
@@ -149,16 +155,26 @@ def test_training_echoes_every_digest_and_returns_finite_losses(worker, start):
     assert len(losses) == 3 and all(np.isfinite(losses))
 
 
-@pytest.mark.parametrize("rpc", ["train", "predict"])
+@pytest.mark.parametrize("rpc", ["train", "predict", "feature_maps"])
 def test_malformed_batch_is_invalid_argument_and_the_worker_keeps_serving(worker, rpc):
     worker.configure(request_for(worker.name))
     bad = make_batch(0, images(0, 4), labels(0, 4) if rpc == "train" else None)
     bad.digest = "0" * 64
     with pytest.raises(WorkerError) as error:
-        list(worker.train(iter([bad]))) if rpc == "train" else worker.predict(iter([bad]))
+        list(worker.train(iter([bad]))) if rpc == "train" else getattr(worker, rpc)(iter([bad]))
     assert error.value.code == "INVALID_ARGUMENT" and "batch.digest" in error.value.details
     assert worker.is_serving()
     assert logits_of(worker, images(1, 2)).shape == (2, LABELS)
+
+
+def test_feature_maps_refuse_a_misshapen_batch_or_labels_by_field(worker):
+    worker.configure(request_for(worker.name))
+    for bad, field in ((make_batch(0, images(0, 2, SIZE + 4)), "batch.pixels.shape"),
+                       (make_batch(0, images(0, 2), labels(0, 2)), "batch.labels")):
+        with pytest.raises(WorkerError) as error:
+            worker.feature_maps(iter([bad]))
+        assert error.value.code == "INVALID_ARGUMENT" and field in error.value.details
+    assert feature_maps_of(worker, images(1, 2))[1].shape == (2, LABELS)
 
 
 def test_predict_returns_one_float32_row_of_logits_per_image(worker):
@@ -212,6 +228,45 @@ def test_forward_and_first_loss_agree_with_pytorch(worker, start, reference, arc
     assert relative_difference(logits, expected_logits) <= TOLERANCES.logits_relative
     loss = train(worker, 1, PARITY_BATCH, PARITY_SIZE)[0]
     assert abs(loss - expected_loss) / abs(expected_loss) <= TOLERANCES.first_loss_relative
+
+
+# FeatureMaps against Predict on the same batch: the same forward pass, so fp32 logits agree to within
+# 1e-5 of their largest magnitude (measured on CPU: bit-equal in all three workers). The head on the
+# pooled features rebuilds the logits within rtol 1e-4 and atol 1e-4 (measured: at most 1e-5 abs,
+# 7e-7 relative, the float32 rounding of the features and of the worker's own head).
+SAME_PASS_RELATIVE = 1e-5
+HEAD_RTOL = HEAD_ATOL = 1e-4
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURE_NAMES)
+def test_feature_maps_are_the_canonical_shape_and_the_head_on_their_mean_gives_predicts_logits(worker, start, arch):
+    worker.configure(request_for(worker.name, arch, PARITY_SIZE))
+    worker.set_weights(start[arch])
+    pixels = images(5, 4, PARITY_SIZE)
+    features, logits, seconds = worker.feature_maps(iter([make_batch(3, pixels)]))  # digest echo checked by the client
+    cells = feature_map_size(arch, PARITY_SIZE)
+    assert features.shape == (4, feature_channels(arch), cells, cells) and features.dtype == np.float32
+    assert logits.shape == (4, LABELS) and logits.dtype == np.float32 and seconds > 0
+    assert np.isfinite(features).all() and features.min() >= 0  # both end in a ReLU
+    assert relative_difference(logits, logits_of(worker, pixels)) <= SAME_PASS_RELATIVE
+    tensors = weights_from_bytes(start[arch])
+    head = architecture(arch, LABELS).head
+    pooled = features.astype(np.float64).mean(axis=(2, 3))
+    rebuilt = pooled @ tensors[f"{head}.weight"].T.astype(np.float64) + tensors[f"{head}.bias"]
+    np.testing.assert_allclose(rebuilt, logits, rtol=HEAD_RTOL, atol=HEAD_ATOL)
+
+
+def test_feature_maps_run_in_the_configured_precision_as_predict_does(worker, start):
+    pixels = images(6, 4, PARITY_SIZE)
+    worker.configure(request_for(worker.name, "resnet50", PARITY_SIZE))
+    worker.set_weights(start["resnet50"])
+    fp32, _ = feature_maps_of(worker, pixels)
+    worker.configure(request_for(worker.name, "resnet50", PARITY_SIZE, precision="bf16-mixed"))
+    worker.set_weights(start["resnet50"])
+    features, logits = feature_maps_of(worker, pixels)
+    assert features.dtype == np.float32 and relative_difference(logits, logits_of(worker, pixels)) <= SAME_PASS_RELATIVE
+    # Computed in bfloat16 (not silently in float32), within parity's ceiling for a worker's own rounding.
+    assert 0 < relative_difference(features, fp32) <= Tolerances.for_precision("bf16-mixed").own_logits_relative
 
 
 def test_resource_usage_reports_a_peak_rss_at_least_the_current_one(worker, start):
@@ -273,7 +328,8 @@ def test_native_export_is_about_the_neutral_size_and_leaves_no_file(worker_proce
 
 
 @pytest.mark.parametrize("name", WORKERS)
-def test_before_configure_memory_is_reported_and_native_export_is_failed_precondition(name, tmp_path):
+def test_before_configure_memory_is_reported_and_native_export_and_feature_maps_are_failed_precondition(
+        name, tmp_path):
     process = start_worker(name, tmp_path)
     try:
         client = process.start()
@@ -282,6 +338,9 @@ def test_before_configure_memory_is_reported_and_native_export_is_failed_precond
         with pytest.raises(WorkerError) as error:
             client.export_native()
         assert error.value.code == "FAILED_PRECONDITION" and "Configure" in error.value.details
+        with pytest.raises(WorkerError) as error:
+            client.feature_maps(iter([make_batch(0, images(0, 2))]))
+        assert error.value.code == "FAILED_PRECONDITION" and "FeatureMaps: call Configure" in error.value.details
         # Reading memory started nothing that Configure still sets (TensorFlow fixes its threads
         # when its runtime starts).
         client.configure(request_for(name))
