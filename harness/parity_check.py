@@ -1,4 +1,5 @@
-"""`harness parity`: probe every selected worker on the same inputs and print the parity tables.
+"""`harness parity`: probe every selected worker on the same inputs and print the parity tables
+(counts, logits, losses, final feature maps and their CAMs, cross-loaded weights).
 
 All workers run at once here (unlike `benchmark`, nothing is timed), so each can load every other
 worker's trained weights. Exit status 0 when every tolerance holds, 1 otherwise.

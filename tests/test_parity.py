@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from conftest import REPO_ROOT, run_harness
+from cxrbench_worker.neutral_weights import weights_from_bytes
+from harness.config import BenchmarkConfig
+from harness.evaluation.cams import class_activation_maps
+from harness.models.weights.start import starting_weights
 from harness.report.parity_tables import parity_lines
-from harness.training.parity import Probe, Tolerances, compare, parity_inputs, relative_difference
+from harness.training.parity import Probe, Tolerances, compare, parity_inputs, probe, relative_difference
+from harness.training.settings import configure_request
 
 COUNTS = (100, 10)
 
@@ -199,3 +205,75 @@ def test_a_difference_both_precisions_share_fails_on_the_fp32_reference_runs():
     pair = compare([a, b], COUNTS, [])["pairs"][0]
     assert pair["first_loss_relative"] <= pair["first_loss_allowed"]
     assert pair["reference_first_loss_relative"] > 1e-5 and not pair["reference_ok"] and not pair["ok"]
+
+
+def test_the_probe_takes_the_eval_batchs_feature_maps_and_their_cams_with_the_starting_head(null_worker, tmp_path):
+    _, client = null_worker  # 32 px, 14 labels: one 32 x 32 cell, the image's mean in every channel
+    start = starting_weights("random", "resnet50", 14, 0, tmp_path).data
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (40, 32, 32), dtype=np.uint8)
+    labels = (rng.random((40, 14)) < 0.3).astype(np.uint8)
+    inputs = parity_inputs(pixels, labels, np.arange(40), seed=0, steps=1, batch_size=20)  # FeatureMaps: 16 + 4
+    probed = probe(client, configure_request(BenchmarkConfig(workers="null", image_size=32).training(), 14), start,
+                   inputs)
+    assert probed.initial_features.shape == (20, 2048, 1, 1) and probed.initial_features.dtype == np.float32
+    np.testing.assert_allclose(probed.initial_features[:, 5, 0, 0], inputs.eval_pixels.mean(axis=(1, 2)) / 255,
+                               rtol=1e-6)
+    head = weights_from_bytes(start)["fc.weight"]
+    np.testing.assert_array_equal(probed.initial_cams, class_activation_maps(probed.initial_features, head))
+    assert probed.initial_cams.shape == (20, 14, 1, 1) and probed.reference_features is None  # fp32: no reference
+
+
+HEAD = np.linspace(-1, 1, 14 * 4).reshape(14, 4)
+
+
+def feature_probe(worker: str, scale: float = 1.0, cams_scale: float = 1.0) -> Probe:
+    """make_probe's probe with feature maps (2 images, 4 channels, 2 x 2) and their CAMs."""
+    features = np.linspace(0, 8, 2 * 4 * 2 * 2).reshape(2, 4, 2, 2) * scale
+    return replace(make_probe(worker), initial_features=features,
+                   initial_cams=class_activation_maps(features, HEAD) * cams_scale)
+
+
+def test_feature_maps_and_cams_within_1e_4_pass_and_beyond_fail_in_their_own_row():
+    close = compare([feature_probe("a"), feature_probe("b", scale=1 + 5e-5)], COUNTS, [])
+    (row,) = close["feature_maps"]
+    assert close["passed"] and row["features_relative"] == pytest.approx(5e-5, rel=1e-2)
+    assert row["cams_relative"] == pytest.approx(5e-5, rel=1e-2) and row["allowed"] == 1e-4
+    apart = compare([feature_probe("a"), feature_probe("b", scale=1 + 2e-4)], COUNTS, [])
+    assert apart["pairs"][0]["ok"] and not apart["feature_maps"][0]["ok"] and not apart["passed"]
+    lines = "\n".join(parity_lines(apart))
+    assert "Final feature maps" in lines and "| a vs b | 0.0016 | 2.00e-04 |" in lines and lines.endswith("| NO |")
+    # Equal maps, CAMs 2e-4 apart (another head, say): the CAMs fail on their own.
+    cams = compare([feature_probe("a"), feature_probe("b", cams_scale=1 + 2e-4)], COUNTS, [])
+    assert cams["feature_maps"][0]["features_relative"] == 0.0 and not cams["passed"]
+
+
+def test_probes_without_feature_maps_have_no_feature_row_and_no_table():
+    summary = compare([make_probe("a"), feature_probe("b")], COUNTS, [])
+    assert summary["feature_maps"] == [] and summary["passed"]
+    assert "Final feature maps" not in "\n".join(parity_lines(summary))
+
+
+def mixed_feature_probe(worker: str, own: float, reference_shift: float = 0.0) -> Probe:
+    """A bf16 probe whose maps are `own` from its fp32 run's, which are `reference_shift` from the shared ones."""
+    fp32 = feature_probe(worker).initial_features * (1 + reference_shift)
+    features = fp32 * (1 + own)
+    return replace(mixed_probe(worker), initial_features=features, initial_cams=class_activation_maps(features, HEAD),
+                   reference_features=fp32)
+
+
+def test_mixed_precision_feature_maps_are_held_to_their_own_ceiling_and_to_fp32_in_their_reference_runs():
+    bf16 = Tolerances.for_precision("bf16-mixed")
+    assert (bf16.features_relative, bf16.own_features_relative) == (2 * 2**-8, 16 * 2**-8)
+    # 1% either side of the fp32 maps: 2% apart, within 3 x the own 1%.
+    ok = compare([mixed_feature_probe("a", 1e-2), mixed_feature_probe("b", -1e-2)], COUNTS, [])
+    assert ok["passed"] and ok["feature_maps"][0]["allowed"] == pytest.approx(3e-2, rel=1e-6)
+    assert [row["features_relative"] for row in ok["own_deviations"]] == pytest.approx([1e-2 / 1.01, 1e-2], rel=1e-6)
+    # 10% from its own fp32 maps: beyond 16 u = 6.25%, whatever the pair's allowance.
+    wide = compare([mixed_feature_probe("a", 1e-2), mixed_feature_probe("b", 0.1)], COUNTS, [])
+    assert [row["ok"] for row in wide["own_deviations"]] == [True, False] and not wide["passed"]
+    # The fp32 reference runs' maps 1e-3 apart: fp32's 1e-4 fails them, though bf16's floor would not.
+    shifted = compare([mixed_feature_probe("a", 0.0), mixed_feature_probe("b", 0.0, reference_shift=1e-3)], COUNTS, [])
+    (row,) = shifted["feature_maps"]
+    assert row["features_relative"] <= row["allowed"] and not row["reference_ok"] and not shifted["passed"]
+    assert "fp32 runs' maps rel (<= 0.0001)" in "\n".join(parity_lines(shifted))

@@ -30,9 +30,12 @@ def parity_lines(summary: dict) -> list[str]:
     if summary.get("own_deviations"):
         lines += ["", f"Each worker in {precision} against its own fp32 run from the same weights (its rounding):",
                   "", f"| worker | eval logits rel (<= {_limit(tol['own_logits_relative'])}) | "
-                  f"first loss rel (<= {_limit(tol['own_first_loss_relative'])}) | ok |", "|---|---:|---:|---|"]
+                  f"first loss rel (<= {_limit(tol['own_first_loss_relative'])}) | "
+                  f"feature maps rel (<= {_limit(tol.get('own_features_relative'))}) | ok |",
+                  "|---|---:|---:|---:|---|"]
         lines += [f"| {row['worker']} | {row['logits_relative']:.2e} | {row['first_loss_relative']:.2e} | "
-                  f"{'yes' if row['ok'] else 'NO'} |" for row in summary["own_deviations"]]
+                  f"{_number(row.get('features_relative'))} | {'yes' if row['ok'] else 'NO'} |"
+                  for row in summary["own_deviations"]]
     if not summary["pairs"]:
         return lines + ["", "Only one worker: no pair to compare."]
     lines += ["", "| pair | eval logits max abs | eval logits rel | allowed | first loss rel | allowed | "
@@ -64,9 +67,31 @@ def parity_lines(summary: dict) -> list[str]:
         lines += ["", f"Losses may drift apart by max({tol['losses_relative']:g}, {factor:g} x the larger "
                   "own rounding noise so far) at each step: own noise is how far a worker's run drifts from the same "
                   "run started one unit in the last place away (fp32 training from a random start is chaotic)."]
+    lines += feature_map_lines(summary)
     if summary["cross_loads"]:
         lines += ["", "| weights exported by | loaded into | logits rel | allowed | ok |", "|---|---|---:|---:|---|"]
         lines += [f"| {row['exporter']} | {row['importer']} | {row['logits_relative']:.2e} | "
                   f"{row.get('allowed', tol['loaded_logits_relative']):.2e} | {'yes' if row['ok'] else 'NO'} |"
                   for row in summary["cross_loads"]]
+    return lines
+
+
+def feature_map_lines(summary: dict) -> list[str]:
+    """The pairs' final feature maps and CAMs (harness.training.feature_parity); none in summaries saved
+    before the FeatureMaps RPC."""
+    rows = summary.get("feature_maps") or []
+    if not rows:
+        return []
+    reference = any("reference_features_relative" in row for row in rows)
+    fp32 = (summary.get("reference_tolerances") or {}).get("features_relative", 1e-4)
+    lines = ["", "Final feature maps (eval mode, starting weights, the eval batch) and the class activation maps "
+             "the harness computes from them with the starting head:", "",
+             "| pair | feature maps max abs | feature maps rel | CAMs max abs | CAMs rel | allowed |"
+             + (f" fp32 runs' maps rel (<= {fp32:g}) |" if reference else "") + " ok |",
+             "|---|---:|---:|---:|---:|---:|" + ("---:|" if reference else "") + "---|"]
+    for row in rows:
+        fp32_column = f" {_number(row.get('reference_features_relative'))} |" if reference else ""
+        lines.append(f"| {' vs '.join(row['workers'])} | {row['features_max_abs']:.3g} | "
+                     f"{row['features_relative']:.2e} | {row['cams_max_abs']:.3g} | {row['cams_relative']:.2e} | "
+                     f"{row['allowed']:.2e} |{fp32_column} {'yes' if row['ok'] else 'NO'} |")
     return lines

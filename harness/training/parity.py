@@ -3,10 +3,11 @@
 Each worker is probed alike: the same Configure request, the same starting weights, eval-mode logits
 on one fixed batch, then `steps` training steps on the same batches (the first loss comes from the
 starting weights), eval-mode logits again and the trained weights. Then every worker loads the other
-workers' trained weights and must reproduce their logits. The comparison is pure numpy, here, so the
-tolerances are the same for every pair.
+workers' trained weights and must reproduce their logits. The eval batch's final feature maps from the
+starting weights, and the CAMs computed from them, are compared too (feature_parity.py). The
+comparison is pure numpy, here, so the tolerances are the same for every pair.
 
-Relative differences are scaled by the larger magnitude of the two sides: for logits,
+Relative differences are scaled by the larger magnitude of the two sides (differences.py): for logits,
 max|a - b| / max(max|a|, max|b|); for a loss, |a - b| / max(|a|, |b|).
 
 Training from a random start is chaotic in fp32: Adam's first steps move every weight by about the
@@ -54,6 +55,9 @@ same bfloat16 values), so pairs differ by less than their own deviations: measur
 to 2.0e-3.
 The step losses keep fp32's floor, 1e-2: after the first steps the bf16 and fp32 runs part as fp32
 runs nudged by one ulp do, only sooner.
+Feature maps (and their CAMs) have the logits' limits: fp32 1e-4; in mixed precision a floor of 2u
+(each worker rounds them to the compute dtype) widened by NOISE_FACTOR x the larger own deviation
+from the fp32 run, that deviation under a ceiling of 16u, and the fp32 reference runs' maps within 1e-4.
 """
 
 from __future__ import annotations
@@ -67,11 +71,12 @@ from cxrbench.worker.v1 import worker_pb2
 from cxrbench.worker.v1.tensors import make_batch
 from cxrbench_worker.neutral_weights import weights_from_bytes, weights_to_bytes
 from harness.runtime.client import WorkerClient
+from harness.training.differences import max_abs_difference, relative, relative_difference  # the last re-exported
+from harness.training.feature_parity import feature_map_row, feature_maps, starting_cams
 
 PARITY_STEPS = 20
 PARITY_BATCH_SIZE = 16
 NOISE_FACTOR = 3.0
-_TINY = 1e-30
 
 
 #: Unit roundoff of each precision's compute dtype: 2^-(significant bits).
@@ -91,6 +96,9 @@ class Tolerances:
     loaded_logits_relative: float = 1e-4
     own_logits_relative: float | None = None
     own_first_loss_relative: float | None = None
+    # Final feature maps and their CAMs, pair limit and own ceiling (feature_parity.py).
+    features_relative: float = 1e-4
+    own_features_relative: float | None = None
 
     @classmethod
     def for_precision(cls, precision: str) -> Tolerances:
@@ -101,7 +109,8 @@ class Tolerances:
             return cls()
         u = UNIT_ROUNDOFF[precision]
         return cls(logits_relative=2 * u, first_loss_relative=u, losses_relative=1e-2, loaded_logits_relative=2 * u,
-                   own_logits_relative=16 * u, own_first_loss_relative=8 * u)
+                   own_logits_relative=16 * u, own_first_loss_relative=8 * u, features_relative=2 * u,
+                   own_features_relative=16 * u)
 
 
 @dataclass(frozen=True)
@@ -129,6 +138,11 @@ class Probe:
     # Mixed precision: the same worker in fp32 from the same start (eval logits, losses of the steps).
     reference_logits: np.ndarray | None = None
     reference_losses: tuple[float, ...] = ()
+    # Eval-mode final feature maps (N, C, h, w) from the starting weights, the CAMs computed from them
+    # and the starting head; in mixed precision the fp32 reference run's maps too.
+    initial_features: np.ndarray | None = None
+    initial_cams: np.ndarray | None = None
+    reference_features: np.ndarray | None = None
 
     @property
     def own_losses(self) -> tuple[float, ...]:
@@ -147,7 +161,14 @@ class Probe:
         """Its first loss against its own fp32 reference's; 0 in fp32 (no reference)."""
         if not self.reference_losses or not self.losses:
             return 0.0
-        return _relative(self.losses[0], self.reference_losses[0])
+        return relative(self.losses[0], self.reference_losses[0])
+
+    @property
+    def own_features_deviation(self) -> float:
+        """Its feature maps against its own fp32 reference's; 0 in fp32 (no reference)."""
+        if self.initial_features is None or self.reference_features is None:
+            return 0.0
+        return relative_difference(self.initial_features, self.reference_features)
 
 
 def parity_inputs(pixels: np.ndarray, labels: np.ndarray, indices: np.ndarray, seed: int,
@@ -186,14 +207,15 @@ def _train(client: WorkerClient, inputs: ParityInputs) -> tuple[float, ...]:
 
 def probe(client: WorkerClient, request: worker_pb2.ConfigureRequest, start: bytes, inputs: ParityInputs,
           nudged_start: bytes | None = None) -> Probe:
-    """Configure, load `start`, predict, train, predict, export, and measure the worker's own noise: in
-    mixed precision its fp32 reference run from `start` comes first (eval logits and the same steps);
-    in fp32, given `nudged_start`, it trains again from that. Always deterministic, whatever `request`
-    says: parity compares numbers, not speed. Leaves the worker trained, configured as `request` asks
-    (so cross-loads run in the probed precision)."""
+    """Configure, load `start`, predict (logits, feature maps), train, predict, export, and measure the
+    worker's own noise: in mixed precision its fp32 reference run from `start` comes first (eval logits,
+    feature maps and the same steps); in fp32, given `nudged_start`, it trains again from that. Always
+    deterministic, whatever `request` says: parity compares numbers, not speed. Leaves the worker
+    trained, configured as `request` asks (so cross-loads run in the probed precision)."""
     request = _deterministic(request)
     precision = request.numerics.precision or "fp32"
     reference_logits: np.ndarray | None = None
+    reference_features: np.ndarray | None = None
     reference_losses: tuple[float, ...] = ()
     if precision != "fp32":
         fp32 = worker_pb2.ConfigureRequest()
@@ -202,10 +224,12 @@ def probe(client: WorkerClient, request: worker_pb2.ConfigureRequest, start: byt
         client.configure(fp32)
         client.set_weights(start)
         reference_logits = _logits(client, inputs.eval_pixels)
+        reference_features = feature_maps(client, inputs.eval_pixels)
         reference_losses = _train(client, inputs)
     configured = client.configure(request)
     client.set_weights(start)
     initial = _logits(client, inputs.eval_pixels)
+    features = feature_maps(client, inputs.eval_pixels)
     losses = _train(client, inputs)
     trained = _logits(client, inputs.eval_pixels)
     weights = client.get_weights()
@@ -215,7 +239,9 @@ def probe(client: WorkerClient, request: worker_pb2.ConfigureRequest, start: byt
         client.set_weights(nudged_start)
         noise = _train(client, inputs)
     return Probe(client.name, configured.trainable_parameters, configured.non_trainable_parameters,
-                 initial, losses, trained, weights, noise, precision, reference_logits, reference_losses)
+                 initial, losses, trained, weights, noise, precision, reference_logits, reference_losses,
+                 features, starting_cams(features, start, request.architecture, request.num_labels),
+                 reference_features)
 
 
 def _deterministic(request: worker_pb2.ConfigureRequest) -> worker_pb2.ConfigureRequest:
@@ -225,10 +251,6 @@ def _deterministic(request: worker_pb2.ConfigureRequest) -> worker_pb2.Configure
     return copy
 
 
-def _relative(x: float, y: float) -> float:
-    return abs(x - y) / max(abs(x), abs(y), _TINY)
-
-
 def loss_allowance(a: Probe, b: Probe, tolerance: float) -> list[float]:
     """Per step, how far the two workers' losses may drift apart: the tolerance, or NOISE_FACTOR
     times the larger of their own rounding-noise drifts so far (0 without nudged runs)."""
@@ -236,24 +258,9 @@ def loss_allowance(a: Probe, b: Probe, tolerance: float) -> list[float]:
     for step in range(len(a.losses)):
         for own in (a, b):
             if len(own.own_losses) > step and len(own.losses) > step:
-                envelope = max(envelope, _relative(own.losses[step], own.own_losses[step]))
+                envelope = max(envelope, relative(own.losses[step], own.own_losses[step]))
         allowed.append(max(tolerance, NOISE_FACTOR * envelope))
     return allowed
-
-
-def relative_difference(a: np.ndarray, b: np.ndarray) -> float:
-    """max|a - b| scaled by the larger of the two arrays' largest magnitudes."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if a.shape != b.shape:
-        return float("inf")
-    scale = max(np.max(np.abs(a), initial=0.0), np.max(np.abs(b), initial=0.0), _TINY)
-    return float(np.max(np.abs(a - b), initial=0.0) / scale)
-
-
-def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
-    if a.shape != b.shape:
-        return float("inf")
-    return float(np.max(np.abs(a.astype(np.float64) - b), initial=0.0))
 
 
 def cross_load(client: WorkerClient, exporters: list[Probe], inputs: ParityInputs,
@@ -278,12 +285,14 @@ def cross_load(client: WorkerClient, exporters: list[Probe], inputs: ParityInput
 
 
 def own_deviations(probe: Probe, tolerances: Tolerances) -> dict:
-    """A mixed-precision worker against its own fp32 reference run: logits, first loss, and whether
-    both stay under the precision's ceilings."""
-    logits, first = probe.own_logits_deviation, probe.own_first_loss_deviation
-    ok = ((tolerances.own_logits_relative is None or logits <= tolerances.own_logits_relative)
-          and (tolerances.own_first_loss_relative is None or first <= tolerances.own_first_loss_relative))
-    return {"worker": probe.worker, "logits_relative": logits, "first_loss_relative": first, "ok": ok}
+    """A mixed-precision worker against its own fp32 reference run: logits, first loss, feature maps,
+    and whether each stays under the precision's ceiling."""
+    logits, first, features = probe.own_logits_deviation, probe.own_first_loss_deviation, probe.own_features_deviation
+    ok = all(ceiling is None or value <= ceiling for value, ceiling in (
+        (logits, tolerances.own_logits_relative), (first, tolerances.own_first_loss_relative),
+        (features, tolerances.own_features_relative)))
+    return {"worker": probe.worker, "logits_relative": logits, "first_loss_relative": first,
+            "features_relative": features, "ok": ok}
 
 
 def _reference_pair(a: Probe, b: Probe) -> dict:
@@ -294,9 +303,21 @@ def _reference_pair(a: Probe, b: Probe) -> dict:
         return {}
     fp32 = Tolerances()
     logits = relative_difference(a.reference_logits, b.reference_logits)
-    first = _relative(a.reference_losses[0], b.reference_losses[0])
+    first = relative(a.reference_losses[0], b.reference_losses[0])
     return {"reference_logits_relative": logits, "reference_first_loss_relative": first,
             "reference_ok": logits <= fp32.logits_relative and first <= fp32.first_loss_relative}
+
+
+def _feature_maps_pair(a: Probe, b: Probe, tolerances: Tolerances) -> dict | None:
+    """The two workers' final feature maps and CAMs (feature_parity.py); None when either has none."""
+    if a.initial_features is None or b.initial_features is None or a.initial_cams is None or b.initial_cams is None:
+        return None
+    allowed = max(tolerances.features_relative, NOISE_FACTOR * max(a.own_features_deviation, b.own_features_deviation))
+    reference = None
+    if a.reference_features is not None and b.reference_features is not None:
+        reference = (a.reference_features, b.reference_features, Tolerances().features_relative)
+    return feature_map_row([a.worker, b.worker], (a.initial_features, b.initial_features),
+                           (a.initial_cams, b.initial_cams), allowed, reference)
 
 
 def compare(probes: list[Probe], expected_counts: tuple[int, int], cross_rows: list[dict],
@@ -313,11 +334,13 @@ def compare(probes: list[Probe], expected_counts: tuple[int, int], cross_rows: l
     counts = [{"worker": p.worker, "trainable": p.trainable, "non_trainable": p.non_trainable,
                "ok": (p.trainable, p.non_trainable) == expected_counts} for p in probes]
     own = [own_deviations(p, tolerances) for p in probes] if precision != "fp32" else []
+    feature_rows = [row for a, b in itertools.combinations(probes, 2)
+                    if (row := _feature_maps_pair(a, b, tolerances)) is not None]
     pairs = []
     for a, b in itertools.combinations(probes, 2):
-        first = _relative(a.losses[0], b.losses[0])
+        first = relative(a.losses[0], b.losses[0])
         # strict=False: a worker that returned too few or too many losses fails on same_length below.
-        steps = [_relative(x, y) for x, y in zip(a.losses, b.losses, strict=False)]
+        steps = [relative(x, y) for x, y in zip(a.losses, b.losses, strict=False)]
         allowed = loss_allowance(a, b, tolerances.losses_relative)
         same_length = len(a.losses) == len(b.losses)
         worst = max(steps) if same_length else float("inf")
@@ -331,7 +354,7 @@ def compare(probes: list[Probe], expected_counts: tuple[int, int], cross_rows: l
         reference = _reference_pair(a, b)
         pairs.append({
             "workers": [a.worker, b.worker],
-            "logits_max_abs": _max_abs(a.initial_logits, b.initial_logits),
+            "logits_max_abs": max_abs_difference(a.initial_logits, b.initial_logits),
             "logits_relative": logits,
             "logits_allowed": logits_allowed,
             "first_loss_relative": first,
@@ -356,14 +379,15 @@ def compare(probes: list[Probe], expected_counts: tuple[int, int], cross_rows: l
         "own_deviations": own,
         "pairs": pairs,
         "cross_loads": cross_rows,
+        "feature_maps": feature_rows,
         "losses": {p.worker: list(p.losses) for p in probes},
         "nudged_losses": {p.worker: list(p.nudged_losses) for p in probes},
         "reference_losses": {p.worker: list(p.reference_losses) for p in probes if p.reference_losses},
         # strict=False: without a nudged or reference run there is nothing to compare: unknown (None).
         "own_noise_max": {
-            p.worker: max((_relative(x, y) for x, y in zip(p.losses, p.own_losses, strict=False)), default=None)
+            p.worker: max((relative(x, y) for x, y in zip(p.losses, p.own_losses, strict=False)), default=None)
             for p in probes
         },
         "noise_factor": NOISE_FACTOR,
-        "passed": all(row["ok"] for row in counts + own + pairs + cross_rows),
+        "passed": all(row["ok"] for row in counts + own + pairs + feature_rows + cross_rows),
     }
