@@ -33,6 +33,7 @@ from harness.records import provenance
 from harness.records.run_directory import RunDirectory
 from harness.report.assembly import write_report
 from harness.report.beyond_auroc import beyond_auroc
+from harness.report.localization import summarise_run
 from harness.report.significance import compare_run
 from harness.runtime.base import Runtime
 from harness.runtime.registry import WorkerSpec
@@ -44,6 +45,7 @@ from harness.study.runs import PlannedRun, StudyInputs, driver_thread_environmen
 from harness.study.sequential import SequentialExecutor
 from harness.tracking import log_run
 from harness.training.ceiling import measure_ceiling
+from harness.training.localize import save_box_data
 from harness.training.parity import ParityInputs, Probe, compare, cross_load, nudged, parity_inputs, probe
 from harness.training.settings import configure_request
 
@@ -137,6 +139,7 @@ def run_benchmark(config: BenchmarkConfig) -> Path:
     runtime = runtime_for(config.runtime_choice, cache)
     store = load_dataset(config.dataset, config.image_size, config.seed, cache, config.patients, config.skip_bad)
     plan = plan_splits(store, config.split_fractions, config.seed, config.folds)
+    localize = config.localizes(len(store.boxes))  # `--localize on` without boxes is refused here, before any work
     smallest = min(len(split.train) for split in plan.splits)
     if smallest < config.batch_size:
         raise ValueError(f"--batch-size: {config.batch_size} is more than the {smallest} training images")
@@ -158,7 +161,8 @@ def run_benchmark(config: BenchmarkConfig) -> Path:
         executor = _executor(config, runtime, checked)
         try:
             executor.prepare(workers, store)  # for Ray: every node checked, before a run directory exists
-            return _run(config, workers, runtime, executor, store, plan, cache, checked, preflight_logs, resumed)
+            return _run(config, workers, runtime, executor, store, plan, cache, checked, preflight_logs, resumed,
+                        localize)
         finally:
             executor.close()
     finally:
@@ -253,13 +257,16 @@ def _executor(config: BenchmarkConfig, runtime: Runtime, checked: dict) -> Execu
 
 
 def _run(config: BenchmarkConfig, workers: list[WorkerSpec], runtime: Runtime, executor: Executor, store: PixelStore,
-         plan: SplitPlan, cache: Path, checked: dict, preflight_logs: Path, resumed: RunDirectory | None) -> Path:
+         plan: SplitPlan, cache: Path, checked: dict, preflight_logs: Path, resumed: RunDirectory | None,
+         localize: bool = False) -> Path:
     """The study itself, once every worker is ready to start: see run_benchmark."""
     labels = store.labels
     if config.shuffle_labels:
         split = plan.splits[0]
         labels = shuffled_labels(labels, np.concatenate([split.train, split.validation]), config.seed)
     run, record = _open_run(config, store, plan, labels, checked, resumed)
+    if localize and resumed is None:
+        save_box_data(run, store, plan.splits[0].test)
     for log in sorted(preflight_logs.glob("*.log")):  # kept with the run: workers/<name>.preflight.log
         run.worker_log(f"{log.stem}.preflight").parent.mkdir(parents=True, exist_ok=True)
         shutil.move(log, run.worker_log(f"{log.stem}.preflight"))
@@ -295,7 +302,8 @@ def _run(config: BenchmarkConfig, workers: list[WorkerSpec], runtime: Runtime, e
             announce(f"resuming: {len(done)} of {len(planned)} runs finished, {len(pending)} to run"
                      + (f" (set aside, unfinished: {', '.join(abandoned)})" if abandoned else ""))
         results = _combined(planned, done)
-        inputs = _study_inputs(config, workers, store, plan, labels, {seed: w.data for seed, w in starts.items()})
+        inputs = _study_inputs(config, workers, store, plan, labels, {seed: w.data for seed, w in starts.items()},
+                               localize)
 
         def finished_run(planned_run: PlannedRun, staging: Path, outcome: dict) -> None:
             ledger.commit(run, planned_run, staging, outcome, planned)
@@ -321,6 +329,8 @@ def _run(config: BenchmarkConfig, workers: list[WorkerSpec], runtime: Runtime, e
             run.write_metrics({"workers": results, **beyond_auroc(run.path, results)})
         if config.bootstrap and results:
             run.write_significance(compare_run(run.path, config.bootstrap, config.seed))
+        if localize and results:
+            summarise_run(run.path, config.bootstrap, config.seed, config.cam_threshold, config.cam_components)
         record["status"] = "completed"
     except BaseException as error:
         if isinstance(error, StudyFailed):  # the runs that did not finish, with their attempts
@@ -353,11 +363,12 @@ def _run(config: BenchmarkConfig, workers: list[WorkerSpec], runtime: Runtime, e
 
 
 def _study_inputs(config: BenchmarkConfig, workers: list[WorkerSpec], store: PixelStore, plan: SplitPlan,
-                  labels: np.ndarray, starts: dict[int, bytes]) -> StudyInputs:
+                  labels: np.ndarray, starts: dict[int, bytes], localize: bool = False) -> StudyInputs:
     """What every run of the study shares, with the first batch digests of each (seed, fold) built here."""
     return StudyInputs(
         store_path=store.path, store_sha256=store.content_sha256, splits=plan.splits, fit_labels=labels,
-        starts=starts, settings={spec.label: config.training(spec.label) for spec in workers},
+        starts=starts, settings={spec.label: replace(config.training(spec.label), localize=localize)
+                                 for spec in workers},
         num_labels=len(store.label_names), stall_timeout=config.stall_timeout,
         first_digests={(seed, index): first_batch_digests(store, split, labels, config.training(), seed)
                        for seed in config.training_seeds for index, split in enumerate(plan.splits)},

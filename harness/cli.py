@@ -83,7 +83,7 @@ def _report(args: argparse.Namespace) -> int:
     if not (args.run_dir / "run.json").is_file():
         raise ValueError(f"{args.run_dir}: not a run directory (no run.json)")
     config = from_arguments(BenchmarkConfig, args, "report")  # checks --bootstrap as benchmark does
-    rescored = rescore(args.run_dir, config.bootstrap)
+    rescored = rescore(args.run_dir, config.bootstrap, config.cam_threshold, config.cam_components)
     if rescored:
         print(f"rescored from saved logits: {', '.join(rescored)}")
     print(write_report(args.run_dir))

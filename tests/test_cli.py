@@ -39,9 +39,10 @@ def test_benchmark_writes_every_result_file(tmp_path):
     assert "## Training decisions" in report and "| null | seed 0 | 2 | 1 (0.6931) | no | none |" in report
     assert (run / "epochs" / "null" / "run.csv").read_text() == (run / "epochs.csv").read_text()
     html = (run / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 5 and 'src="plots/' not in html
+    assert html.count("data:image/png;base64,") == 6 and 'src="plots/' not in html
     assert {path.name for path in (run / "plots").iterdir()} == {
-        "per_label_auroc.png", "roc_curves.png", "learning_curves.png", "paired_runs.png", "throughput.png"}
+        "per_label_auroc.png", "roc_curves.png", "learning_curves.png", "paired_runs.png", "throughput.png",
+        "localization_gallery.png"}  # the phantom has boxes: --localize is on by default
     assert "### Every run, paired across workers" in report  # one worker: no comparison, with the other figures
 
     # `harness report` rescores the saved logits and rebuilds the same report.
@@ -128,6 +129,8 @@ def test_folds_are_logged_saved_and_rescored_per_fold(tmp_path):
     rows = list(csv.DictReader((run / "epochs.csv").open()))
     assert [(r["worker"], r["fold"], r["epoch"]) for r in rows] == [("null", "1", "1"), ("null", "2", "1")]
     assert (run / "logits" / "null" / "fold2" / "test.npy").exists()
+    assert (run / "cams" / "null" / "fold2" / "validation.npz").exists()  # each fold's maps, its own validation
+    assert json.loads((run / "localization.json").read_text())["workers"]["null"]["runs"] == 2
     saved = json.loads((run / "metrics.json").read_text())["workers"]["null"]
     assert [run["fold"] for run in saved["runs"]] == [1, 2] and saved["test_std"]["macro_auroc"] == 0.0
     folds = json.loads((run / "run.json").read_text())["data"]["folds"]

@@ -158,7 +158,7 @@ def two_worker_run(tmp_path_factory):
     """A null-worker run with three training seeds, its worker copied as a second worker ("twin")."""
     out = tmp_path_factory.mktemp("results")
     result = run_harness(["benchmark", "--workers", "null", *SMALL_RUN, "--seeds", "0,1,2", "--epochs", "1",
-                          "--bootstrap", "0", "--out", str(out)], REPO_ROOT)
+                          "--bootstrap", "0", "--localize", "off", "--out", str(out)], REPO_ROOT)
     assert result.returncode == 0, result.stderr
     (run,) = out.iterdir()
     for name in ("metrics.json", "run.json"):

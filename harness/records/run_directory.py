@@ -14,6 +14,10 @@
     metrics.json    all metrics, computed by harness.evaluation.metrics from the saved logits; beside "workers",
                     "churn" and "time_to_target" (harness.evaluation.agreement, .time_to_target)
     significance.json   confidence intervals and paired tests between workers (harness.evaluation.statistics)
+    cams/<worker>/[seed<s>/][fold<k>/]test.npz, validation.npz   with --localize: each run's class activation
+                    maps of the boxed images, computed by the harness (harness.training.localize)
+    localization/boxes.npy, gallery.npz   the boxes scored against, and the gallery's test images
+    localization.json   the maps scored against the boxes, intervals and comparisons (harness.report.localization)
     report.md, report.html, plots/   the report, rebuilt from the files above by `harness report`
     workers/<worker>.log   the output of the worker process that probed parity
     workers/<worker>/<run>.log   that of each run's worker process

@@ -18,6 +18,7 @@ from harness.report.beyond_auroc import beyond_auroc, beyond_auroc_lines
 from harness.report.conditions import conditions_lines, unequal_banner
 from harness.report.figures import PAIRED_RUNS, write_figures
 from harness.report.html import render_html
+from harness.report.localization import GALLERY, localization_lines, read_summary, summarise_run
 from harness.report.parity_tables import parity_lines
 from harness.report.sections import (
     accuracy_table,
@@ -124,6 +125,9 @@ def render_report(run_dir: Path, figures: list[tuple[str, str, str]] | None = No
             figures = [figure for figure in figures if figure is not paired]
             lines += ["## Which differences are real", ""] + differences_section(significance, paired)
         lines += beyond_auroc_lines(run_dir)
+        gallery = next((figure for figure in figures if figure[1] == GALLERY), None)
+        figures = [figure for figure in figures if figure is not gallery]
+        lines += localization_lines(read_summary(run_dir), gallery)
         if figures:
             lines += ["## Figures", ""]
         for title, path, caption in figures:
@@ -161,9 +165,9 @@ def rescore_run(run_dir: Path, run: dict, labels: np.ndarray, label_names: tuple
     return evaluate(np.load(folder / "test.npy"), labels, label_names, thresholds)
 
 
-def rescore(run_dir: Path, bootstrap: int = 1000) -> list[str]:
-    """Recompute metrics.json (and significance.json) from the saved logits and epoch records; returns the
-    workers rescored."""
+def rescore(run_dir: Path, bootstrap: int = 1000, cam_threshold: str = "tuned", cam_components: str = "all") -> list[str]:
+    """Recompute metrics.json (and significance.json, and localization.json from the saved maps) from the saved
+    logits and epoch records; returns the workers rescored."""
     directory = RunDirectory(run_dir)
     metrics_path = run_dir / "metrics.json"
     if not metrics_path.exists():
@@ -180,6 +184,7 @@ def rescore(run_dir: Path, bootstrap: int = 1000) -> list[str]:
     directory.write_metrics(saved)
     if bootstrap:
         directory.write_significance(compare_run(run_dir, bootstrap, record["config"]["seed"]))
+    summarise_run(run_dir, bootstrap, record["config"]["seed"], cam_threshold, cam_components)
     return list(saved["workers"])
 
 

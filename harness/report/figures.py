@@ -11,6 +11,7 @@ import numpy as np
 from harness.evaluation.metrics import roc_points
 from harness.records.run_directory import RunDirectory
 from harness.report import plots
+from harness.report.localization import gallery_figure
 from harness.report.paired_runs_plot import paired_runs_chart
 
 PAIRED_RUNS = "plots/paired_runs.png"  # placed in the report's section on differences, the others together
@@ -119,6 +120,9 @@ def write_figures(run_dir: Path) -> list[tuple[str, str, str]]:
          "Images per second, median over epochs and runs; whiskers: range. "
          "Worker compute excludes the data path and transport."),
     ]
+    gallery = gallery_figure(run_dir)  # placed in the report's localisation section
+    if gallery is not None:
+        figures.append(gallery)
     folder = run_dir / "plots"
     folder.mkdir(exist_ok=True)
     placed = []

@@ -118,8 +118,9 @@ def gallery_images(store: PixelStore, test: np.ndarray, per_finding: int = GALLE
 def save_box_data(run_dir: RunDirectory, store: PixelStore, test: np.ndarray) -> None:
     """What scoring and the gallery need beside each run's maps, saved once per study:
     localization/boxes.npy (every box of the store: sample, label, x, y, w, h at the stored size) and
-    localization/gallery.npz (the gallery's test images: sample_index, pixels)."""
+    localization/gallery.npz (the gallery's test images: sample_index, pixels, and per_finding: how many
+    were chosen per finding)."""
     run_dir.save_array("localization/boxes.npy", np.asarray(store.boxes, np.int32))
     chosen = gallery_images(store, test)
     path = run_dir.path / "localization" / "gallery.npz"
-    np.savez_compressed(path, sample_index=chosen, pixels=np.asarray(store.pixels[chosen]))
+    np.savez_compressed(path, sample_index=chosen, pixels=np.asarray(store.pixels[chosen]), per_finding=GALLERY_PER_FINDING)

@@ -30,6 +30,7 @@ from harness.evaluation.metrics import bce_with_logits, best_f1_thresholds, eval
 from harness.progress import announce, progress_bar
 from harness.records.run_directory import RunDirectory
 from harness.runtime.client import WorkerClient
+from harness.training.localize import localize_run
 from harness.training.schedule import EpochDecision, TrainingSchedule
 from harness.training.settings import TrainingSettings
 
@@ -169,7 +170,8 @@ def train_and_evaluate(client: WorkerClient, settings: TrainingSettings, data: T
                        measure_native: bool = False) -> dict:
     """Train a configured worker under the harness's schedule, restore its best checkpoint, evaluate.
 
-    Returns the run's results (plain values). Logits go to logits/<worker>/<run.folder>/.
+    Returns the run's results (plain values). Logits go to logits/<worker>/<run.folder>/, class activation
+    maps of the boxed images (with `settings.localize`) to cams/<worker>/<run.folder>/.
     `measure_native` also saves the trained model in the framework's own format to weigh it.
     """
     name = client.name
@@ -223,6 +225,11 @@ def train_and_evaluate(client: WorkerClient, settings: TrainingSettings, data: T
     usage = client.resource_usage()
     weights = best_weights if best_weights is not None else client.get_weights()
     native = client.export_native() if measure_native else None
+    localization = None
+    if settings.localize:  # the maps of the kept checkpoint, which the worker holds now
+        cams_dir = "/".join(part for part in (f"cams/{name}", run.folder) if part)
+        localization = localize_run(client, store, split, weights, settings.architecture, run_dir, cams_dir,
+                                    test_logits, settings.data_threads)
     # Per-label thresholds for the tuned F1: chosen on the validation predictions of the kept checkpoint.
     chosen_logits = np.load(run_dir.path / logits_dir / f"validation_epoch_{(chosen or rows[-1]['epoch']):03d}.npy")
     thresholds, _ = best_f1_thresholds(chosen_logits, validation_labels)
@@ -248,4 +255,5 @@ def train_and_evaluate(client: WorkerClient, settings: TrainingSettings, data: T
         "memory": usage,
         "energy": run_energy(joules, sum(row["images"] for row in rows)),
         "batch_order_sha256": [row["batch_order_sha256"] for row in rows],
+        **({"localization": localization} if localization else {}),
     }

@@ -38,6 +38,7 @@ class TrainingSettings:
     threads: int = 0  # intra-op threads per worker; 0: the framework's default
     data_threads: int = 1  # the harness's batch-building threads (the bytes do not depend on it)
     options: Mapping[str, str] = field(default_factory=dict)  # this worker's --option switches
+    localize: bool = False  # save the class activation maps of the boxed test and validation images
 
 
 def configure_request(
