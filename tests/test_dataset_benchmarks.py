@@ -42,7 +42,8 @@ def assert_two_folds_on_identical_batches(run: Path, record: dict, metrics: dict
 
 def test_benchmark_all_workers_on_an_nih_tree_with_two_folds(tmp_path):
     root = tmp_path / "nih"
-    rows = write_tree(root, patients=60, images_per_patient=[1, 2, 3, 6] * 15, image_size=48, layout="split")
+    rows = write_tree(root, patients=60, images_per_patient=[1, 2, 3, 6] * 15, image_size=48, layout="split",
+                      boxes=True)
     bad = next(root.glob(f"images*/images/{rows[10].image_index}"))
     bad.write_bytes(bad.read_bytes()[:100])  # truncated: skipped and listed with --skip-bad
     out = tmp_path / "results"
@@ -54,6 +55,11 @@ def test_benchmark_all_workers_on_an_nih_tree_with_two_folds(tmp_path):
     assert_two_folds_on_identical_batches(run, record, metrics)
     assert record["data"]["images"] == len(rows) - 1
     assert record["data"]["test_source"] == "the dataset's own test split"
+    # BBox_List_2017.csv is read: every framework's maps of the boxed test images are scored and reported.
+    localization = json.loads((run / "localization.json").read_text())
+    assert set(localization["workers"]) == {"pytorch", "tensorflow", "keras"} and localization["cases"] > 0
+    assert all(worker["runs"] == 2 for worker in localization["workers"].values())
+    assert "## Where each worker looks: localisation" in (run / "report.md").read_text()
     test_names = set((root / "test_list.txt").read_text().split())
     samples = json.loads((run / "labels" / "samples.json").read_text())
     assert set(samples["test"]["sample_ids"]) == test_names - {rows[10].image_index}

@@ -65,6 +65,8 @@ def _data(run: dict) -> list[str]:
                      f"{' and '.join(f'`{layout}/`' for layout in notes.get('image_layouts', []))}, {lists}.")
     if notes.get("no_patient_ids"):
         lines.append(f"- **{notes['no_patient_ids']}.**")
+    if notes.get("bounding_boxes"):
+        lines.append(f"- Bounding boxes: {notes['bounding_boxes']}.")
     if notes.get("resized"):
         lines.append(f"- Images {notes['resized']}.")
     for key, verb in (("skipped", "Skipped"), ("converted", "Converted")):
