@@ -167,7 +167,8 @@ def rescore_run(run_dir: Path, run: dict, labels: np.ndarray, label_names: tuple
     return evaluate(np.load(folder / "test.npy"), labels, label_names, thresholds)
 
 
-def rescore(run_dir: Path, bootstrap: int = 1000, cam_threshold: str = "tuned", cam_components: str = "all") -> list[str]:
+def rescore(run_dir: Path, bootstrap: int = 1000, cam_threshold: str = "tuned",
+            cam_components: str = "all") -> list[str]:
     """Recompute metrics.json (and significance.json, and localization.json from the saved maps) from the saved
     logits and epoch records; returns the workers rescored."""
     directory = RunDirectory(run_dir)

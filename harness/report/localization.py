@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from harness.evaluation.comparison import DEFAULT_MARGIN
-from harness.evaluation.localization import localization_cases, score_cases, tune_thresholds
+from harness.evaluation.localization import CaseScores, localization_cases, score_cases, tune_thresholds
 from harness.evaluation.localization_statistics import summarise
 from harness.records.run_directory import write_json_atomically
 from harness.report.localization_gallery import GalleryRow, gallery_chart
 from harness.report.sections import table
-from harness.report.verdicts import pair_verdict
 from harness.report.significance import _paired_runs, fold_ratio
+from harness.report.verdicts import pair_verdict
 
 SUMMARY = "localization.json"
 GALLERY = "plots/localization_gallery.png"
@@ -68,7 +68,9 @@ def summarise_run(run_dir: Path, resamples: int, seed: int, threshold: str = "tu
     boxes = np.load(run_dir / "localization" / "boxes.npy")
     test_indices = _test_indices(run_dir)
     test_patients = np.asarray(json.loads((run_dir / "labels" / "samples.json").read_text())["test"]["patient_ids"])
-    per_worker, choices, patients = {}, {}, None
+    per_worker: dict[str, list[CaseScores]] = {}
+    choices: dict[str, list[list[str]]] = {}
+    patients: np.ndarray | None = None
     for name, runs in workers.items():
         per_worker[name], choices[name] = [], []
         for run in runs:
@@ -87,6 +89,7 @@ def summarise_run(run_dir: Path, resamples: int, seed: int, threshold: str = "tu
             choices[name].append(fell_back)
             if patients is None:
                 patients = test_patients[np.searchsorted(test_indices, cases.sample)]
+    assert patients is not None  # every worker here has at least one run
     # --bootstrap 0 turns the verdicts off, not the intervals: the localisation table keeps 100 replicates.
     summary = summarise(per_worker, patients, label_names, resamples=resamples or 100, seed=seed,
                         fold_ratio=fold_ratio(record["data"]),
@@ -131,7 +134,8 @@ def localization_table(summary: dict) -> list[str]:
                     + [_interval(m.get(f"iobb_accuracy@{t:g}")) for t in overlaps]
                     + [_interval(m.get(f"iobb_afp@{t:g}"), 2) for t in overlaps])
     chance = summary["baselines"]["metrics"]
-    rows.append(["chance: random point", _interval(chance["random_point_hit_rate"]), "0", "", *[""] * 2 * len(overlaps)])
+    rows.append(["chance: random point", _interval(chance["random_point_hit_rate"]), "0", "",
+                 *[""] * 2 * len(overlaps)])
     rows.append(["chance: centred box", "", "", _interval(chance["centred_box_mask_iou"])]
                 + [_interval(chance.get(f"centred_box_iobb_accuracy@{t:g}")) for t in overlaps]
                 + [_interval(chance.get(f"centred_box_iobb_afp@{t:g}"), 2) for t in overlaps])
@@ -147,7 +151,8 @@ def findings_table(summary: dict) -> list[str]:
         if not chance["cases"]:
             continue
         rows.append([label, str(chance["cases"]), _interval(chance["metrics"]["random_point_hit_rate"])]
-                    + [_interval(summary["workers"][name]["findings"][label]["metrics"]["hit_rate"]) for name in workers])
+                    + [_interval(summary["workers"][name]["findings"][label]["metrics"]["hit_rate"])
+                       for name in workers])
     return table(header, rows)
 
 

@@ -92,8 +92,9 @@ def localize_run(client: WorkerClient, store: PixelStore, split: Split, weights:
             predicted = test_logits[np.searchsorted(np.asarray(split.test), indices)]
             deviation = float(np.max(np.abs(logits - predicted))) if logits.size else 0.0
             if not deviation <= LOGITS_AGREEMENT:
-                raise RuntimeError(f"{client.name}: the logits of FeatureMaps differ from Predict's by {deviation:.2e} "
-                                   f"(> {LOGITS_AGREEMENT}) on the same images: its feature maps are not the scored model's")
+                raise RuntimeError(f"{client.name}: the logits of FeatureMaps differ from Predict's by "
+                                   f"{deviation:.2e} (> {LOGITS_AGREEMENT}) on the same images: its feature maps "
+                                   "are not the scored model's")
             saved["logits_max_abs_deviation"] = deviation
         _save(run_dir, f"{folder}/{part}.npz", indices, cams, logits)
         saved["images"][part] = int(len(indices))
@@ -123,4 +124,5 @@ def save_box_data(run_dir: RunDirectory, store: PixelStore, test: np.ndarray) ->
     run_dir.save_array("localization/boxes.npy", np.asarray(store.boxes, np.int32))
     chosen = gallery_images(store, test)
     path = run_dir.path / "localization" / "gallery.npz"
-    np.savez_compressed(path, sample_index=chosen, pixels=np.asarray(store.pixels[chosen]), per_finding=GALLERY_PER_FINDING)
+    np.savez_compressed(path, sample_index=chosen, pixels=np.asarray(store.pixels[chosen]),
+                        per_finding=GALLERY_PER_FINDING)
