@@ -171,11 +171,13 @@ def localization_lines(summary: dict | None, gallery: tuple[str, str, str] | Non
     threshold = ("tuned per finding on each run's validation boxes (0.05..0.95, best mean IoU; "
                  f"{rules.get('fixed_threshold', 0.5)} where a finding has no validation box)"
                  if rules.get("threshold") == "tuned" else f"fixed at {rules.get('threshold')}")
+    regions = ("the largest connected region" if rules.get("components") == "largest"
+               else "every connected region")
     lines = ["## Where each worker looks: localisation", "",
              f"Class activation maps computed by the harness from each worker's final feature maps"
              f"{f' ({size[0]} x {size[1]})' if size else ''} and its kept checkpoint's head weights, upsampled "
              "bilinearly (half-pixel centres) to the image, min-max normalised, cut at a threshold "
-             f"{threshold}; detected boxes: the {rules.get('components', 'all')} connected region(s) above it. "
+             f"{threshold}; detected boxes: those of {regions} above it. "
              f"{summary['cases']:,} cases (an image and a finding with a true box) on {summary['images']:,} test "
              f"images of {summary['patients']:,} patients.", "",
              "**Table: localisation on the held-out test images** (hit rate: the map's maximum inside a true box, "
