@@ -158,8 +158,9 @@ def findings_table(summary: dict) -> list[str]:
 
 def _pairs(summary: dict) -> list[str]:
     comparison = summary["comparison"]
-    return [f"- {pair_verdict(pair, comparison['level'], comparison['margin'], pair['metric'].replace('_', ' '))}"
-            for pair in comparison["pairs"]]
+    names = {"hit_rate": "hit rate", "mask_iou": "mean IoU"}
+    return ["- " + pair_verdict(pair, comparison["level"], comparison["margin"],
+                                names.get(pair["metric"], pair["metric"])) for pair in comparison["pairs"]]
 
 
 def localization_lines(summary: dict | None, gallery: tuple[str, str, str] | None) -> list[str]:

@@ -49,7 +49,8 @@ def pair_verdict(pair: dict, level: float, margin: float, metric: str = "macro A
         return (f"{head}, difference {_signed(pair['difference'])}: **undetermined**. One run per worker cannot "
                 "separate the framework from training noise: the interval "
                 f"{_signed(pair.get('test_low'))} to {_signed(pair.get('test_high'))} covers only the test set's "
-                "sampling noise, and another training seed can move one framework's AUROC by more than that. "
+                "sampling noise, and another training seed can move one framework's "
+                f"{metric.removeprefix('macro ')} by more than that. "
                 "Run at least 3 seeds (--seeds 0,1,2); the spread they show says how many more are needed.")
     interval = _interval(pair.get("low"), pair.get("high"), level)
     if pair["verdict"] == DIFFERENT:
