@@ -84,7 +84,9 @@ def summarise_run(run_dir: Path, resamples: int, seed: int, threshold: str = "tu
                 thresholds, fell_back = choice.thresholds, [label_names[j] for j in choice.fell_back]
             else:
                 value = FIXED_THRESHOLD if threshold == "tuned" else float(threshold)
-                thresholds, fell_back = np.full(len(label_names), value), list(label_names)
+                # Tuning asked but no validation image has a box: every finding falls back.
+                thresholds = np.full(len(label_names), value)
+                fell_back = list(label_names) if threshold == "tuned" else []
             per_worker[name].append(score_cases(cases, thresholds, components))
             choices[name].append(fell_back)
             if patients is None:
@@ -186,6 +188,10 @@ def localization_lines(summary: dict | None, gallery: tuple[str, str, str] | Non
              "et al. 2017's accuracy and false positives per case at T(IoBB); brackets: "
              f"{summary['level']:.0%} intervals; bold: a margin over chance whose interval excludes 0).", ""]
     lines += localization_table(summary)
+    fell_back = {name: labels for name, labels in rules.get("fell_back", {}).items() if labels}
+    if fell_back:
+        lines += ["- No validation box to tune on, so the fixed threshold was used for: " + "; ".join(
+            f"{name}: {', '.join(labels)}" for name, labels in fell_back.items()) + ".", ""]
     if size and min(size) < 4:
         lines += [f"- The feature maps are {size[0]} x {size[1]}: each map has only {size[0] * size[1]} values, "
                   "so it can point to a quadrant at best. Use at least 128 px for 4 x 4 maps.", ""]
