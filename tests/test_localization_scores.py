@@ -75,10 +75,24 @@ def test_a_maximum_on_the_box_corner_pixel_is_a_hit_and_one_pixel_outside_is_a_m
     assert scores.hit.tolist() == [True, True, False, False]
 
 
-def test_a_constant_map_points_at_the_first_pixel() -> None:
-    scores = score_cases(_cases({(0, 1): np.full((8, 8), 3.0)}, [(100, 1, 0, 0, 1, 1)], 8))
+def test_a_constant_map_points_at_the_centre_of_the_image() -> None:
+    scores = score_cases(_cases({(0, 1): np.full((8, 8), 3.0), (1, 1): np.full((8, 8), 3.0)},
+                                [(100, 1, 0, 0, 1, 1), (101, 1, 4, 4, 1, 1)], 8, images=2))
+    assert scores.hit.tolist() == [False, True]  # the plateau's centroid (3.5, 3.5) rounds half to even: (4, 4)
+    assert scores.detections.tolist() == [0, 0]  # normalised to zeros: nothing reaches 0.5
+
+
+def test_a_coarse_maps_border_maximum_points_inside_its_cell_not_at_the_image_edge() -> None:
+    from harness.evaluation.cams import normalise, pointing_location, upsample
+    coarse = np.zeros((2, 2))
+    coarse[0, 0] = 1.0  # the top-left cell of a 2 x 2 map at 48 px
+    heat = normalise(upsample(coarse[None], 48))[0]
+    assert int(np.argmax(heat)) == 0  # np.argmax would point at the image's corner pixel
+    assert pointing_location(heat) == (6, 6)  # the plateau (pixels 0..11 each way) has its centroid at 5.5
+    cams = np.zeros((1, LABELS, 2, 2), dtype=np.float32)
+    cams[0, 3] = coarse
+    scores = score_cases(localization_cases(cams, np.array([100]), np.array([[100, 3, 2, 2, 8, 8]], np.int32), 48))
     assert scores.hit.tolist() == [True]
-    assert scores.detections.tolist() == [0]  # normalised to zeros: nothing reaches 0.5
 
 
 def _two_blobs() -> np.ndarray:

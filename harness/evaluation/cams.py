@@ -120,3 +120,19 @@ def regions(map01: np.ndarray, threshold: float, components: str = "all") -> tup
     boxes = np.array([(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start)
                       for rows, cols in scipy.ndimage.find_objects(labelled, max_label=count)], dtype=np.int64)
     return labelled > 0, boxes.reshape(-1, 4)
+
+
+def pointing_location(map01: np.ndarray) -> tuple[int, int]:
+    """(row, column) the map points at: its maximum; where the maximum is a plateau, the pixel at the
+    plateau's centroid (rounded half to even).
+
+    Bilinear upsampling with clamped edges turns a border cell's maximum into a plateau reaching the
+    image's edge; taking its first pixel (np.argmax) would point at the edge or the corner of the image
+    whatever the map says, so a coarse map would score below a random point. On a rectangular plateau
+    (a border or corner cell) the centroid is inside it; a constant map points at the image's centre."""
+    peak = map01 >= map01.max()
+    rows, columns = np.nonzero(peak)
+    row, column = int(np.round(rows.mean())), int(np.round(columns.mean()))
+    if not peak[row, column]:  # a plateau that is not convex: its first pixel in row-major order
+        row, column = int(rows[0]), int(columns[0])
+    return row, column

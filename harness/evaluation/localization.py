@@ -9,9 +9,9 @@ thresholded into regions (regions), then scored three ways:
   a detected box that exceeds T with no true box is a false positive. Accuracy is the mean of
   correct over cases, AFP (average false positives) the mean count of false positives per case.
 * CheXlocalize (Saporta et al. 2022): mask IoU between the thresholded map and the union of the true
-  boxes as a pixel mask; and the pointing game: a hit when the map's maximum (np.argmax of the
-  upsampled, normalised map: the first maximum in row-major order) lies inside a true box, edges
-  included.
+  boxes as a pixel mask; and the pointing game: a hit when the map's maximum (of the upsampled,
+  normalised map; where the maximum is a plateau, its centroid: cams.pointing_location) lies inside a
+  true box, edges included.
 * Chance, computed exactly: a uniformly random point hits with probability (area of the union of
   the true boxes) / S^2; a centred box of half the image's width and height, scored as a detected box
   (Wang accuracy and AFP) and as a detected mask (mask IoU).
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.evaluation.cams import COMPONENTS, normalise, regions, upsample
+from harness.evaluation.cams import COMPONENTS, normalise, pointing_location, regions, upsample
 from harness.evaluation.localization_boxes import box_mask, centred_box, iobb, iou
 
 __all__ = ["CaseScores", "LocalizationCases", "ThresholdChoice", "box_mask", "centred_box", "iobb", "iou",
@@ -208,7 +208,7 @@ def score_cases(cases: LocalizationCases, thresholds_per_label: float | Sequence
         map01 = _case_map(cases, case)
         mask, detected = regions(map01, thresholds[cases.label[case]], components)
         detections[case] = len(detected)
-        row, column = divmod(int(np.argmax(map01)), size)
+        row, column = pointing_location(map01)
         hit[case] = truth_mask[row, column]
         mask_iou[case] = _mask_iou(mask, truth_mask)
         random_point[case] = np.count_nonzero(truth_mask) / size**2

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.patches import Rectangle
 
-from harness.evaluation.cams import normalise, upsample
+from harness.evaluation.cams import normalise, pointing_location, upsample
 from harness.report.plots import _figure, _png
 
 BOX_COLOUR = "#00E000"
@@ -41,7 +41,7 @@ def _panel(axes, pixels: np.ndarray, boxes: np.ndarray, cam: np.ndarray | None, 
     if cam is not None:
         heat = normalise(upsample(cam[None], size))[0]
         axes.imshow(heat, cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0, interpolation="nearest")
-        y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+        y, x = pointing_location(heat)
         axes.plot([x], [y], marker="x", color="white", markersize=7, markeredgewidth=2)
     for x, y, w, h in boxes:
         # Pixel (x, y) is centred on (x, y) in imshow's coordinates: a box covering pixels x..x+w-1 has
