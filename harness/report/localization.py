@@ -195,8 +195,11 @@ def localization_lines(summary: dict | None, gallery: tuple[str, str, str] | Non
         lines += ["- No validation box to tune on, so the fixed threshold was used for: " + "; ".join(
             f"{name}: {', '.join(labels)}" for name, labels in fell_back.items()) + ".", ""]
     if size and min(size) < 4:
-        lines += [f"- The feature maps are {size[0]} x {size[1]}: each map has only {size[0] * size[1]} values, "
-                  "so it can point to a quadrant at best. Use at least 128 px for 4 x 4 maps.", ""]
+        lines += [f"- **The feature maps are {size[0]} x {size[1]}**: each map has only {size[0] * size[1]} values. "
+                  "Upsampled, its maximum is always a border cell's plateau at the image's edge, so the point lies "
+                  "near a corner or an edge whatever the network learnt, and a hit rate below the random point's is "
+                  "an artefact of the resolution, not a property of any framework. Use at least 128 px (4 x 4 "
+                  "maps) to compare where the frameworks look.", ""]
     lines += ["**Hit rate per finding**", ""] + findings_table(summary)
     if summary["comparison"]["pairs"]:
         lines += ["**Between workers** (paired on the same cases and runs; " + summary["comparison"]["family"]
