@@ -16,7 +16,9 @@ from typing import Any
 
 from harness.cluster.settings import PLACEMENTS, ClusterSettings
 from harness.config_checks import (
+    addressed_options,
     cam_threshold_check,
+    check_named_workers,
     init_check,
     not_negative,
     option_form,
@@ -307,37 +309,17 @@ class BenchmarkConfig:
         return self.localize == "on" or (self.localize == "auto" and boxes > 0)
 
     def worker_options(self, worker: str) -> dict[str, str]:
-        """The --option switches addressed to `worker` ("keras", or "keras@3.14.0", which also takes
-        those addressed to "keras"), as KEY -> VALUE; the more specific wins."""
-        chosen: dict[str, str] = {}
-        for target in dict.fromkeys([worker.partition("@")[0], worker]):
-            for entry in self.options:
-                setting, _, value = entry.partition("=")
-                if target and setting.startswith(f"{target}.") and "@" not in setting[len(target) + 1:]:
-                    chosen[setting[len(target) + 1:]] = value
-        return chosen
+        """The --option switches addressed to `worker`, as KEY -> VALUE (config_checks.addressed_options)."""
+        return addressed_options(worker, self.options)
 
     def selected_workers(self) -> list[WorkerSpec]:
-        """The run's workers: --workers, where "all" under --runtime remote means the --worker names.
-
-        ValueError when an --option names a worker that is not among them (a typo would go unseen).
-        """
+        """The run's workers: --workers, where "all" under --runtime remote means the --worker names;
+        ValueError when a --python or --option entry names a worker not among them."""
         selection = self.workers
         if self.runtime == "remote" and selection == "all":
             selection = ",".join(entry.partition("=")[0] for entry in self.remote_workers)
         workers = resolve_workers(selection)
-        labels = [spec.label for spec in workers]
-        targets = {name for label in labels for name in (label, label.partition("@")[0])}
-        for name in self.interpreters:
-            if name not in labels:
-                raise ValueError(f"--python: worker '{name}' is not in this run ({', '.join(labels)}); "
-                                 "name it as --workers does, e.g. keras@3.14.0")
-        for entry in self.options:
-            setting = entry.partition("=")[0]
-            if not any(setting.startswith(f"{target}.") for target in targets):
-                name = setting.split(".")[0] if "@" not in setting else setting
-                raise ValueError(f"--option: {entry!r} is for worker '{name}', which is not in this run "
-                                 f"({', '.join(labels)})")
+        check_named_workers([spec.label for spec in workers], self.interpreters, self.options)
         return workers
 
     def cluster_settings(self, device: str) -> ClusterSettings:

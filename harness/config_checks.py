@@ -4,6 +4,7 @@ each takes an option's parsed value and returns what is wrong with it, or None."
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -64,3 +65,31 @@ def cam_threshold_check(value: str) -> str | None:
     except ValueError:
         return f"{value!r} is neither `tuned` nor a number"
     return None if 0 < number < 1 else f"{value} must be `tuned` or within (0, 1)"
+
+
+def addressed_options(worker: str, options: tuple[str, ...]) -> dict[str, str]:
+    """The `WORKER.KEY=VALUE` switches addressed to `worker` ("keras", or "keras@3.14.0", which also takes
+    those addressed to "keras"), as KEY -> VALUE; the more specific wins."""
+    chosen: dict[str, str] = {}
+    for target in dict.fromkeys([worker.partition("@")[0], worker]):
+        for entry in options:
+            setting, _, value = entry.partition("=")
+            if target and setting.startswith(f"{target}.") and "@" not in setting[len(target) + 1:]:
+                chosen[setting[len(target) + 1:]] = value
+    return chosen
+
+
+def check_named_workers(labels: list[str], interpreters: Iterable[str], options: tuple[str, ...]) -> None:
+    """ValueError when a --python or --option entry names a worker that is not among `labels` (a typo
+    would go unseen)."""
+    targets = {name for label in labels for name in (label, label.partition("@")[0])}
+    for name in interpreters:
+        if name not in labels:
+            raise ValueError(f"--python: worker '{name}' is not in this run ({', '.join(labels)}); "
+                             "name it as --workers does, e.g. keras@3.14.0")
+    for entry in options:
+        setting = entry.partition("=")[0]
+        if not any(setting.startswith(f"{target}.") for target in targets):
+            name = setting.split(".")[0] if "@" not in setting else setting
+            raise ValueError(f"--option: {entry!r} is for worker '{name}', which is not in this run "
+                             f"({', '.join(labels)})")
