@@ -323,7 +323,17 @@ class WorkerClient:
         Returns ExportNativeResponse's fields: format (in words), size_bytes, files, save_seconds.
         """
         # Writing a large model to a slow disk can take longer than the default deadline.
-        return _plain(self._call("ExportNative", worker_pb2.ExportNativeRequest(), timeout=CONFIGURE_DEADLINE_SECONDS))
+        reply = self._call("ExportNative", worker_pb2.ExportNativeRequest(), timeout=CONFIGURE_DEADLINE_SECONDS)
+        return {key: value for key, value in _plain(reply).items() if key != "archive"}
+
+    def export_native_archive(self) -> tuple[dict, bytes]:
+        """The worker's model in its framework's own format: (what export_native returns, the files as a tar)."""
+        reply = self._call("ExportNative", worker_pb2.ExportNativeRequest(include_archive=True),
+                           timeout=CONFIGURE_DEADLINE_SECONDS)
+        if not reply.archive:
+            raise WorkerError(self.name, "ExportNative", "UNIMPLEMENTED",
+                              "the worker sent no archive of its export (a worker older than the model registry)")
+        return {key: value for key, value in _plain(reply).items() if key != "archive"}, reply.archive
 
 
 def _channel(address: str, security: ChannelSecurity) -> grpc.Channel:

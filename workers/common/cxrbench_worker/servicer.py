@@ -281,8 +281,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
     def ExportNative(self, request, context):
         with status_on_error(context), self._lock:
             self._require_model("ExportNative")
-            export = measure_native_export(self._backend.export_native)
+            export = measure_native_export(self._backend.export_native, request.include_archive)
             return worker_pb2.ExportNativeResponse(
                 format=export.format, size_bytes=export.size_bytes, files=export.files,
-                save_seconds=export.save_seconds,
+                save_seconds=export.save_seconds, archive=export.archive,
             )

@@ -275,17 +275,21 @@ class GetResourceUsageResponse(_message.Message):
     def __init__(self, peak_rss_bytes: _Optional[int] = ..., rss_bytes: _Optional[int] = ..., rss_source: _Optional[str] = ..., peak_reset: _Optional[bool] = ..., device_memory_reported: _Optional[bool] = ..., device_peak_bytes: _Optional[int] = ..., device_bytes: _Optional[int] = ..., device_total_bytes: _Optional[int] = ..., device: _Optional[str] = ..., energy_reported: _Optional[bool] = ..., device_energy_joules: _Optional[float] = ...) -> None: ...
 
 class ExportNativeRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("include_archive",)
+    INCLUDE_ARCHIVE_FIELD_NUMBER: _ClassVar[int]
+    include_archive: bool
+    def __init__(self, include_archive: _Optional[bool] = ...) -> None: ...
 
 class ExportNativeResponse(_message.Message):
-    __slots__ = ("format", "size_bytes", "files", "save_seconds")
+    __slots__ = ("format", "size_bytes", "files", "save_seconds", "archive")
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]
     SAVE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVE_FIELD_NUMBER: _ClassVar[int]
     format: str
     size_bytes: int
     files: int
     save_seconds: float
-    def __init__(self, format: _Optional[str] = ..., size_bytes: _Optional[int] = ..., files: _Optional[int] = ..., save_seconds: _Optional[float] = ...) -> None: ...
+    archive: bytes
+    def __init__(self, format: _Optional[str] = ..., size_bytes: _Optional[int] = ..., files: _Optional[int] = ..., save_seconds: _Optional[float] = ..., archive: _Optional[bytes] = ...) -> None: ...
