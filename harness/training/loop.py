@@ -171,7 +171,8 @@ def train_and_evaluate(client: WorkerClient, settings: TrainingSettings, data: T
     """Train a configured worker under the harness's schedule, restore its best checkpoint, evaluate.
 
     Returns the run's results (plain values). Logits go to logits/<worker>/<run.folder>/, class activation
-    maps of the boxed images (with `settings.localize`) to cams/<worker>/<run.folder>/.
+    maps of the boxed images (with `settings.localize`) to cams/<worker>/<run.folder>/, the kept checkpoint
+    (neutral safetensors) to models/<worker>/<run.folder>/model.safetensors.
     `measure_native` also saves the trained model in the framework's own format to weigh it.
     """
     name = client.name
@@ -224,6 +225,10 @@ def train_and_evaluate(client: WorkerClient, settings: TrainingSettings, data: T
     run_dir.save_array(f"{logits_dir}/test.npy", test_logits)
     usage = client.resource_usage()
     weights = best_weights if best_weights is not None else client.get_weights()
+    # The kept checkpoint, as every worker loads it: `harness register` puts it in the model registry.
+    model_path = "/".join(part for part in (f"models/{name}", run.folder) if part) + "/model.safetensors"
+    (run_dir.path / model_path).parent.mkdir(parents=True, exist_ok=True)
+    (run_dir.path / model_path).write_bytes(weights)
     native = client.export_native() if measure_native else None
     localization = None
     if settings.localize:  # the maps of the kept checkpoint, which the worker holds now
@@ -238,6 +243,7 @@ def train_and_evaluate(client: WorkerClient, settings: TrainingSettings, data: T
         "fold": run.fold,
         "logits": logits_dir,
         "schedule": {**schedule.summary(), "checkpoint_sha256": hashlib.sha256(weights).hexdigest()},
+        "model": model_path,
         "test": evaluate(test_logits, store.labels[split.test], store.label_names, thresholds),
         "parameters": {
             "trainable": configured.trainable_parameters,
