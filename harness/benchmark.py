@@ -359,6 +359,13 @@ def _run(config: BenchmarkConfig, workers: list[WorkerSpec], runtime: Runtime, e
                 if record["status"] == "completed":  # asked for and failed: say so in the exit status too
                     raise RuntimeError(f"--mlflow: could not log the run ({error}); "
                                        f"its results are in {run.path}") from error
+        if config.register is not None and record["status"] == "completed":
+            from harness.model_registry.command import register_run
+            from harness.model_registry.store import registry_uri
+
+            uri = registry_uri(config.register, config.out)
+            for name, version in register_run(run.path, uri):
+                print(f"registered {name} version {version} in {uri}")
     return run.path
 
 

@@ -1,4 +1,5 @@
-"""The `harness` command line: benchmark, parity, data prepare, report, workers list and lock."""
+"""The `harness` command line: benchmark, parity, data prepare, report, register, models, predict,
+workers list and lock."""
 
 from __future__ import annotations
 
@@ -174,6 +175,24 @@ def _credentials(args: argparse.Namespace) -> int:
     return 0
 
 
+def _register(args: argparse.Namespace) -> int:
+    from harness.model_registry.command import run_register
+
+    return run_register(args)
+
+
+def _models(args: argparse.Namespace) -> int:
+    from harness.model_registry.command import run_models_command
+
+    return run_models_command(args)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from harness.serving.command import run_predict
+
+    return run_predict(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness",
                                      description="A fair benchmark of deep-learning frameworks on chest X-rays.")
@@ -192,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     credentials.add_argument("--host", action="append", default=[], metavar="NAME_OR_IP",
                              help="a host name or address the workers are reached at "
                                   "(repeatable; localhost is always in)")
+    from harness.model_registry.command import add_registry_parsers
+    from harness.serving.command import add_predict_parser
+
+    add_registry_parsers(subparsers)
+    add_predict_parser(subparsers)
     workers = subparsers.add_parser("workers", help="worker commands")
     workers_sub = workers.add_subparsers(dest="workers_command", required=True)
     workers_sub.add_parser("list", help="list the available workers")
@@ -216,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)  # cleanup (stopping workers) runs as for Ctrl-C
     handlers = {"benchmark": _benchmark, "parity": _parity, "report": _report, "workers": _workers,
-                "data": _data_prepare, "credentials": _credentials}
+                "data": _data_prepare, "credentials": _credentials, "register": _register, "models": _models,
+                "predict": _predict}
     try:
         return handlers[args.command](args)
     except (RuntimeError, OSError) as error:  # WorkerError, environment set-up, files

@@ -197,6 +197,10 @@ class BenchmarkConfig:
         "SQLite store beside the run directories, `RESULTS/mlflow.db` (browse it with the full `mlflow` package: "
         "`mlflow ui --backend-store-uri sqlite:///results/mlflow.db`)", commands=("benchmark", "report"),
         kind="optional", const="", metavar="URI")
+    register: str | None = option(
+        None, "--register", "after the run, put every run's kept model into the MLflow model registry at URI, each "
+        "with its model card (`harness register RUN_DIR` does it later); no URI: `RESULTS/mlflow.db`",
+        commands=("benchmark",), kind="optional", const="", metavar="URI")
     runtime: str = option(
         "local", "--runtime", "`local` (a virtual environment per worker; no Docker, no GPU needed), `docker` "
         "(`compose.yaml`'s GPU containers, built when missing), `remote` (workers already running elsewhere: "

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -48,20 +49,28 @@ def cpu_null_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     they land in (a file lock in the session's temporary folder): each benchmark run costs seconds
     (preflight, ceiling, training, report), and the fast tier has a budget.
     """
-    base = tmp_path_factory.getbasetemp()
-    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "cpu_null_run"
+    def run(shared: Path) -> dict:
+        result = run_harness(["benchmark", "--workers", "null", "--epochs", "2", *SMALL_RUN, "--python",
+                              f"null={sys.executable}", "--out", str(shared / "results")], cwd=shared)
+        assert result.returncode == 0, result.stderr
+        return {"stdout": result.stdout, "stderr": result.stderr}
+
+    shared, output = made_once(tmp_path_factory.getbasetemp(), "cpu_null_run", run)
+    completed = subprocess.CompletedProcess([], 0, output["stdout"], output["stderr"])
+    return completed, next((shared / "results").iterdir())
+
+
+def made_once(base: Path, name: str, make: Callable[[Path], dict]) -> tuple[Path, dict]:
+    """`make(folder)` once per test session, whichever xdist process asks first (a file lock in the
+    session's temporary folder); every caller gets (folder, what it returned, as JSON)."""
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
     shared.mkdir(exist_ok=True)
     with open(shared / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        saved = shared / "result.json"
+        saved = shared / "made.json"
         if not saved.exists():
-            result = run_harness(["benchmark", "--workers", "null", "--epochs", "2", *SMALL_RUN, "--python",
-                                  f"null={sys.executable}", "--out", str(shared / "results")], cwd=shared)
-            assert result.returncode == 0, result.stderr
-            saved.write_text(json.dumps({"stdout": result.stdout, "stderr": result.stderr}))
-    output = json.loads(saved.read_text())
-    completed = subprocess.CompletedProcess([], 0, output["stdout"], output["stderr"])
-    return completed, next((shared / "results").iterdir())
+            saved.write_text(json.dumps(make(shared)))
+    return shared, json.loads(saved.read_text())
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ LAYERS: dict[str, set[str]] = {
     "study": {"progress", "data", "runtime", "records", "evaluation", "training"},
 }
 # `cluster` is an executor of studies on Ray, on top like `benchmark`: it joins a cluster and runs the study's runs.
-COMMANDS = {"cli", "config", "config_checks", "options", "benchmark", "preflight", "parity_check", "tracking", "gpu_check", "cluster"}
+COMMANDS = {"cli", "config", "config_checks", "options", "benchmark", "preflight", "parity_check", "tracking", "gpu_check", "cluster", "app", "serving", "model_registry"}
 
 
 def module_name(path: Path, root: Path = HARNESS) -> str:
