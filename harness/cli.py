@@ -1,4 +1,4 @@
-"""The `harness` command line: benchmark, parity, data prepare, report, register, models, predict,
+"""The `harness` command line: benchmark, parity, data prepare, report, register, models, predict, app,
 workers list and lock."""
 
 from __future__ import annotations
@@ -193,6 +193,12 @@ def _predict(args: argparse.Namespace) -> int:
     return run_predict(args)
 
 
+def _app(args: argparse.Namespace) -> int:
+    from harness.app.launch import run_app
+
+    return run_app(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness",
                                      description="A fair benchmark of deep-learning frameworks on chest X-rays.")
@@ -211,11 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
     credentials.add_argument("--host", action="append", default=[], metavar="NAME_OR_IP",
                              help="a host name or address the workers are reached at "
                                   "(repeatable; localhost is always in)")
+    from harness.app.launch import add_app_parser
     from harness.model_registry.command import add_registry_parsers
     from harness.serving.command import add_predict_parser
 
     add_registry_parsers(subparsers)
     add_predict_parser(subparsers)
+    add_app_parser(subparsers)
     workers = subparsers.add_parser("workers", help="worker commands")
     workers_sub = workers.add_subparsers(dest="workers_command", required=True)
     workers_sub.add_parser("list", help="list the available workers")
@@ -241,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)  # cleanup (stopping workers) runs as for Ctrl-C
     handlers = {"benchmark": _benchmark, "parity": _parity, "report": _report, "workers": _workers,
                 "data": _data_prepare, "credentials": _credentials, "register": _register, "models": _models,
-                "predict": _predict}
+                "predict": _predict, "app": _app}
     try:
         return handlers[args.command](args)
     except (RuntimeError, OSError) as error:  # WorkerError, environment set-up, files
