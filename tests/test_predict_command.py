@@ -70,7 +70,7 @@ def test_predict_prints_a_table_and_writes_a_row_per_image_model_and_label(pool,
     assert tuple(rows[0]) == CSV_COLUMNS and len(rows) == 2 * 2 * 14
     assert [(r["image"], r["model"]) for r in rows[::14]] == [(str(f), m) for f in files for m in MODELS]
     assert [r["label"] for r in rows[:14]] == list(CHESTXRAY14_LABELS)
-    assert {r["probability"] for r in rows} == {"0.500000"}
+    assert {r["probability"] for r in rows} == {"0.5"}
     assert [float(r["threshold"]) for r in rows[:14]] == list(THRESHOLDS)
     assert [r["flagged"] == "true" for r in rows[14:28]] == list(EXPECTED_FLAGS)
 

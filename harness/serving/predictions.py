@@ -19,8 +19,8 @@ def csv_rows(images: list[str], readings: list[Reading]) -> list[tuple[str, ...]
     for index, image in enumerate(images):
         for reading in readings:
             for column, label in enumerate(reading.labels):
-                rows.append((image, reading.model, label, f"{reading.probabilities[index, column]:.6f}",
-                             f"{reading.thresholds[column]:.6f}", "true" if reading.flags[index, column] else "false"))
+                rows.append((image, reading.model, label, f"{reading.probabilities[index, column]:.9g}",
+                             f"{reading.thresholds[column]:.9g}", "true" if reading.flags[index, column] else "false"))
     return rows
 
 
