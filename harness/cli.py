@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   "(repeatable; localhost is always in)")
     from harness.app.launch import add_app_parser
     from harness.model_registry.command import add_registry_parsers
-    from harness.serving.command import add_predict_parser
+    from harness.serving.arguments import add_predict_parser
 
     add_registry_parsers(subparsers)
     add_predict_parser(subparsers)
