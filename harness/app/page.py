@@ -21,7 +21,7 @@ from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from harness.app import services
 from harness.app.cards import card_markdown, default_selection, escape_markdown, model_label, option_text
-from harness.app.overlay import DISPLAY_SIZE, cam_overlay, display_image
+from harness.app.overlay import cam_overlay, display_image
 from harness.app.page_settings import PageSettings, settings_from_environment
 from harness.app.readings import FLAG, ModelReading, default_finding, findings, reading_of, styled_table
 from harness.data.uploads import BadUpload, Radiograph, decode_upload, model_input
@@ -82,7 +82,10 @@ def show_maps(readings: dict[str, ModelReading], key: str) -> None:
     """A finding chooser and, for that finding, each model's class activation map over what it read."""
     choices = findings(readings)
     finding = st.selectbox("Finding to locate", choices, index=choices.index(default_finding(readings)), key=key)
-    for column, (label, reading) in zip(st.columns(len(readings)), readings.items(), strict=True):
+    # At least three columns, each map filling its own: maps never overflow the panel, and one model's map is
+    # not blown up to the page's width.
+    columns = st.columns(max(len(readings), 3))
+    for column, (label, reading) in zip(columns, readings.items(), strict=False):
         with column:
             if finding not in reading.labels:
                 st.info(escape_markdown(f"{label} has no finding called {finding}"))
@@ -93,7 +96,7 @@ def show_maps(readings: dict[str, ModelReading], key: str) -> None:
             if reading.maps is None:
                 st.info(escape_markdown(f"{caption} (its worker gave no map)"))
             else:
-                st.image(cam_overlay(reading.image, reading.maps[row]), caption=caption, width=DISPLAY_SIZE)
+                st.image(cam_overlay(reading.image, reading.maps[row]), caption=caption, width="stretch")
 
 
 def show_upload(upload: UploadedFile, index: int, models: list[RegisteredModel], pool: services.Pool,
