@@ -16,8 +16,10 @@ from typing import Any
 
 from harness.cluster.settings import PLACEMENTS, ClusterSettings
 from harness.config_checks import (
+    RAY_OPTIONS,
     addressed_options,
     cam_threshold_check,
+    check_combinations,
     check_named_workers,
     init_check,
     not_negative,
@@ -245,25 +247,7 @@ class BenchmarkConfig:
 
     def __post_init__(self) -> None:
         raise_problems(self)
-
-        def check(ok: bool, flag: str, message: str) -> None:
-            if not ok:
-                raise ValueError(f"{flag}: {message}")
-
-        # Rules that tie options together (each option's own rule is on its declaration).
-        check(self.eval_batch_size >= 1, "eval_batch_size", f"{self.eval_batch_size} must be at least 1")
-        check(self.runtime == "remote" or not self.remote_workers, "--worker", "addresses are for --runtime remote")
-        check(self.runtime == "remote" or (self.tls_ca is None and self.token_file is None), "--runtime",
-              "--tls-ca and --token-file are for --runtime remote")
-        check(self.runtime != "remote" or bool(self.remote_workers), "--worker",
-              "--runtime remote needs at least one --worker NAME=HOST:PORT")
-        check(self.runtime in ("local", "ray") or not self.pythons, "--python",
-              "existing interpreters are for --runtime local or ray (an image or a remote worker brings its own)")
-        for name, flag in RAY_OPTIONS.items():
-            check(self.runtime == "ray" or getattr(self, name) == BENCHMARK_DEFAULTS[name], flag,
-                  "is for --runtime ray")
-        check(len(self.training_seeds) * self.folds <= 100, "--seeds",
-              f"{len(self.training_seeds)} seeds x {self.folds} folds is more than 100 runs per worker")
+        check_combinations(self, BENCHMARK_DEFAULTS)  # the rules tying options together
 
     @property
     def dataset_kind(self) -> str:
@@ -377,8 +361,6 @@ class ParityOptions:
 
 
 BENCHMARK_DEFAULTS = {item.name: item.default for item in fields(BenchmarkConfig)}
-RAY_OPTIONS = {"ray_address": "--ray-address", "placement": "--placement", "cpus_per_run": "--cpus-per-run",
-               "retries": "--retries", "allow_mixed_gpus": "--allow-mixed-gpus"}
 # What a resumed study may run differently: where and how its runs execute, never what they compute.
 RESUME_MAY_CHANGE = ("runtime", *RAY_OPTIONS, "pythons", "remote_workers", "tls_ca", "token_file", "stall_timeout",
                      "data_threads", "mlflow", "resume")

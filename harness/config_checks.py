@@ -93,3 +93,29 @@ def check_named_workers(labels: list[str], interpreters: Iterable[str], options:
             name = setting.split(".")[0] if "@" not in setting else setting
             raise ValueError(f"--option: {entry!r} is for worker '{name}', which is not in this run "
                              f"({', '.join(labels)})")
+
+
+RAY_OPTIONS = {"ray_address": "--ray-address", "placement": "--placement", "cpus_per_run": "--cpus-per-run",
+               "retries": "--retries", "allow_mixed_gpus": "--allow-mixed-gpus"}
+
+
+def check_combinations(config, defaults: dict) -> None:
+    """The rules that tie a BenchmarkConfig's options together (each option's own rule is on its
+    declaration); ValueError naming the flag at fault. `defaults`: each field's default value."""
+
+    def check(ok: bool, flag: str, message: str) -> None:
+        if not ok:
+            raise ValueError(f"{flag}: {message}")
+
+    check(config.eval_batch_size >= 1, "eval_batch_size", f"{config.eval_batch_size} must be at least 1")
+    check(config.runtime == "remote" or not config.remote_workers, "--worker", "addresses are for --runtime remote")
+    check(config.runtime == "remote" or (config.tls_ca is None and config.token_file is None), "--runtime",
+          "--tls-ca and --token-file are for --runtime remote")
+    check(config.runtime != "remote" or bool(config.remote_workers), "--worker",
+          "--runtime remote needs at least one --worker NAME=HOST:PORT")
+    check(config.runtime in ("local", "ray") or not config.pythons, "--python",
+          "existing interpreters are for --runtime local or ray (an image or a remote worker brings its own)")
+    for name, flag in RAY_OPTIONS.items():
+        check(config.runtime == "ray" or getattr(config, name) == defaults[name], flag, "is for --runtime ray")
+    check(len(config.training_seeds) * config.folds <= 100, "--seeds",
+          f"{len(config.training_seeds)} seeds x {config.folds} folds is more than 100 runs per worker")
