@@ -363,7 +363,7 @@ class ParityOptions:
 BENCHMARK_DEFAULTS = {item.name: item.default for item in fields(BenchmarkConfig)}
 # What a resumed study may run differently: where and how its runs execute, never what they compute.
 RESUME_MAY_CHANGE = ("runtime", *RAY_OPTIONS, "pythons", "remote_workers", "tls_ca", "token_file", "stall_timeout",
-                     "data_threads", "mlflow", "resume")
+                     "data_threads", "mlflow", "register", "resume")
 
 
 def options_table() -> str:
