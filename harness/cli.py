@@ -136,17 +136,19 @@ def _workers_list(args: argparse.Namespace) -> int:
     from harness.runtime.environments import COMPLETE_MARKER, environment_path
     from harness.runtime.registry import discover_workers, pinned_version
 
-    for name, folder in discover_workers().items():
-        if folder.requirements is None:
-            environment = "runs in the harness's interpreter"
-        else:
-            target = environment_path(folder, cache_root())
-            ready = target is not None and (target / COMPLETE_MARKER).is_file()
-            environment = "environment ready" if ready else "environment created on first use"
-        version = pinned_version(folder)
-        pin = f"{folder.framework_package}=={version}" if version else "-"
-        listed = "" if folder.listed else " (not in 'all')"
-        print(f"{name:<12} {pin:<18} {environment:<34} {folder.description}{listed}")
+    for worker in discover_workers().values():
+        # Each variant on a line of its own, by the label --workers takes (keras[jax]); never in 'all'.
+        for folder in (worker, *(worker.with_variant(variant) for variant in worker.variant_names)):
+            if folder.requirements is None:
+                environment = "runs in the harness's interpreter"
+            else:
+                target = environment_path(folder, cache_root())
+                ready = target is not None and (target / COMPLETE_MARKER).is_file()
+                environment = "environment ready" if ready else "environment created on first use"
+            version = pinned_version(folder)
+            pin = f"{folder.framework_package}=={version}" if version else "-"
+            listed = "" if folder.listed and folder.variant is None else " (not in 'all')"
+            print(f"{folder.label:<14} {pin:<18} {environment:<34} {folder.description}{listed}")
     return 0
 
 

@@ -76,7 +76,8 @@ class BenchmarkConfig:
 
     workers: str = option(
         "all", "--workers", "`all` (every listed worker), or a comma list; `NAME@VERSION` runs that framework "
-        "version, e.g. `keras@3.14.0,keras@3.15.1` side by side", metavar="LIST")
+        "version, e.g. `keras@3.14.0,keras@3.15.1` side by side; `NAME[VARIANT]` a variant of a worker, e.g. "
+        "`'keras,keras[jax],keras[torch]'` (Keras on TensorFlow, JAX and torch; quote it for zsh)", metavar="LIST")
     dataset: str = option(
         "phantom", "--dataset", "`phantom` (built-in synthetic radiographs), `nih:PATH` (an NIH ChestX-ray14 "
         "folder) or `chestmnist:PATH` (a MedMNIST `.npz` file or folder)",
@@ -113,7 +114,8 @@ class BenchmarkConfig:
         metavar="random|imagenet=PATH", check=init_check)
     options: tuple[str, ...] = option(
         (), "--option", "`WORKER.KEY=VALUE`, repeatable: a framework switch, e.g. `tensorflow.jit_compile=true` "
-        "(XLA, off by default)", kind="repeat", metavar="WORKER.KEY=VALUE", check=option_form)
+        "(XLA, off by default); `keras.KEY` reaches every Keras worker (versions and variants), `keras[jax].KEY` "
+        "that variant alone", kind="repeat", metavar="WORKER.KEY=VALUE", check=option_form)
     precision: str = option("fp32", "--precision", "numerics for every worker: `fp32` (TF32 off); `bf16-mixed`, "
                             "`fp16-mixed`: the network computes in bfloat16 / float16 on float32 weights, BatchNorm "
                             "statistics and the loss in float32, fp16 with dynamic loss scaling; all three run on CPUs",

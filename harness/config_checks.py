@@ -7,6 +7,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from cxrbench_worker.worker_labels import split_label, worker_label
+
 
 def refusal(parse):
     """A check from a parser that raises ValueError: its message, without the flag it already names."""
@@ -67,11 +69,20 @@ def cam_threshold_check(value: str) -> str | None:
     return None if 0 < number < 1 else f"{value} must be `tuned` or within (0, 1)"
 
 
+def option_targets(worker: str) -> list[str]:
+    """The names an `--option` may address worker `worker` by, the least specific first: "keras" for
+    keras; "keras", "keras[jax]" and "keras[jax]@3.14.0" for keras[jax]@3.14.0 ([] for "")."""
+    if not worker:
+        return []
+    name, variant, _ = split_label(worker)
+    return list(dict.fromkeys([name, worker_label(name, variant), worker]))
+
+
 def addressed_options(worker: str, options: tuple[str, ...]) -> dict[str, str]:
-    """The `WORKER.KEY=VALUE` switches addressed to `worker` ("keras", or "keras@3.14.0", which also takes
-    those addressed to "keras"), as KEY -> VALUE; the more specific wins."""
+    """The `WORKER.KEY=VALUE` switches addressed to `worker` ("keras", or "keras[jax]@3.14.0", which also
+    takes those addressed to "keras" and "keras[jax]"), as KEY -> VALUE; the more specific wins."""
     chosen: dict[str, str] = {}
-    for target in dict.fromkeys([worker.partition("@")[0], worker]):
+    for target in option_targets(worker):
         for entry in options:
             setting, _, value = entry.partition("=")
             if target and setting.startswith(f"{target}.") and "@" not in setting[len(target) + 1:]:
@@ -82,11 +93,11 @@ def addressed_options(worker: str, options: tuple[str, ...]) -> dict[str, str]:
 def check_named_workers(labels: list[str], interpreters: Iterable[str], options: tuple[str, ...]) -> None:
     """ValueError when a --python or --option entry names a worker that is not among `labels` (a typo
     would go unseen)."""
-    targets = {name for label in labels for name in (label, label.partition("@")[0])}
+    targets = {name for label in labels for name in option_targets(label)}
     for name in interpreters:
         if name not in labels:
             raise ValueError(f"--python: worker '{name}' is not in this run ({', '.join(labels)}); "
-                             "name it as --workers does, e.g. keras@3.14.0")
+                             "name it as --workers does, e.g. keras@3.14.0 or keras[jax]")
     for entry in options:
         setting = entry.partition("=")[0]
         if not any(setting.startswith(f"{target}.") for target in targets):

@@ -45,7 +45,7 @@ def run_parity(config: BenchmarkConfig, steps: int = PARITY_STEPS, logs: Path | 
         runtime.prepare(workers)
         clients = {}
         for spec in workers:
-            clients[spec.label] = stack.enter_context(runtime.start(spec, logs / f"{spec.label}.log")).client
+            clients[spec.label] = stack.enter_context(runtime.start(spec, logs / f"{spec.safe_label}.log")).client
         probes = []
         for name, client in progress_bar(clients.items(), desc="parity probes", unit="worker", leave=False):
             # Always with deterministic algorithms, whatever a timed run would use.

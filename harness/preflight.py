@@ -104,7 +104,7 @@ def inspect_workers(runtime: Runtime, workers: list[WorkerSpec], settings: Calla
     logs.mkdir(parents=True, exist_ok=True)
     conditions, refusals = [], []
     for spec in workers:
-        log = logs / f"{spec.label}.log"
+        log = logs / f"{spec.safe_label}.log"
         log.unlink(missing_ok=True)
         with runtime.start(spec, log) as worker:
             try:

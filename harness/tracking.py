@@ -12,6 +12,7 @@ import json
 import time
 from pathlib import Path
 
+from cxrbench_worker.worker_labels import key_label
 from harness.records.run_directory import RunDirectory
 
 EXPERIMENT = "cxrbench"
@@ -89,13 +90,14 @@ def log_run(run_dir: Path, option: str, out: Path) -> str:
                                                                          "cxrbench.status": record["status"]})
     params = _flatten("", {"config": record["config"], "data": {"content_sha256": record["data"]["content_sha256"]},
                            "git": record["provenance"]["git"]}, {})
-    params.update({f"worker.{name}.{package}": version for name, worker in record["workers"].items()
+    # MLflow keys allow no "@" nor brackets: keras[jax]@3.14.0 is keras-jax-v3.14.0 there (key_label).
+    params.update({f"worker.{key_label(name)}.{package}": version for name, worker in record["workers"].items()
                    for package, version in worker.get("reported", {}).get("framework_versions", {}).items()})
     client.log_batch(parent.info.run_id,
                      params=[Param(key, str(value)[:6000]) for key, value in sorted(params.items())])
-    summary = [Metric(f"{name}.{key}", value, now, 0) for name, result in workers.items()
+    summary = [Metric(f"{key_label(name)}.{key}", value, now, 0) for name, result in workers.items()
                for key, value in _test_metrics(result["test"]).items()]
-    summary += [Metric(f"{name}.seconds_per_epoch", value, now, 0) for name, result in workers.items()
+    summary += [Metric(f"{key_label(name)}.seconds_per_epoch", value, now, 0) for name, result in workers.items()
                 if (value := _number(result["efficiency"]["seconds_per_epoch"]["median"])) is not None]
     for start in range(0, len(summary), 1000):
         client.log_batch(parent.info.run_id, metrics=summary[start:start + 1000])

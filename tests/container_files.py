@@ -22,31 +22,49 @@ from cxrbench_worker.worker_folder import WorkerFolder
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO_ROOT / "compose.yaml"
 DOCKERFILE = REPO_ROOT / "workers" / "Dockerfile"  # the one image recipe of every worker
-BUILD_ARGUMENTS = ("WORKER", "FRAMEWORK_VERSION", "BASE_IMAGE")
+BUILD_ARGUMENTS = ("WORKER", "VARIANT", "FRAMEWORK_VERSION", "BASE_IMAGE")
 CONTAINER_PORT = 50051
 SECRET_NAMES = ("worker_tls_cert", "worker_tls_key", "worker_token")
 # The image's variable -> the compose secret it must name (mounted at /run/secrets/<secret>).
 SECRET_VARIABLES = {"CXRBENCH_TLS_CERT": "worker_tls_cert", "CXRBENCH_TLS_KEY": "worker_tls_key",
                     "CXRBENCH_TOKEN_FILE": "worker_token"}
 # What a GPU image installs instead of the local runtime's CPU package (worker.toml's [gpu] table),
-# written out here so the test does not take the rule from the code it checks.
+# by compose service, written out here so the test does not take the rule from the code it checks.
 GPU_RENAMES = {"pytorch": {}, "tensorflow": {"tensorflow-cpu": "tensorflow[and-cuda]"},
-               "keras": {"tensorflow-cpu": "tensorflow[and-cuda]"}}
+               "keras": {"tensorflow-cpu": "tensorflow[and-cuda]"}, "jax": {"jax": "jax[cuda13]"},
+               "keras-jax": {"jax": "jax[cuda13]"},
+               "keras-torch": {}}
 
 
 def listed_workers() -> list[WorkerFolder]:
-    """Every worker folder that `--workers all` runs (the null worker is not listed)."""
+    """Every worker folder that `--workers all` runs (the null worker is not listed), and after each
+    the folder as each of its variants sees it (keras[jax], keras[torch]): each has a compose service."""
     folders = [WorkerFolder.read(toml.parent) for toml in sorted((REPO_ROOT / "workers").glob("*/worker.toml"))]
-    return [folder for folder in folders if folder.listed]
+    return [folder.with_variant(variant) for folder in folders if folder.listed
+            for variant in (None, *folder.variant_names)]
+
+
+def service_of(folder: WorkerFolder) -> str:
+    """The compose service of a worker folder: its name, or for a variant `<name>-<variant>` (keras-jax)."""
+    return f"{folder.name}-{folder.variant}" if folder.variant else folder.name
+
+
+def variable_of(service: str) -> str:
+    """compose.yaml's variable prefix of a service: KERAS_JAX for keras-jax."""
+    return service.upper().replace("-", "_")
 
 
 WORKERS = listed_workers()
-WORKER_IDS = [folder.name for folder in WORKERS]
+WORKER_IDS = [service_of(folder) for folder in WORKERS]  # compose services: keras, keras-jax, ...
+WORKER_LABELS = [folder.label for folder in WORKERS]  # as --workers names them: keras, keras[jax], ...
 
 
 def declared_base_image(folder: WorkerFolder) -> str | None:
-    """The worker's CUDA base image as its worker.toml declares it ([gpu] base_image), read as TOML."""
-    return tomllib.loads((folder.path / "worker.toml").read_text()).get("gpu", {}).get("base_image")
+    """The worker's CUDA base image as its worker.toml declares it ([gpu] base_image; a variant's
+    [variants.<name>.gpu] base_image when it has that table), read as TOML."""
+    data = tomllib.loads((folder.path / "worker.toml").read_text())
+    variant = data.get("variants", {}).get(folder.variant, {}) if folder.variant else {}
+    return (variant["gpu"] if "gpu" in variant else data.get("gpu", {})).get("base_image")
 
 
 def load_yaml(path: Path) -> dict:

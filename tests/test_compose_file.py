@@ -15,7 +15,7 @@ import re
 import pytest
 
 from container_files import (CONTAINER_PORT, REPO_ROOT, SECRET_NAMES, WORKER_IDS, WORKERS, compose, declared_base_image,
-                             schema_errors)
+                             schema_errors, service_of, variable_of)
 from cxrbench_worker.requirements import pinned_version
 
 # --- 1. compose.yaml is a valid Compose file ----------------------------------------------------
@@ -50,37 +50,40 @@ VERSION_VARIABLE = re.compile(r"^\$\{(?P<variable>[A-Z0-9_]+):-(?P<default>[^}]+
 def test_framework_version_is_the_same_in_requirements_image_tag_and_build_argument(folder):
     pinned = pinned_version(folder)
     assert pinned, f"{folder.requirements}: no {folder.framework_package}== pin"
-    variable = f"{folder.name.upper()}_VERSION"
-    service = compose()["services"][folder.name]
+    name = service_of(folder)
+    variable = f"{variable_of(name)}_VERSION"
+    service = compose()["services"][name]
 
     tag = IMAGE_TAG.match(service["image"])
-    assert tag, f"image {service['image']!r}: expected cxrbench/{folder.name}:${{{variable}:-{pinned}}}"
-    assert (tag["name"], tag["variable"], tag["default"]) == (folder.name, variable, pinned)
+    assert tag, f"image {service['image']!r}: expected cxrbench/{name}:${{{variable}:-{pinned}}}"
+    assert (tag["name"], tag["variable"], tag["default"]) == (name, variable, pinned)
 
     build_argument = VERSION_VARIABLE.match(str(service["build"]["args"]["FRAMEWORK_VERSION"]))
     assert build_argument, f"build.args.FRAMEWORK_VERSION must be ${{{variable}:-{pinned}}}"
     assert (build_argument["variable"], build_argument["default"]) == (variable, pinned)
     assert service["build"]["args"]["WORKER"] == folder.name
+    assert service["build"]["args"]["VARIANT"] == (folder.variant or ""), "the variant the image runs"
 
 
 # Each framework's wheels bring their own CUDA; the base image's CUDA version is what the host driver
 # must support (worker.toml says why for each).
-CUDA_OF_BASE = {"pytorch": "13.0.0", "tensorflow": "12.8.1", "keras": "12.8.1"}
+CUDA_OF_BASE = {"pytorch": "13.0.0", "tensorflow": "12.8.1", "keras": "12.8.1", "jax": "13.0.0", "keras-jax": "13.0.0",
+                "keras-torch": "13.0.0"}
 
 
 @pytest.mark.parametrize("folder", WORKERS, ids=WORKER_IDS)
 def test_base_image_build_argument_is_the_cuda_base_image_the_worker_toml_declares(folder):
     declared = declared_base_image(folder)
     assert declared, f"{folder.path / 'worker.toml'}: no [gpu] base_image"
-    assert compose()["services"][folder.name]["build"]["args"]["BASE_IMAGE"] == declared, \
-        f"compose.yaml's BASE_IMAGE of '{folder.name}' differs from {folder.path / 'worker.toml'}'s [gpu] base_image"
+    assert compose()["services"][service_of(folder)]["build"]["args"]["BASE_IMAGE"] == declared, \
+        f"compose.yaml's BASE_IMAGE of '{service_of(folder)}' differs from {folder.path / 'worker.toml'}'s base_image"
     # A CUDA "base" image (the wheels bring CUDA and cuDNN) on Ubuntu 24.04 (Python 3.12, as the locks allow).
-    assert declared.split("@", 1)[0] == f"nvidia/cuda:{CUDA_OF_BASE[folder.name]}-base-ubuntu24.04"
+    assert declared.split("@", 1)[0] == f"nvidia/cuda:{CUDA_OF_BASE[service_of(folder)]}-base-ubuntu24.04"
 
 
 # --- 5. what the docker runtime relies on ---------------------------------------------------------
 
-def test_compose_has_one_service_per_listed_worker_and_no_other():
+def test_compose_has_one_service_per_listed_worker_and_variant_and_no_other():
     assert sorted(compose()["services"]) == sorted(WORKER_IDS)
     assert "null" not in compose()["services"]
     assert not (REPO_ROOT / "workers" / "null" / "locks").exists(), "the null worker installs nothing"
@@ -97,8 +100,8 @@ def test_compose_service_has_its_profile_a_gpu_a_health_check_loopback_ports_and
     assert len(service["ports"]) == 1
     for port in service["ports"]:
         assert isinstance(port, str) and port.startswith("127.0.0.1:"), f"{port!r} is published beyond this host"
-        assert PUBLISHED_PORT.match(port) and PUBLISHED_PORT.match(port)["variable"] == f"{name.upper()}_PORT", \
-            f"{port!r}: expected 127.0.0.1:${{{name.upper()}_PORT:-<port>}}:{CONTAINER_PORT}"
+        assert PUBLISHED_PORT.match(port) and PUBLISHED_PORT.match(port)["variable"] == f"{variable_of(name)}_PORT", \
+            f"{port!r}: expected 127.0.0.1:${{{variable_of(name)}_PORT:-<port>}}:{CONTAINER_PORT}"
     assert sorted(service["secrets"]) == sorted(SECRET_NAMES)
 
 

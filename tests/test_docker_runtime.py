@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO_ROOT, SMALL_RUN, run_harness
-from harness.runtime.docker import DockerRuntime
+from container_files import WORKER_IDS, WORKER_LABELS, compose
+from harness.runtime.docker import DockerRuntime, image_tag, project_name, service_name, variable_prefix
 from harness.runtime.registry import resolve_workers
 
 FAKE_DOCKER = r'''#!{python}
@@ -48,7 +49,7 @@ elif args[:1] == ["compose"]:
     while rest[0].startswith("-"):
         options[rest[0]], rest = rest[1], rest[2:]
     command, service = rest[0], rest[-1]
-    prefix = service.upper()
+    prefix = service.upper().replace("-", "_")  # keras-jax reads KERAS_JAX_VERSION, as compose.yaml does
     if command == "config":
         print(os.environ.get("FAKE_DOCKER_SERVICES", "pytorch\ntensorflow\nkeras\nnull"))
     elif command == "build":
@@ -201,3 +202,40 @@ def test_a_service_that_fails_to_start_is_torn_down_and_its_log_kept(fake_docker
     assert not out.exists()
     kept = Path(result.stderr.split("the workers' logs of the preflight are kept in ")[1].split()[0])
     assert "fake container log of null" in (kept / "null.log").read_text()
+
+
+def test_each_worker_and_variant_has_the_compose_service_the_runtime_names():
+    """The runtime's rule (service_name) and compose.yaml agree for every listed worker and variant."""
+    specs = [resolve_workers(label)[0] for label in WORKER_LABELS]
+    assert [service_name(spec) for spec in specs] == WORKER_IDS
+    assert all(service_name(spec) in compose()["services"] for spec in specs)
+    (spec,) = resolve_workers("keras[jax]@3.14.0")
+    assert (service_name(spec), image_tag(spec), variable_prefix(service_name(spec))) == (
+        "keras-jax", "cxrbench/keras-jax:3.14.0", "KERAS_JAX")
+    assert project_name(spec).endswith("-keras-jax-3-14-0")
+
+
+def test_a_keras_variant_runs_in_its_own_service_and_its_files_carry_no_bracket(fake_docker, tmp_path):
+    environment, state = fake_docker
+    out = tmp_path / "results"
+    result = run_harness(["benchmark", "--runtime", "docker", "--workers", "keras[jax]", "--epochs", "1",
+                          "--bootstrap", "0", "--out", str(out), *SMALL_RUN], REPO_ROOT,
+                         {**environment, "FAKE_DOCKER_SERVICES": "keras\nkeras-jax"})
+    assert result.returncode == 0, result.stderr
+    compose_file = ["compose", "-f", str(REPO_ROOT / "compose.yaml")]
+    assert calls(state)[2]["args"] == [*compose_file, "--profile", "keras-jax", "config", "--services"]
+    (build,) = compose_calls(state, "build")
+    assert build["args"][5:] == ["--profile", "keras-jax", "build", "keras-jax"] and build["args"][4].endswith("-keras-jax")
+    assert build["env"]["KERAS_JAX_VERSION"] == "3.15.1"
+    assert {call["args"][-1] for call in compose_calls(state, "up")} == {"keras-jax"}
+    assert all(call["env"]["KERAS_JAX_PORT"].isdigit() for call in compose_calls(state, "up"))
+    (run,) = out.iterdir()
+    record = json.loads((run / "run.json").read_text())
+    assert list(record["workers"]) == ["keras[jax]"] and record["workers"]["keras[jax]"]["image"] == "cxrbench/keras-jax:3.15.1"
+    written = [path.relative_to(run).as_posix() for path in run.rglob("*")]
+    assert not [path for path in written if "[" in path or "]" in path], "brackets in file names"
+    for expected in ("workers/keras-jax.log", "runs/keras-jax/run.json", "logits/keras-jax/test.npy",
+                     "models/keras-jax/model.safetensors", "epochs/keras-jax/run.csv"):
+        assert expected in written, expected
+    assert "fake container log of keras-jax" in (run / "workers" / "keras-jax.log").read_text()
+    assert "| keras[jax] |" in (run / "report.md").read_text()  # the label itself in the report

@@ -24,14 +24,16 @@ import pytest
 from cxrbench_worker.locks import lock_path, locked_pins
 from cxrbench_worker.requirements import pinned_version
 from cxrbench_worker.worker_folder import WorkerFolder
+from cxrbench_worker.worker_labels import split_label
 from container_files import (BUILD_ARGUMENTS, CONTAINER_PORT, DOCKERFILE, GPU_RENAMES, REPO_ROOT, SECRET_VARIABLES,
-                             WORKER_IDS, WORKERS, Instruction, compose, copy_sources, declared_base_image, environment,
-                             excluded_from_context, exec_form, instructions, is_build_junk, with_arguments)
+                             WORKER_IDS, WORKER_LABELS, WORKERS, Instruction, compose, copy_sources,
+                             declared_base_image, environment, excluded_from_context, exec_form, instructions,
+                             is_build_junk, service_of, with_arguments)
 
 
 def arguments_of(folder: WorkerFolder, version: str | None = None) -> dict[str, str]:
     """The build arguments compose.yaml gives this worker's service (at `version`, None: the pinned one)."""
-    return {"WORKER": folder.name, "FRAMEWORK_VERSION": version or pinned_version(folder),
+    return {"WORKER": folder.name, "VARIANT": folder.variant or "", "FRAMEWORK_VERSION": version or pinned_version(folder),
             "BASE_IMAGE": declared_base_image(folder)}
 
 
@@ -149,6 +151,7 @@ def test_labels_name_the_worker_its_version_and_base_image():
     (labels,) = [shlex.split(i.arguments) for i in instructions(DOCKERFILE) if i.keyword == "LABEL"]
     values = dict(label.split("=", 1) for label in labels)
     assert values["io.cxrbench.worker"] == "${WORKER}" and values["org.opencontainers.image.title"] == "cxrbench-${WORKER}"
+    assert values["io.cxrbench.worker.variant"] == "${VARIANT}"
     assert values["io.cxrbench.framework.version"] == values["org.opencontainers.image.version"] == "${FRAMEWORK_VERSION}"
     assert values["org.opencontainers.image.base.name"] == "${BASE_IMAGE}"
 
@@ -157,10 +160,11 @@ def test_labels_name_the_worker_its_version_and_base_image():
 def test_image_environment_points_the_worker_at_its_folder_all_interfaces_and_the_mounted_secrets(folder):
     env = environment(DOCKERFILE, arguments_of(folder))
     assert env["CXRBENCH_WORKER_DIR"] == f"/app/workers/{folder.name}"
+    assert env["CXRBENCH_WORKER_VARIANT"] == (folder.variant or ""), "the worker process runs the image's variant"
     assert env["CXRBENCH_ADDRESS"] == f"0.0.0.0:{CONTAINER_PORT}"
     assert env["PYTHONPATH"].split(":") == ["/app/proto", "/app/workers/common"]
     assert env["PATH"].split(":")[0] == "/opt/venv/bin"
-    service_secrets = compose()["services"][folder.name]["secrets"]
+    service_secrets = compose()["services"][service_of(folder)]["secrets"]
     for variable, secret in SECRET_VARIABLES.items():
         assert env[variable] == f"/run/secrets/{secret}"
         assert secret in service_secrets
@@ -181,12 +185,12 @@ def install_step() -> tuple[list[Instruction], Instruction]:
 def test_image_installs_the_checked_gpu_lock_with_hash_checking_and_nothing_else():
     before, run = install_step()
     assert (f'PYTHONPATH=/app/workers/common /usr/bin/python3 -m {LOCKS_MODULE} "/app/workers/$WORKER" '
-            '--version "$FRAMEWORK_VERSION" --gpu > /tmp/requirements.lock') in run.arguments
+            '--version "$FRAMEWORK_VERSION" --variant "$VARIANT" --gpu > /tmp/requirements.lock') in run.arguments
     assert ("pip install --no-cache-dir --disable-pip-version-check --require-hashes --no-deps "
             "-r /tmp/requirements.lock") in run.arguments
     assert "/opt/venv/bin/pip check" in run.arguments, "--no-deps: pip check proves the lock was complete"
     declared = [i.arguments for i in before if i.keyword == "ARG"]
-    assert "WORKER" in declared and "FRAMEWORK_VERSION" in declared, \
+    assert "WORKER" in declared and "VARIANT" in declared and "FRAMEWORK_VERSION" in declared, \
         "a build argument must be declared after FROM before it is used, or the RUN sees an empty value"
     every_run = " ".join(i.arguments for i in instructions(DOCKERFILE) if i.keyword == "RUN")
     assert every_run.count("pip install") == 1, "one source of truth: no package installed beside the lock"
@@ -228,7 +232,7 @@ def run_lock_module_as_the_image_build(folder: WorkerFolder, version: str, tmp_p
                     shutil.copy2(match, target)
     return subprocess.run(
         [sys.executable, "-S", "-m", LOCKS_MODULE, str(image_root / "app" / "workers" / folder.name),
-         "--version", version, "--gpu"],
+         "--version", version, "--variant", folder.variant or "", "--gpu"],
         cwd=tmp_path, env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(image_root / "app" / "workers" / "common")},
         capture_output=True, text=True, timeout=60,
     )
@@ -243,7 +247,7 @@ def test_lock_module_run_as_the_image_build_runs_it_gives_the_gpu_lock_of_the_pi
 
     locked = locked_pins(result.stdout)
     for package, pinned in pins(folder.requirements.read_text()).items():
-        installed = GPU_RENAMES[folder.name].get(package, package).split("[", 1)[0]
+        installed = GPU_RENAMES[service_of(folder)].get(package, package).split("[", 1)[0]
         assert locked[installed.lower().replace("_", "-")] == {pinned}, package
     assert "tensorflow-cpu" not in locked, "a GPU image must not install the CPU-only TensorFlow"
 
@@ -306,7 +310,7 @@ esac
 """
 
 
-@pytest.mark.parametrize("workers", [*WORKER_IDS, "keras@3.14.0,tensorflow", "all"])
+@pytest.mark.parametrize("workers", [*WORKER_LABELS, "keras@3.14.0,tensorflow", "keras[jax]@3.15.1,keras", "all"])
 def test_gpu_smoke_test_checks_the_gpu_in_the_base_image_each_worker_toml_declares(workers, tmp_path):
     """Up to its first container: a stand-in docker answers the engine checks, then fails `docker run`."""
     docker = tmp_path / "docker"
@@ -316,7 +320,8 @@ def test_gpu_smoke_test_checks_the_gpu_in_the_base_image_each_worker_toml_declar
     result = subprocess.run([str(REPO_ROOT / "bin" / "gpu-smoke-test")], capture_output=True, text=True, timeout=60,
                             env={**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}",
                                  "WORKERS": workers, "FAKE_DOCKER_RUNS": str(runs)})
-    first = WorkerFolder.read(REPO_ROOT / "workers" / (WORKER_IDS[0] if workers == "all" else workers.split("@")[0]))
+    name, variant, _ = split_label(WORKER_LABELS[0] if workers == "all" else workers.split(",")[0])
+    first = WorkerFolder.read(REPO_ROOT / "workers" / name, variant=variant)
     base = declared_base_image(first)
     assert result.returncode == 1 and runs.read_text() == f"run --rm --gpus all {base} nvidia-smi\n"
     assert f"gpu-smoke-test: no GPU inside a container of {base}" in result.stderr

@@ -6,8 +6,10 @@ Installs use wheels made on the spot and a folder index (tests/local_packages.py
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,8 +19,9 @@ from cxrbench_worker.locks import LockError, lock_path
 from cxrbench_worker.worker_folder import WorkerFolder
 from harness.runtime.registry import discover_workers
 from harness.runtime import environments, worker_locks
-from harness.runtime.environments import (COMPLETE_MARKER, FREEZE_FILE, INSTALL_LOG, LOCK_FILE, ensure_environment,
-                                          environment_key, environment_path, install_command)
+from harness.runtime.environments import (COMPLETE_MARKER, FREEZE_FILE, INSTALL_LOG, LOCK_FILE, WorkerEnvironment,
+                                          ensure_environment, environment_key, environment_path, install_command)
+from harness.runtime.local import LocalWorker
 from harness.runtime.worker_locks import Lock, cached_lock_path, lock_workers
 from local_packages import make_wheel, toy_workers
 
@@ -38,7 +41,7 @@ def test_environment_key_is_the_hash_of_the_committed_lock_and_moves_with_its_te
 
     copy = tmp_path / "keras"
     shutil.copytree(keras.path / "locks", copy / "locks")
-    for name in ("worker.toml", "requirements.txt", "cxrbench_keras/__init__.py"):
+    for name in ("worker.toml", "cxrbench_keras/__init__.py", *(path.name for path in keras.path.glob("requirements*.txt"))):
         (copy / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(keras.path / name, copy / name)
     relocked = lock_path(WorkerFolder.read(copy))
@@ -147,3 +150,52 @@ def test_the_cuda_device_gets_each_workers_gpu_lock_cached_under_its_own_key(tmp
     assert gpu.name == f"tensorflow-{environment_key(lock_path(tensorflow, gpu=True).read_text())}"
     gpu_lock = lock_path(tensorflow, gpu=True).read_text()
     assert "\ntensorflow==2.21.0 " in gpu_lock and "\nnvidia-cudnn-cu12==" in gpu_lock  # not tensorflow-cpu
+
+
+def toy_with_a_variant(root: Path) -> WorkerFolder:
+    """A worker whose backend (the null worker's) reports the variable its variant sets; it runs in
+    this interpreter, so no environment is built."""
+    folder = root / "toy"
+    (folder / "cxrbench_toy").mkdir(parents=True)
+    (folder / "cxrbench_toy" / "__init__.py").touch()
+    (folder / "cxrbench_toy" / "trainer.py").write_text(
+        "import os\nfrom dataclasses import replace\nfrom cxrbench_null.trainer import NullBackend\n\n\n"
+        "class Toy(NullBackend):\n    def metadata(self):\n        meta = super().metadata()\n"
+        "        return replace(meta, framework_versions={**meta.framework_versions, 'mode': os.environ['TOY_MODE']})\n")
+    (folder / "requirements.txt").write_text("toy==1.0\n")
+    (folder / "requirements-fast.txt").write_text("toy==1.0\n")
+    (folder / "worker.toml").write_text(
+        'name = "toy"\nbackend = "cxrbench_toy.trainer:Toy"\nrequirements = "requirements.txt"\n'
+        '[environment]\nTOY_MODE = "plain"\n'
+        '[variants.fast]\nrequirements = "requirements-fast.txt"\nenvironment = { TOY_MODE = "fast" }\n')
+    return WorkerFolder.read(folder)
+
+
+def test_a_variant_gets_its_environment_variables_before_its_backend_is_imported(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO_ROOT / "workers" / "null"), os.environ.get("PYTHONPATH", "")]))
+    toy = toy_with_a_variant(tmp_path)
+    here = WorkerEnvironment(Path(sys.executable), "host", "-")
+    for folder, mode in ((toy, "plain"), (toy.with_variant("fast"), "fast")):
+        with LocalWorker(folder, here, tmp_path / f"{folder.label}.log") as worker:
+            metadata = worker.start().metadata()
+            assert (worker.label, metadata.worker, metadata.framework_versions["mode"]) == (folder.label, folder.label, mode)
+    assert "--variant" not in ensure_command_line(toy) and ensure_command_line(toy.with_variant("fast"))[-2:] == [
+        "--variant", "fast"]
+
+
+def ensure_command_line(folder: WorkerFolder) -> list[str]:
+    """The command LocalWorker starts for `folder` (as its process's arguments)."""
+    worker = LocalWorker(folder, WorkerEnvironment(Path(sys.executable), "host", "-"), Path("unused.log"))
+    try:
+        return worker.command()
+    finally:
+        worker.stop()
+
+
+def test_the_worker_process_refuses_an_unknown_variant_before_it_imports_anything(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "cxrbench_worker", "--worker-dir", str(REPO_ROOT / "workers" / "keras"),
+                             "--variant", "tf"], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                [str(REPO_ROOT / "proto"), str(REPO_ROOT / "workers" / "common")])})
+    assert result.returncode == 2
+    assert "worker: error: worker 'keras' has no variant 'tf' (its variants: jax, torch)" in result.stderr

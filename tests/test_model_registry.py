@@ -115,3 +115,6 @@ def test_a_run_directory_without_kept_models_is_refused(tmp_path, cpu_null_run):
 def test_registered_names_carry_architecture_worker_and_pinned_version():
     assert registered_name("resnet50", "pytorch") == "cxrbench-resnet50-pytorch"
     assert registered_name("densenet121", "keras@3.14.0") == "cxrbench-densenet121-keras-v3.14.0"
+    # A variant's brackets are not for MLflow names: keras[jax] is keras-jax there, as in file names.
+    assert registered_name("resnet50", "keras[jax]") == "cxrbench-resnet50-keras-jax"
+    assert registered_name("resnet50", "keras[torch]@3.14.0") == "cxrbench-resnet50-keras-torch-v3.14.0"

@@ -1,10 +1,14 @@
-"""`--workers` selections: all, lists, framework versions side by side, and clear errors."""
+"""`--workers` selections: all, lists, framework versions side by side, variants (keras[jax]), and clear errors."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from cxrbench_worker.requirements import requirements_text
+from cxrbench_worker.worker_folder import WorkerFolder
+from cxrbench_worker.worker_labels import safe_label, split_label, worker_label
 from harness.runtime.registry import discover_workers, pinned_version, resolve_workers
 from harness.runtime.environments import environment_path
 
@@ -86,3 +90,105 @@ def test_a_worker_reporting_another_version_than_asked_is_an_error():
     (torch,) = resolve_workers("pytorch@2.14.1")
     torch.check_reported({"torch": "2.14.1+cu128"})  # a local build tag is the same version
     resolve_workers("pytorch")[0].check_reported({"torch": "9.9.9"})  # nothing asked, nothing to check
+
+
+# --- variants: keras[jax], keras[torch] --------------------------------------------------------------
+
+def test_a_variant_is_labelled_with_brackets_and_runs_its_own_requirements_and_environment(tmp_path):
+    keras, on_jax, on_torch_older = resolve_workers("keras,keras[jax],keras[torch]@3.14.0")
+    assert [spec.label for spec in (keras, on_jax, on_torch_older)] == ["keras", "keras[jax]", "keras[torch]@3.14.0"]
+    assert [spec.safe_label for spec in (keras, on_jax, on_torch_older)] == ["keras", "keras-jax", "keras-torch@3.14.0"]
+    assert {spec.name for spec in (keras, on_jax, on_torch_older)} == {"keras"}  # the folder is the same
+    assert (keras.variant, on_jax.variant, on_torch_older.variant) == (None, "jax", "torch")
+    assert keras.folder.environment["KERAS_BACKEND"] == "tensorflow"
+    assert on_jax.folder.environment["KERAS_BACKEND"] == "jax" and on_jax.folder.label == "keras[jax]"
+    assert "jax==0.10.2" in on_jax.requirements().splitlines() and "tensorflow-cpu" not in on_jax.requirements()
+    assert "keras==3.14.0" in on_torch_older.requirements().splitlines()  # the version moves the variant's own pin
+    assert "torch==2.14.1" in on_torch_older.requirements().splitlines()
+    assert "jax[cuda13]==0.10.2" in on_jax.requirements(gpu=True).splitlines()  # the variant's own [gpu] table
+    paths = {environment_path(spec.folder, tmp_path, spec.version) for spec in (keras, on_jax)}
+    assert sorted(path.name.rsplit("-", 1)[0] for path in paths) == ["keras", "keras-jax"]
+
+
+def test_all_runs_no_variant_and_the_same_backend_twice_is_refused():
+    assert "keras" in [spec.label for spec in resolve_workers("all")]
+    assert not [spec for spec in resolve_workers("all") if spec.variant]
+    with pytest.raises(ValueError, match=r"'keras\[jax\]' is named twice"):
+        resolve_workers("keras[jax],keras[jax]")
+    with pytest.raises(ValueError, match=r"same keras\[jax\] 3.15.1 as another"):
+        resolve_workers("keras[jax],keras[jax]@3.15.1")
+    assert len(resolve_workers("keras,keras[jax],keras[torch],keras@3.14.0")) == 4
+
+
+@pytest.mark.parametrize("selection, message", [
+    ("keras[tf]", r"'keras\[tf\]': worker 'keras' has no variant 'tf' \(its variants: jax, torch\)"),
+    ("pytorch[jax]", r"'pytorch\[jax\]': worker 'pytorch' has no variants, so no 'jax' .*declares no \[variants"),
+    ("keras[jax", r"'keras\[jax' is not a worker label: write NAME, NAME\[VARIANT\]"),
+    ("keras[JAX]", "is not a worker label"),
+    ("keras[]", "is not a worker label"),
+    ("keras[jax]@latest", r"'latest' is not a version \(write e.g. keras\[jax\]@3.14.0\)"),
+    ("kears[jax]", "unknown worker 'kears'"),
+])
+def test_bad_variants_are_refused_naming_the_entry_and_the_known_ones(selection, message):
+    with pytest.raises(ValueError, match=message):
+        resolve_workers(selection)
+
+
+def toy_with_variants(root: Path) -> Path:
+    folder = root / "toy"
+    (folder / "cxrbench_toy").mkdir(parents=True)
+    (folder / "cxrbench_toy" / "__init__.py").touch()
+    (folder / "requirements.txt").write_text("toy==1.0\ntoy-cpu==1.0\n")
+    (folder / "requirements-fast.txt").write_text("toy==1.0\nfast==2.0\n")
+    (folder / "requirements-slow.txt").write_text("toy==1.0\n")
+    (folder / "worker.toml").write_text(
+        'name = "toy"\nbackend = "cxrbench_toy.trainer:Toy"\nrequirements = "requirements.txt"\nframework_package = "toy"\n'
+        '[environment]\nA = "1"\nB = "1"\n[gpu]\npackages = { "toy-cpu" = "toy-gpu" }\nbase_image = "base:1"\n'
+        '[variants.fast]\ndescription = "fast toy"\nrequirements = "requirements-fast.txt"\nenvironment = { B = "2" }\n'
+        '[variants.fast.gpu]\npackages = { "fast" = "fast[cuda]" }\nbase_image = "base:2"\n'
+        '[variants.slow]\nrequirements = "requirements-slow.txt"\n')
+    return folder
+
+
+def test_a_variant_merges_its_environment_and_replaces_or_inherits_the_gpu_table_whole(tmp_path):
+    folder = toy_with_variants(tmp_path)
+    toy = WorkerFolder.read(folder)
+    assert toy.variant_names == ("fast", "slow") and toy.label == "toy"
+    fast, slow = toy.with_variant("fast"), WorkerFolder.read(folder, variant="slow")
+    assert (fast.label, fast.description, fast.requirements) == ("toy[fast]", "fast toy", folder / "requirements-fast.txt")
+    assert fast.environment == {"A": "1", "B": "2"}  # its own over the worker's
+    assert (fast.gpu_packages, fast.base_image) == ({"fast": "fast[cuda]"}, "base:2")
+    assert (slow.gpu_packages, slow.base_image) == ({"toy-cpu": "toy-gpu"}, "base:1")  # none of its own: inherited
+    assert slow.description == toy.description and fast.with_variant(None) == toy
+    (spec,) = resolve_workers("toy[fast]@1.1", root=tmp_path)
+    assert spec.requirements() == "toy==1.1\nfast==2.0\n"
+    (folder / "requirements-fast-1.2.txt").write_text("toy==1.2\nfast==2.1\n")  # a variant's version file
+    assert resolve_workers("toy[fast]@1.2", root=tmp_path)[0].requirements() == "toy==1.2\nfast==2.1\n"
+    assert resolve_workers("toy@1.2", root=tmp_path)[0].requirements() == "toy==1.2\ntoy-cpu==1.0\n"
+
+
+@pytest.mark.parametrize("table, message", [
+    ('[variants.Fast]\nrequirements = "requirements.txt"\n', "variant name 'Fast' must be lower case"),
+    ('[variants.fast]\nrequirements = "missing.txt"\n', r"field 'variants.fast.requirements' must name"),
+    ('[variants.fast]\nrequirements = "requirements.txt"\nbackend = "x"\n',
+     r"table 'variants.fast' has unknown field\(s\) backend"),
+    ('[variants.fast]\nrequirements = "requirements.txt"\nenvironment = { A = 1 }\n',
+     r"table 'variants.fast.environment' must map names to strings"),
+    ('variants = "fast"\n', r"'variants' must be a table of tables"),
+])
+def test_a_bad_variant_table_names_the_file_and_the_field(tmp_path, table, message):
+    folder = tmp_path / "toy"
+    (folder / "cxrbench_toy").mkdir(parents=True)
+    (folder / "cxrbench_toy" / "__init__.py").touch()
+    (folder / "requirements.txt").write_text("toy==1.0\n")
+    (folder / "worker.toml").write_text('name = "toy"\nbackend = "cxrbench_toy.trainer:Toy"\n'
+                                        'requirements = "requirements.txt"\n' + table)
+    with pytest.raises(ValueError, match=rf"{folder / 'worker.toml'}: .*{message}"):
+        WorkerFolder.read(folder)
+
+
+def test_labels_split_and_their_safe_form_holds_no_bracket():
+    assert split_label("keras[jax]@3.14.0") == ("keras", "jax", "3.14.0")
+    assert split_label("keras") == ("keras", None, None) and split_label("keras@3.14.0") == ("keras", None, "3.14.0")
+    assert worker_label("keras", "torch", "3.14.0") == "keras[torch]@3.14.0"
+    assert safe_label("keras[torch]@3.14.0") == "keras-torch@3.14.0" and safe_label("keras@3.14.0") == "keras@3.14.0"

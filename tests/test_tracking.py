@@ -59,3 +59,18 @@ def test_an_unreachable_tracking_uri_fails_the_command_but_keeps_the_results(tmp
     (run_dir,) = out.iterdir()
     assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
     assert (run_dir / "report.html").is_file()
+
+
+def test_worker_labels_become_keys_mlflow_accepts():
+    """keras[jax]@3.14.0's brackets and "@" are refused in MLflow keys: its key form is used there."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_metric_name
+
+    from cxrbench_worker.worker_labels import key_label
+
+    with pytest.raises(MlflowException):
+        _validate_metric_name("keras[jax]@3.14.0.test_macro_auroc")
+    for label, key in (("keras[jax]@3.14.0", "keras-jax-v3.14.0"), ("keras@3.14.0", "keras-v3.14.0"),
+                       ("keras[torch]", "keras-torch"), ("pytorch", "pytorch")):
+        assert key_label(label) == key
+        _validate_metric_name(f"{key}.test_macro_auroc")

@@ -26,20 +26,25 @@ from harness.runtime import worker_locks
 from harness.runtime.worker_locks import lock_workers
 from local_packages import make_wheel, sha256_of, toy_workers
 
-LOCKED_WORKERS = [folder for folder in discover_workers().values() if folder.requirements is not None]
-LOCK_NAME = re.compile(r"^(?P<version>[0-9][0-9A-Za-z.+!_-]*)-(?P<variant>cpu|gpu)\.txt$")
+# Every worker with requirements, and each as each of its variants (keras[jax], keras[torch]).
+LOCKED_WORKERS = [folder.with_variant(variant) for folder in discover_workers().values()
+                  if folder.requirements is not None for variant in (None, *folder.variant_names)]
+LOCKED_IDS = [folder.label for folder in LOCKED_WORKERS]
+LOCK_NAME = re.compile(r"^(?P<version>[0-9][0-9A-Za-z.+!_]*)(?:-(?P<variant>[a-z][a-z0-9_]*))?-(?P<kind>cpu|gpu)\.txt$")
 
 
 def lock_problems(folder: WorkerFolder) -> list[str]:
-    """Why the worker's committed locks are not all current (empty: they are). Each lock file must be
-    named <version>-cpu.txt or -gpu.txt, and the pinned version must have both."""
+    """Why the worker's committed locks (of its variant, for a variant) are not all current (empty: they
+    are). Each lock file must be named <version>[-<variant>]-cpu.txt or -gpu.txt, with a variant the
+    worker declares, and the pinned version must have both."""
     problems: list[str] = []
     versions = {pinned_version(folder)}
     for path in sorted((folder.path / "locks").glob("*")):
         name = LOCK_NAME.match(path.name)
-        if name is None:
-            problems.append(f"{path}: not a lock name (<version>-cpu.txt or <version>-gpu.txt)")
-        else:
+        if name is None or (name["variant"] and name["variant"] not in folder.variant_names):
+            problems.append(f"{path}: not a lock name (<version>[-<variant>]-cpu.txt or -gpu.txt, with a variant "
+                            f"of {folder.path / 'worker.toml'})")
+        elif name["variant"] == folder.variant:
             versions.add(name["version"])
     for version in sorted(versions):
         for gpu in (False, True):
@@ -55,7 +60,7 @@ def assert_locks_current(folder: WorkerFolder) -> None:
     assert problems == [], "\n".join(problems)
 
 
-@pytest.mark.parametrize("folder", LOCKED_WORKERS, ids=[folder.name for folder in LOCKED_WORKERS])
+@pytest.mark.parametrize("folder", LOCKED_WORKERS, ids=LOCKED_IDS)
 def test_every_committed_lock_of_the_worker_is_current(folder):
     assert_locks_current(folder)
 
@@ -63,6 +68,37 @@ def test_every_committed_lock_of_the_worker_is_current(folder):
 def test_the_keras_version_the_tests_and_readme_run_beside_the_pinned_one_is_locked():
     keras = discover_workers()["keras"]
     assert lock_path(keras, "3.14.0").is_file() and lock_path(keras, "3.14.0", gpu=True).is_file()
+
+
+def test_each_keras_backend_has_its_own_locks_beside_the_tensorflow_ones():
+    keras = discover_workers()["keras"]
+    for variant, framework in (("jax", "jaxlib"), ("torch", "torch")):
+        folder = keras.with_variant(variant)
+        assert lock_path(folder) == keras.path / "locks" / f"3.15.1-{variant}-cpu.txt"
+        assert lock_path(folder, "3.14.0", gpu=True) == keras.path / "locks" / f"3.14.0-{variant}-gpu.txt"
+        pins = locked_pins(lock_path(folder).read_text())
+        assert pins["keras"] == {"3.15.1"} and framework in pins
+        assert "tensorflow-cpu" not in pins and "tensorflow" not in pins, "Keras on JAX or torch needs no TensorFlow"
+        assert relock_command(folder) == f"harness workers lock 'keras[{variant}]@3.15.1'"
+    jax_gpu = locked_pins(lock_path(keras.with_variant("jax"), gpu=True).read_text())
+    assert jax_gpu["jax"] == {"0.10.2"} and jax_gpu["jax-cuda13-plugin"] == {"0.10.2"}, "JAX's CUDA 13 build"
+    # torch's PyPI wheel is the CUDA build on Linux: the CPU and GPU locks hold the same packages.
+    torch_cpu, torch_gpu = (lock_path(keras.with_variant("torch"), gpu=gpu).read_text() for gpu in (False, True))
+    assert locked_pins(torch_cpu) == locked_pins(torch_gpu)
+    pytorch = locked_pins(lock_path(discover_workers()["pytorch"]).read_text())
+    shared = set(pytorch) & set(locked_pins(torch_cpu))
+    assert {"torch", "nvidia-cudnn-cu13", "triton"} <= shared
+    # The PyTorch worker's versions (networkx is pinned to its Python 3.11 one for both Pythons).
+    assert [package for package in shared if not locked_pins(torch_cpu)[package] <= pytorch[package]] == []
+
+
+def test_committed_versions_tell_a_variants_locks_from_the_workers_own():
+    keras = discover_workers()["keras"]
+    assert worker_locks.committed_versions(keras) == ["3.14.0", "3.15.1"]
+    assert worker_locks.committed_versions(keras.with_variant("jax")) == ["3.15.1"]
+    targets = [spec.label for spec in worker_locks.lock_targets(None)]
+    assert {"keras", "keras@3.14.0", "keras[jax]", "keras[torch]"} <= set(targets)
+    assert "keras[jax]@3.15.1" not in targets and "keras@3.15.1" not in targets  # the pinned one once
 
 
 def copy_of_worker(name: str, tmp_path: Path, package: bool = True) -> WorkerFolder:
@@ -107,7 +143,7 @@ def test_a_lock_edited_by_hand_is_stale_even_with_its_header_intact(tmp_path):
         current_lock_text(tensorflow, gpu=True)
 
 
-@pytest.mark.parametrize("folder", LOCKED_WORKERS, ids=[folder.name for folder in LOCKED_WORKERS])
+@pytest.mark.parametrize("folder", LOCKED_WORKERS, ids=LOCKED_IDS)
 def test_each_lock_records_its_requirements_hash_and_pins_every_requirement_with_hashes(folder):
     for gpu in (False, True):
         text = lock_path(folder, gpu=gpu).read_text()

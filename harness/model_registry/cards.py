@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cxrbench_worker.worker_labels import key_label, safe_label
 from harness.evaluation.statistics import compare_workers
 
 BOOTSTRAP_RESAMPLES = 1000
@@ -38,9 +39,9 @@ class RunModel:
 
 
 def registered_name(architecture: str, worker: str) -> str:
-    """`cxrbench-<architecture>-<worker>`, the version pin written as `-v3.14.0` (MLflow names allow no `@`)."""
-    name, _, version = worker.partition("@")
-    return f"cxrbench-{architecture}-{name}" + (f"-v{version}" if version else "")
+    """`cxrbench-<architecture>-<worker>`, the version pin written as `-v3.14.0` (MLflow names allow no `@`)
+    and a variant as `-jax` (`keras[jax]@3.14.0` -> `cxrbench-resnet50-keras-jax-v3.14.0`)."""
+    return f"cxrbench-{architecture}-{key_label(worker)}"
 
 
 def _validation_auroc(run_dir: Path, worker: str, seed: int, fold, best_epoch: int | None) -> float | None:
@@ -106,7 +107,7 @@ def run_models(run_dir: Path) -> list[RunModel]:
             if not result.get("model") or not (run_dir / result["model"]).is_file():
                 continue
             weights = run_dir / result["model"]
-            folder = Path(result["model"]).parent.relative_to(f"models/{worker}").as_posix()
+            folder = Path(result["model"]).parent.relative_to(f"models/{safe_label(worker)}").as_posix()
             run_key = f"{worker}/{'run' if folder == '.' else folder}"
             test = result["test"]
             thresholds = (test.get("at_validation_thresholds") or {}).get("thresholds") or {}

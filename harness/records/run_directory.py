@@ -22,6 +22,9 @@
     workers/<worker>.log   the output of the worker process that probed parity
     workers/<worker>/<run>.log   that of each run's worker process
 
+<worker> in a path is the worker's label in its safe form (cxrbench_worker.worker_labels): `keras` or
+`keras@3.14.0` as written, `keras-jax` for the variant keras[jax]; JSON and CSV keep the label itself.
+
 Nothing already written is ever removed: when a run fails, run.json says so and why.
 """
 
@@ -34,6 +37,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from cxrbench_worker.worker_labels import safe_label
 
 EPOCH_COLUMNS = (
     "worker", "seed", "fold", "epoch", "learning_rate", "train_loss", "validation_loss", "validation_macro_auroc",
@@ -128,4 +133,5 @@ class RunDirectory:
         return path
 
     def worker_log(self, worker: str) -> Path:
-        return self.path / "workers" / f"{worker}.log"
+        """workers/<worker>.log, the worker in its safe form (workers/keras-jax.log for keras[jax])."""
+        return self.path / "workers" / f"{safe_label(worker)}.log"

@@ -25,6 +25,7 @@ from harness.report.sections import (
     differences_section,
     efficiency_table,
     epochs_table,
+    framework_names,
     frameworks_line,
     per_label_table,
     provenance_lines,
@@ -117,10 +118,12 @@ def render_report(run_dir: Path, figures: list[tuple[str, str, str]] | None = No
     if metrics:
         lines += ["## Headline", "", "**Table 1: accuracy on the held-out test patients** (computed by the harness "
                   "from logits; mean ± std over runs where there are several; the interval resamples patients).", ""]
-        lines += accuracy_table(metrics, significance) + frameworks_line(run, metrics)
+        frameworks = framework_names(run, metrics)
+        lines += accuracy_table(metrics, significance, frameworks) + frameworks_line(run, metrics)
         lines += ["**Table 2: efficiency** (median over epochs and runs, range in brackets; throughput leaves out "
                   "each epoch's first step, shown as warm-up).", ""]
-        lines += efficiency_table(metrics, run.get("harness_ceiling")) + conditions_lines(run.get("preflight"), config)
+        lines += (efficiency_table(metrics, run.get("harness_ceiling"), frameworks)
+                  + conditions_lines(run.get("preflight"), config))
         figures = list(figures or [])
         if significance and len(metrics) > 1:  # the figure of every run goes with the comparison it shows
             paired = next((figure for figure in figures if figure[1] == PAIRED_RUNS), None)

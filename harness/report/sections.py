@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+from harness.report.framework_names import framework_name
 from harness.report.verdicts import comparison_lines
 
 MIB = 1024 * 1024
@@ -60,25 +61,48 @@ def _spread(entry: dict, digits: int = 1, scale: float = 1.0) -> str:
     return f"{median} ({number(entry['min'] / scale, digits)}–{number(entry['max'] / scale, digits)})"
 
 
+def reported_versions(run: dict, name: str) -> dict[str, str]:
+    """The framework versions worker `name` reported (run.json), {} when it reported none."""
+    return run["workers"].get(name, {}).get("reported", {}).get("framework_versions", {})
+
+
 def framework(run: dict, name: str) -> str:
-    versions = run["workers"].get(name, {}).get("reported", {}).get("framework_versions", {})
-    return ", ".join(f"{k} {v}" for k, v in sorted(versions.items()) if k not in ("python", "numpy")) or "n/a"
+    """What worker `name` ran, as prose ("Keras 3.15.1 on JAX 0.10.2"), then every package it reported
+    but python and numpy, in brackets."""
+    versions = reported_versions(run, name)
+    packages = ", ".join(f"{k} {v}" for k, v in sorted(versions.items()) if k not in ("python", "numpy"))
+    named = framework_name(versions)
+    return f"{named} ({packages})" if packages and packages != named else named
 
 
-def accuracy_table(metrics: dict, significance: dict | None) -> list[str]:
-    """Table 1 of the reference studies, completed: ranking and thresholded metrics, one row per worker."""
+def framework_names(run: dict, metrics: dict) -> dict[str, str]:
+    """Each worker of `metrics` -> what it ran, as prose: the tables' "framework" column."""
+    return {name: framework_name(reported_versions(run, name)) for name in metrics}
+
+
+def _first_cells(name: str, frameworks: dict[str, str] | None) -> list[str]:
+    return [name] if frameworks is None else [name, frameworks.get(name, "n/a")]
+
+
+def _first_header(frameworks: dict[str, str] | None) -> list[str]:
+    return ["worker"] if frameworks is None else ["worker", "framework"]
+
+
+def accuracy_table(metrics: dict, significance: dict | None, frameworks: dict[str, str] | None = None) -> list[str]:
+    """Table 1 of the reference studies, completed: ranking and thresholded metrics, one row per worker
+    (with `frameworks`, what each ran beside its name)."""
     rows = []
     for name, result in metrics.items():
         interval = (significance or {}).get("workers", {}).get(name, {}).get("macro_auroc")
         tuned = "at_validation_thresholds" in result["test"]
         rows.append([
-            name, _with_std(result, ("macro_auroc",), bold=True), _interval(interval),
+            *_first_cells(name, frameworks), _with_std(result, ("macro_auroc",), bold=True), _interval(interval),
             _with_std(result, ("micro_auroc",)), _with_std(result, ("macro_auprc",)),
             _with_std(result, ("precision",)), _with_std(result, ("recall",)), _with_std(result, ("f1",)),
             _with_std(result, ("at_validation_thresholds", "f1")) if tuned else "n/a",
         ])
     level = (significance or {}).get("level", 0.95)
-    return table(["worker", "macro AUROC", f"{level:.0%} CI (patients)", "micro AUROC", "macro AUPRC",
+    return table([*_first_header(frameworks), "macro AUROC", f"{level:.0%} CI (patients)", "micro AUROC", "macro AUPRC",
                   "precision @0.5", "recall @0.5", "F1 @0.5", "F1 @validation thresholds"], rows)
 
 
@@ -122,9 +146,10 @@ def ceiling_lines(ceiling: dict | None, bound: list[str]) -> list[str]:
     return lines + [""]
 
 
-def efficiency_table(metrics: dict, ceiling: dict | None = None) -> list[str]:
+def efficiency_table(metrics: dict, ceiling: dict | None = None, frameworks: dict[str, str] | None = None) -> list[str]:
     """Table 2 of the reference studies, completed: time, throughput, memory, parameters, size, energy;
-    each worker near the harness's `ceiling` (run.json's harness_ceiling) is flagged "harness-bound"."""
+    each worker near the harness's `ceiling` (run.json's harness_ceiling) is flagged "harness-bound"
+    (with `frameworks`, what each ran beside its name)."""
     rows, bound = [], []
     for name, result in metrics.items():
         efficiency, parameters, sizes = result["efficiency"], result["parameters"], result["model_size_bytes"]
@@ -135,7 +160,7 @@ def efficiency_table(metrics: dict, ceiling: dict | None = None) -> list[str]:
             bound.append(name)
             train += " **harness-bound**"
         rows.append([
-            name, _spread(efficiency["seconds_per_epoch"]), train,
+            *_first_cells(name, frameworks), _spread(efficiency["seconds_per_epoch"]), train,
             _spread(efficiency["compute_images_per_second"]), _spread(efficiency["first_step_seconds"], 2),
             _spread(efficiency["prediction_images_per_second"]),
             "n/a" if not rss else number(rss / MIB, 0), "n/a (CPU)" if device is None else number(device / MIB, 0),
@@ -151,9 +176,10 @@ def efficiency_table(metrics: dict, ceiling: dict | None = None) -> list[str]:
     if any(result["efficiency"].get("joules_per_epoch") for result in metrics.values()):
         note.append("Energy: the GPU's own counter (NVML) over each epoch's training, the whole device's; "
                     "n/a where the hardware does not tell (CPUs).")
-    return (table(["worker", "s/epoch", "train img/s (end to end)", "train img/s (compute)", "warm-up s (first step)",
-                   "predict img/s", "peak RSS MiB", "device peak MiB", "parameters trainable / non-trainable",
-                   "size MiB neutral / native", "J/epoch", "J/img"], rows) + note + ([""] if note else [])
+    return (table([*_first_header(frameworks), "s/epoch", "train img/s (end to end)", "train img/s (compute)",
+                   "warm-up s (first step)", "predict img/s", "peak RSS MiB", "device peak MiB",
+                   "parameters trainable / non-trainable", "size MiB neutral / native", "J/epoch", "J/img"], rows)
+            + note + ([""] if note else [])
             + ceiling_lines(ceiling, bound))
 
 

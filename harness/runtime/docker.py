@@ -2,11 +2,13 @@
 
 Before the run: the engine and the compose plugin are checked, each worker must have a service
 and a current GPU lock (what its image installs), a fresh TLS certificate and token are written for
-this run (compose secrets), and every missing image is built (`cxrbench/<worker>:<framework
+this run (compose secrets), and every missing image is built (`cxrbench/<service>:<framework
 version>`, from the one recipe workers/Dockerfile). Then, per worker, in turn:
-`docker compose -p <project> --profile <worker> up -d --wait <worker>` (so the container is healthy),
+`docker compose -p <project> --profile <service> up -d --wait <service>` (so the container is healthy),
 the run, the container's log saved beside the others, and `down`. Versions side by side
-(`keras@3.14.0,keras@3.15.1`) are separate images and separate compose projects.
+(`keras@3.14.0,keras@3.15.1`) are separate images and separate compose projects. A worker's service
+is named after it, a variant's after its safe label (`keras-jax` for keras[jax]): compose names allow
+no brackets.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cxrbench_worker.locks import current_lock_text
+from cxrbench_worker.worker_labels import safe_label, worker_label
 from harness.runtime.base import RunningWorker
 from harness.runtime.client import ChannelSecurity, WorkerClient, wait_until_serving
 from harness.runtime.credentials import Credentials, make_credentials
@@ -34,19 +37,24 @@ CONNECT_TIMEOUT_SECONDS = 60.0
 NO_DOCKER = "the local runtime (--runtime local, the default) needs no Docker"
 
 
-def variable_prefix(worker: str) -> str:
-    """KERAS for keras: compose.yaml reads KERAS_VERSION and KERAS_PORT."""
-    return re.sub(r"[^A-Z0-9]", "_", worker.upper())
+def variable_prefix(service: str) -> str:
+    """KERAS for keras, KERAS_JAX for keras-jax: compose.yaml reads KERAS_JAX_VERSION and KERAS_JAX_PORT."""
+    return re.sub(r"[^A-Z0-9]", "_", service.upper())
+
+
+def service_name(spec: WorkerSpec) -> str:
+    """The compose service (and its profile) of this worker: "keras", "keras-jax" for keras[jax]."""
+    return safe_label(worker_label(spec.name, spec.variant))
 
 
 def image_tag(spec: WorkerSpec) -> str:
-    """The image compose.yaml names for this worker and version: cxrbench/keras:3.14.0."""
-    return f"cxrbench/{spec.name}:{spec.framework_version or 'latest'}"
+    """The image compose.yaml names for this worker and version: cxrbench/keras:3.14.0, cxrbench/keras-jax:3.15.1."""
+    return f"cxrbench/{service_name(spec)}:{spec.framework_version or 'latest'}"
 
 
 def project_name(spec: WorkerSpec) -> str:
     """A compose project per worker and version (and per harness process), so nothing collides."""
-    return f"cxrbench-{os.getpid()}-" + re.sub(r"[^a-z0-9_-]", "-", spec.label.lower())
+    return f"cxrbench-{os.getpid()}-" + re.sub(r"[^a-z0-9_-]", "-", spec.safe_label.lower())
 
 
 def free_port() -> int:
@@ -90,12 +98,13 @@ class DockerRuntime:
         return result
 
     def _compose(self, spec: WorkerSpec, *arguments: str) -> list[str]:
-        return ["compose", "-f", str(self.compose_file), "-p", project_name(spec), "--profile", spec.name, *arguments]
+        return ["compose", "-f", str(self.compose_file), "-p", project_name(spec), "--profile", service_name(spec),
+                *arguments]
 
     def _environment(self, spec: WorkerSpec, port: int | None = None) -> dict[str, str]:
         """What compose.yaml reads: the version (image tag, build arg), the published port, the secrets."""
         assert self._secrets_folder is not None
-        prefix = variable_prefix(spec.name)
+        prefix = variable_prefix(service_name(spec))
         environment = {"CXRBENCH_SECRETS": str(self._secrets_folder)}
         if spec.framework_version:
             environment[f"{prefix}_VERSION"] = spec.framework_version
@@ -140,11 +149,12 @@ class DockerRuntime:
             self.secrets_root.mkdir(parents=True, exist_ok=True)
         self._secrets_folder = Path(tempfile.mkdtemp(prefix="run-", dir=self.secrets_root))
         self._credentials = make_credentials(self._secrets_folder)
-        services = self.services([spec.name for spec in specs])
+        services = self.services([service_name(spec) for spec in specs])
         for spec in specs:
-            if spec.name not in services:
-                raise ValueError(f"--runtime docker: worker '{spec.name}' has no service '{spec.name}' with profile "
-                                 f"'{spec.name}' in {self.compose_file} (found: {', '.join(services) or 'none'})")
+            service = service_name(spec)
+            if service not in services:
+                raise ValueError(f"--runtime docker: worker '{spec.label}' has no service '{service}' with profile "
+                                 f"'{service}' in {self.compose_file} (found: {', '.join(services) or 'none'})")
             if spec.folder.requirements is not None:
                 # The image installs this lock (workers/Dockerfile): a missing or stale one is found
                 # here, with the command that renews it, not minutes into a build.
@@ -152,9 +162,9 @@ class DockerRuntime:
         for spec in specs:
             tag = image_tag(spec)
             if self.image_id(tag) is None:
-                print(f"building {tag} (docker compose build {spec.name}; the first build takes minutes)...",
+                print(f"building {tag} (docker compose build {service_name(spec)}; the first build takes minutes)...",
                       flush=True)
-                self._run(self._compose(spec, "build", spec.name), f"building the image of '{spec.label}'",
+                self._run(self._compose(spec, "build", service_name(spec)), f"building the image of '{spec.label}'",
                           self._environment(spec), capture=False)
 
     @contextmanager
@@ -164,7 +174,8 @@ class DockerRuntime:
         environment = self._environment(spec, port)
         client: WorkerClient | None = None
         try:
-            self._run(self._compose(spec, "up", "-d", "--wait", "--wait-timeout", str(UP_TIMEOUT_SECONDS), spec.name),
+            self._run(self._compose(spec, "up", "-d", "--wait", "--wait-timeout", str(UP_TIMEOUT_SECONDS),
+                                    service_name(spec)),
                       f"starting '{spec.label}'", environment)
             security = ChannelSecurity(tls=True, root_certificates=self._credentials.certificate.read_bytes(),
                                        token=self._credentials.token.read_text().strip(), server_name="localhost")
@@ -188,7 +199,7 @@ class DockerRuntime:
                   f"{stopped.stderr.strip()[-500:]}", flush=True)
 
     def _save_log(self, spec: WorkerSpec, environment: dict[str, str], log_path: Path) -> None:
-        logs = self._call(self._compose(spec, "logs", "--no-color", spec.name), environment)
+        logs = self._call(self._compose(spec, "logs", "--no-color", service_name(spec)), environment)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "a") as log:
             log.write(logs.stdout + logs.stderr)

@@ -4,10 +4,11 @@ An environment is created on first use from the worker version's CPU lock (`cxrb
 the committed `workers/<name>/locks/<version>-cpu.txt`, or for a version nobody locked, one resolved
 with uv into `<cache>/locks/`), installed with `pip install --require-hashes --no-deps`, so every
 package, the unpinned dependencies of the pins included, is the locked version and file. It is
-cached under `<cache>/envs/<worker>-<key>`, the key hashing the lock's text, the Python version and
-the platform: re-lock or ask another version and a new environment is made; nothing ever reuses a
-stale one. A committed lock that no longer matches its requirements is an error (run `harness
-workers lock`). A `.complete` marker is written last, so an interrupted creation is detected and redone.
+cached under `<cache>/envs/<worker>-<key>` (`keras-jax-<key>` for the variant keras[jax]), the key
+hashing the lock's text, the Python version and the platform: re-lock or ask another version and a
+new environment is made; nothing ever reuses a stale one. A committed lock that no longer matches its
+requirements is an error (run `harness workers lock`). A `.complete` marker is written last, so an
+interrupted creation is detected and redone.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cxrbench_worker.worker_folder import WorkerFolder
+from cxrbench_worker.worker_labels import safe_label, worker_label
 from harness.progress import progress_bar
 from harness.runtime.worker_locks import Lock, environment_lock
 
@@ -128,16 +130,21 @@ def _install(target: Path, lock: Lock, worker: str) -> None:
     (target / COMPLETE_MARKER).write_text("ok\n")
 
 
+def environment_stem(folder: WorkerFolder) -> str:
+    """The start of its environments' folder names: "keras", "keras-jax" for the variant keras[jax]."""
+    return safe_label(folder.label)
+
+
 def environment_path(folder: WorkerFolder, cache: Path, version: str | None = None,
                      gpu: bool = False) -> Path | None:
-    """Where the environment of `folder` (at framework `version`, None: as pinned; its GPU variant with
+    """Where the environment of `folder` (at framework `version`, None: as pinned; its GPU lock with
     `gpu`) is cached; None when its lock is yet to be resolved (a version with no committed lock, not
     used before).
 
     Raises LockError (a ValueError) when the committed lock is stale.
     """
     lock = environment_lock(folder, version, cache / "locks", resolve_missing=False, gpu=gpu)
-    return None if lock is None else cache / "envs" / f"{folder.name}-{environment_key(lock.text)}"
+    return None if lock is None else cache / "envs" / f"{environment_stem(folder)}-{environment_key(lock.text)}"
 
 
 def lock_sha256(folder: WorkerFolder, cache: Path, version: str | None = None, gpu: bool = False) -> str:
@@ -161,8 +168,8 @@ def ensure_environment(folder: WorkerFolder, cache: Path, version: str | None = 
     lock = environment_lock(folder, version, cache / "locks", gpu=gpu)
     assert lock is not None  # resolved when missing
     key = environment_key(lock.text)
-    target = cache / "envs" / f"{folder.name}-{key}"
-    label = f"{folder.name}@{version}" if version else folder.name
+    target = cache / "envs" / f"{environment_stem(folder)}-{key}"
+    label = worker_label(folder.name, folder.variant, version)
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target.parent / f"{target.name}.lock", "w") as flock:
         fcntl.flock(flock, fcntl.LOCK_EX)  # two harnesses never build the same environment at once

@@ -101,7 +101,7 @@ def inspect_interpreter(label: str, folder: WorkerFolder, python: Path,
     if missing:
         raise ValueError(
             f"--python {label}={python}: this interpreter (Python {version}) lacks {', '.join(missing)}, which "
-            f"worker '{folder.name}' needs (it has: "
+            f"worker '{folder.label}' needs (it has: "
             + (", ".join(f"{d} {v}" for d, v in answer["found"].values()) or "none of them")
             + f"). Install them there (`{python} -m pip install {' '.join(missing)}`), or leave out "
             f"--python {label}=... to let the harness build the worker's own environment")

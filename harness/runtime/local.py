@@ -25,8 +25,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # The contract package and the worker SDK travel on PYTHONPATH; the environment holds only pins.
 WORKER_PYTHONPATH = (REPO_ROOT / "proto", REPO_ROOT / "workers" / "common")
 STARTUP_TIMEOUT_SECONDS = 180.0
-WORKER_SETTINGS = ("CXRBENCH_WORKER_DIR", "CXRBENCH_ADDRESS", "CXRBENCH_TLS_CERT", "CXRBENCH_TLS_KEY",
-                   "CXRBENCH_TOKEN_FILE")
+WORKER_SETTINGS = ("CXRBENCH_WORKER_DIR", "CXRBENCH_WORKER_VARIANT", "CXRBENCH_ADDRESS", "CXRBENCH_TLS_CERT",
+                   "CXRBENCH_TLS_KEY", "CXRBENCH_TOKEN_FILE")
 STOP_GRACE_SECONDS = 5.0
 
 
@@ -35,8 +35,8 @@ class LocalWorker:
 
     def __init__(self, folder: WorkerFolder, environment: WorkerEnvironment, log_path: Path,
                  extra_env: dict[str, str] | None = None, label: str | None = None) -> None:
-        self.folder = folder
-        self.label = label or folder.name  # "keras@3.14.0" when a version was asked for
+        self.folder = folder  # as its variant sees it (WorkerFolder.with_variant), for keras[jax]
+        self.label = label or folder.label  # "keras@3.14.0" when a version was asked for
         self.environment = environment
         self.log_path = log_path
         self._extra_env = extra_env or {}
@@ -44,6 +44,12 @@ class LocalWorker:
         self.address = f"unix://{self._socket_dir / 'worker.sock'}"
         self.process: subprocess.Popen | None = None
         self.client: WorkerClient | None = None
+
+    def command(self) -> list[str]:
+        """The worker process's command line: its folder and, for a variant (keras[jax]), `--variant`."""
+        return [str(self.environment.python), "-m", "cxrbench_worker", "--worker-dir", str(self.folder.path),
+                "--address", self.address, "--parent-pid", str(os.getpid()),
+                *(["--variant", self.folder.variant] if self.folder.variant else [])]
 
     def start(self) -> WorkerClient:
         """Start the process and wait until its health service says SERVING."""
@@ -54,14 +60,10 @@ class LocalWorker:
         env["PYTHONPATH"] = os.pathsep.join(
             [*map(str, WORKER_PYTHONPATH), env.get("PYTHONPATH", "")]
         ).rstrip(os.pathsep)
-        command = [
-            str(self.environment.python), "-m", "cxrbench_worker",
-            "--worker-dir", str(self.folder.path), "--address", self.address, "--parent-pid", str(os.getpid()),
-        ]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 start_new_session=True,  # its own process group: Ctrl-C reaches the harness, which stops it
             )
         self.client = WorkerClient(self.label, self.address, on_failure=lambda: self.exit_reason(grace=2.0))

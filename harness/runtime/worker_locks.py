@@ -10,7 +10,7 @@ uv resolves and pip installs: uv is a pinned harness dependency (`uv==0.13.9`), 
 harness's interpreter, and is needed only to make a lock, never to install one.
 
 A lock is resolved with a previous lock as uv's preferences (its `-o` file): the stale lock it
-replaces, else the pinned version's lock of the same variant, else the same version's CPU lock.
+replaces, else the pinned version's lock of the same kind (CPU or GPU), else the same version's CPU lock.
 So renewing after one pin moved keeps every other package where it was, and a second version of a
 framework differs from the first only where its own requirements force it to.
 """
@@ -30,16 +30,17 @@ from cxrbench_worker.locks import (
     LOCKS_FOLDER,
     current_lock_text,
     header,
+    lock_kind,
     lock_label,
     lock_path,
     lock_problem,
     locked_version,
     relock_command,
     requirements_sha256,
-    variant,
 )
 from cxrbench_worker.requirements import requirements_text
 from cxrbench_worker.worker_folder import WorkerFolder
+from cxrbench_worker.worker_labels import safe_label
 from harness.runtime.registry import WORKERS_ROOT, WorkerSpec, discover_workers, resolve_workers
 
 # Universal resolution for the oldest Python the harness runs on (pyproject's requires-python); the
@@ -130,23 +131,33 @@ def lock_worker(folder: WorkerFolder, version: str | None = None, gpu: bool = Fa
     """Resolve and write the committed lock of one worker version and variant."""
     requirements = requirements_text(folder, version, gpu)
     destination = lock_path(folder, version, gpu)
-    what = f"locking {lock_label(folder, version)} ({variant(gpu)}) into {destination}"
+    what = f"locking {lock_label(folder, version)} ({lock_kind(gpu)}) into {destination}"
     return resolve(requirements, destination, header(folder, version, gpu, requirements, resolved_by(upgrade)), what,
                    _seed(folder, version, gpu, destination), upgrade)
 
 
 def committed_versions(folder: WorkerFolder) -> list[str]:
-    """The framework versions with a lock under the worker's locks/ folder (`<version>-cpu.txt` / `-gpu.txt`)."""
-    versions = {path.name.rsplit("-", 1)[0] for path in (folder.path / LOCKS_FOLDER).glob("*-[cg]pu.txt")}
+    """The framework versions with a lock under the worker's locks/ folder (`<version>-cpu.txt` /
+    `-gpu.txt`; for a variant, `<version>-<variant>-cpu.txt` / `-gpu.txt`)."""
+    versions = set()
+    for path in (folder.path / LOCKS_FOLDER).glob("*-[cg]pu.txt"):
+        version, _, rest = path.name.removesuffix(".txt").rpartition("-")  # rest: "cpu" or "gpu"
+        head, _, last = version.rpartition("-")
+        if head and last in folder.variant_names:  # "3.15.1-jax": the jax variant's lock
+            if last == folder.variant:
+                versions.add(head)
+        elif folder.variant is None:
+            versions.add(version)
     return sorted(versions)
 
 
 def lock_targets(selection: str | None, root: Path = WORKERS_ROOT) -> list[WorkerSpec]:
     """The worker versions `harness workers lock [SELECTION]` renews.
 
-    None: every listed worker at its pinned version, and every version that already has a lock (so a
-    changed shared pin renews them all). Otherwise `NAME[@VERSION],...` as `--workers` reads it.
-    Workers without requirements (the null worker) have nothing to lock and are left out.
+    None: every listed worker and each of its variants at its pinned version, and every version that
+    already has a lock (so a changed shared pin renews them all). Otherwise `NAME[VARIANT][@VERSION],...`
+    as `--workers` reads it. Workers without requirements (the null worker) have nothing to lock and
+    are left out.
     """
     if selection:
         chosen = resolve_workers(selection, root)
@@ -156,13 +167,14 @@ def lock_targets(selection: str | None, root: Path = WORKERS_ROOT) -> list[Worke
                              "interpreter): nothing to lock")
         return chosen
     targets: list[WorkerSpec] = []
-    for folder in discover_workers(root).values():
-        if folder.requirements is None:
+    for worker in discover_workers(root).values():
+        if worker.requirements is None:
             continue
-        pinned = locked_version(folder)
-        if folder.listed:
-            targets.append(WorkerSpec(folder))
-        targets.extend(WorkerSpec(folder, version) for version in committed_versions(folder) if version != pinned)
+        for folder in (worker, *(worker.with_variant(name) for name in worker.variant_names)):
+            pinned = locked_version(folder)
+            if folder.listed:
+                targets.append(WorkerSpec(folder))
+            targets.extend(WorkerSpec(folder, version) for version in committed_versions(folder) if version != pinned)
     return targets
 
 
@@ -190,9 +202,9 @@ def lock_workers(
 def cached_lock_path(folder: WorkerFolder, version: str | None, cache: Path, gpu: bool = False) -> Path:
     """Where a version's lock resolved on first use is kept: keyed by the requirements' hash."""
     requirements = requirements_text(folder, version, gpu)
-    name = (f"{locked_version(folder, version) or 'unversioned'}-{variant(gpu)}-"
+    name = (f"{locked_version(folder, version) or 'unversioned'}-{lock_kind(gpu)}-"
             f"{requirements_sha256(requirements)[:16]}.txt")
-    return cache / folder.name / name
+    return cache / safe_label(folder.label) / name
 
 
 def environment_lock(
@@ -218,4 +230,4 @@ def environment_lock(
           file=sys.stderr, flush=True)
     requirements = requirements_text(folder, version, gpu)
     return resolve(requirements, cached, header(folder, version, gpu, requirements, resolved_by()),
-                   f"locking {lock_label(folder, version)} ({variant(gpu)})", _seed(folder, version, gpu, cached))
+                   f"locking {lock_label(folder, version)} ({lock_kind(gpu)})", _seed(folder, version, gpu, cached))

@@ -49,8 +49,9 @@ class PlannedRun:
 
     @property
     def key(self) -> str:
-        """Its name in the run directory: "pytorch/run", "pytorch/seed1/fold2"."""
-        return f"{self.worker}/{self.training_run.folder or 'run'}"
+        """Its name in the run directory: "pytorch/run", "pytorch/seed1/fold2", "keras-jax/run" (the
+        worker's safe label: no brackets in file names)."""
+        return f"{self.spec.safe_label}/{self.training_run.folder or 'run'}"
 
     @property
     def pairing(self) -> tuple[int, int]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cxrbench.worker.v1 import worker_pb2
+from cxrbench_worker.worker_labels import safe_label
 from harness.data.augmentation import AugmentedPixels
 from harness.data.batches import (
     epoch_order,
@@ -170,13 +171,15 @@ def train_and_evaluate(client: WorkerClient, settings: TrainingSettings, data: T
                        measure_native: bool = False) -> dict:
     """Train a configured worker under the harness's schedule, restore its best checkpoint, evaluate.
 
-    Returns the run's results (plain values). Logits go to logits/<worker>/<run.folder>/, class activation
+    Returns the run's results (plain values). Logits go to logits/<worker>/<run.folder>/ (<worker> in its
+    safe form: keras-jax for keras[jax]), class activation
     maps of the boxed images (with `settings.localize`) to cams/<worker>/<run.folder>/, the kept checkpoint
     (neutral safetensors) to models/<worker>/<run.folder>/model.safetensors.
     `measure_native` also saves the trained model in the framework's own format to weigh it.
     """
     name = client.name
-    logits_dir = "/".join(part for part in (f"logits/{name}", run.folder) if part)
+    folder_name = safe_label(name)  # keras-jax for keras[jax]: no brackets in file names
+    logits_dir = "/".join(part for part in (f"logits/{folder_name}", run.folder) if part)
     run_text = f" ({run.name})" if run.name else ""
     store, split = data.store, data.split
     validation_labels = data.fit_labels[split.validation]
@@ -212,7 +215,7 @@ def train_and_evaluate(client: WorkerClient, settings: TrainingSettings, data: T
             "prediction_images_per_second": predicted["images_per_second"],
             **trained,
         }
-        run_dir.append_epoch(row, f"{name}/{run.folder or 'run'}")
+        run_dir.append_epoch(row, f"{folder_name}/{run.folder or 'run'}")
         rows.append(row)
         _announce(f"{name}{run_text}", decision, row, settings.epochs)
         if decision.stop:
@@ -226,13 +229,13 @@ def train_and_evaluate(client: WorkerClient, settings: TrainingSettings, data: T
     usage = client.resource_usage()
     weights = best_weights if best_weights is not None else client.get_weights()
     # The kept checkpoint, as every worker loads it: `harness register` puts it in the model registry.
-    model_path = "/".join(part for part in (f"models/{name}", run.folder) if part) + "/model.safetensors"
+    model_path = "/".join(part for part in (f"models/{folder_name}", run.folder) if part) + "/model.safetensors"
     (run_dir.path / model_path).parent.mkdir(parents=True, exist_ok=True)
     (run_dir.path / model_path).write_bytes(weights)
     native = client.export_native() if measure_native else None
     localization = None
     if settings.localize:  # the maps of the kept checkpoint, which the worker holds now
-        cams_dir = "/".join(part for part in (f"cams/{name}", run.folder) if part)
+        cams_dir = "/".join(part for part in (f"cams/{folder_name}", run.folder) if part)
         localization = localize_run(client, store, split, weights, settings.architecture, run_dir, cams_dir,
                                     test_logits, settings.data_threads)
     # Per-label thresholds for the tuned F1: chosen on the validation predictions of the kept checkpoint.

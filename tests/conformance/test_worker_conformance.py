@@ -21,7 +21,8 @@ from harness.models.architectures import ARCHITECTURE_NAMES, architecture, featu
 from harness.runtime.client import WorkerError
 from harness.config import BenchmarkConfig, cache_root
 from harness.training.parity import Tolerances, relative_difference
-from harness.runtime.registry import discover_workers
+from harness.runtime.registry import discover_workers, resolve_workers
+from cxrbench_worker.worker_labels import worker_label
 from harness.runtime.environments import ensure_environment
 from harness.runtime.local import LocalWorker
 from harness.training.settings import configure_request
@@ -29,7 +30,9 @@ from harness.models.weights.start import starting_weights
 
 pytestmark = pytest.mark.framework
 
-WORKERS = [name for name, folder in discover_workers().items() if folder.listed]
+# Every listed worker, and each as each of its variants (keras[jax], keras[torch]).
+WORKERS = [worker_label(name, variant) for name, folder in discover_workers().items() if folder.listed
+           for variant in (None, *folder.variant_names)]
 SIZE = 32
 LABELS = 14
 TOLERANCES = Tolerances()
@@ -37,7 +40,7 @@ TOLERANCES = Tolerances()
 
 def start_worker(name: str, directory: Path) -> LocalWorker:
     """A worker logging to `directory`, whose temporary files ($TMPDIR) go to `directory`/tmp."""
-    folder = discover_workers()[name]
+    folder = resolve_workers(name)[0].folder  # as its variant sees it, for keras[jax]
     temp = temp_dir_of(directory)
     temp.mkdir(exist_ok=True)
     return LocalWorker(folder, ensure_environment(folder, cache_root()), directory / f"{name}.log", {"TMPDIR": str(temp)})

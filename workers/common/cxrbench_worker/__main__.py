@@ -1,8 +1,10 @@
 """Run a worker: `python -m cxrbench_worker --worker-dir workers/pytorch --address unix:///tmp/w.sock`.
 
-Every flag has an environment variable (the flag wins): CXRBENCH_WORKER_DIR, CXRBENCH_ADDRESS,
-CXRBENCH_TLS_CERT, CXRBENCH_TLS_KEY, CXRBENCH_TOKEN_FILE; container images set them. The default
-address is 127.0.0.1; off loopback the worker refuses to start without TLS and a token.
+Every flag has an environment variable (the flag wins): CXRBENCH_WORKER_DIR, CXRBENCH_WORKER_VARIANT,
+CXRBENCH_ADDRESS, CXRBENCH_TLS_CERT, CXRBENCH_TLS_KEY, CXRBENCH_TOKEN_FILE; container images set them.
+`--variant jax` runs the worker folder's `[variants.jax]` (its environment variables, such as
+KERAS_BACKEND, are set before the backend is imported). The default address is 127.0.0.1; off
+loopback the worker refuses to start without TLS and a token.
 
 Health reports NOT_SERVING until the backend (and so the framework) has been imported, then
 SERVING. The process exits on SIGTERM/SIGINT and, with --parent-pid, when that process dies, so a
@@ -55,12 +57,13 @@ DEFAULT_ADDRESS = "127.0.0.1:50051"
 PLAIN_LISTEN = ListenSecurity()  # no TLS, no token: loopback only (frozen, so one shared default is safe)
 
 
-def serve(worker_dir: Path, address: str, parent_pid: int | None, security: ListenSecurity = PLAIN_LISTEN) -> None:
+def serve(worker_dir: Path, address: str, parent_pid: int | None, security: ListenSecurity = PLAIN_LISTEN,
+          variant: str | None = None) -> None:
     """Start the server, load the backend, report SERVING, block until told to stop."""
     check_listen_policy(address, security)
     if parent_pid:
         exit_with_parent(parent_pid)
-    folder = WorkerFolder.read(worker_dir)
+    folder = WorkerFolder.read(worker_dir, variant=variant)
     interceptors = [TokenInterceptor(security.token)] if security.token else []
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=list(SERVER_OPTIONS),
                          interceptors=interceptors)
@@ -69,15 +72,15 @@ def serve(worker_dir: Path, address: str, parent_pid: int | None, security: List
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     if add_port(server, address, security) == 0:
-        raise SystemExit(f"worker {folder.name}: cannot listen on {address}")
+        raise SystemExit(f"worker {folder.label}: cannot listen on {address}")
     server.start()
     backend = folder.load_backend()  # imports the framework: seconds, hence after the server is up
-    worker_pb2_grpc.add_WorkerServicer_to_server(WorkerServicer(folder.name, backend), server)
+    worker_pb2_grpc.add_WorkerServicer_to_server(WorkerServicer(folder.label, backend), server)
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     protection = (", ".join(what for what, on in (("TLS", security.tls), ("token", security.token)) if on)
                   or "no TLS, no token")
-    print(f"worker {folder.name} serving on {address} ({protection}; pid {os.getpid()})", file=sys.stderr, flush=True)
+    print(f"worker {folder.label} serving on {address} ({protection}; pid {os.getpid()})", file=sys.stderr, flush=True)
 
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -101,6 +104,9 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--worker-dir", type=Path, default=_from_environment("CXRBENCH_WORKER_DIR"),
                         help="the worker folder, e.g. workers/pytorch ($CXRBENCH_WORKER_DIR)")
+    parser.add_argument("--variant", default=os.environ.get("CXRBENCH_WORKER_VARIANT") or None,
+                        help="the folder's variant to run, e.g. jax for [variants.jax] ($CXRBENCH_WORKER_VARIANT; "
+                        "default: none)")
     parser.add_argument("--address", default=os.environ.get("CXRBENCH_ADDRESS") or DEFAULT_ADDRESS,
                         help=f"unix:///path.sock or HOST:PORT ($CXRBENCH_ADDRESS; default {DEFAULT_ADDRESS})")
     parser.add_argument("--tls-cert", type=Path, default=_from_environment("CXRBENCH_TLS_CERT"),
@@ -116,9 +122,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         security = ListenSecurity.from_files(args.tls_cert, args.tls_key, args.token_file)
         check_listen_policy(args.address, security)
+        WorkerFolder.read(args.worker_dir, variant=args.variant or None)  # an unknown variant: said here
     except ValueError as error:
         parser.exit(2, f"worker: error: {error}\n")
-    serve(args.worker_dir.resolve(), args.address, args.parent_pid, security)
+    serve(args.worker_dir.resolve(), args.address, args.parent_pid, security, args.variant or None)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ version are the same bytes. Locks are committed beside the worker:
 
     workers/<name>/locks/<version>-cpu.txt   what the local runtime installs (requirements_text)
     workers/<name>/locks/<version>-gpu.txt   what an image installs (requirements_text(..., gpu=True))
+    workers/<name>/locks/<version>-<variant>-cpu.txt, -gpu.txt   the same for a variant (keras[jax])
 
 (`cpu.txt` / `gpu.txt` for a worker that pins no framework version). Each starts with a header that
 records the SHA-256 of the requirements text it was resolved from; a lock is current when that
@@ -13,7 +14,7 @@ hash is the one of today's requirements and its body pins every package they pin
 `harness workers lock NAME@VERSION` (the harness, with uv) makes and renews them; they are
 installed with `pip install --require-hashes --no-deps -r LOCK`.
 
-An image build runs `python -m cxrbench_worker.locks WORKER_DIR --version V --gpu`, which prints the
+An image build runs `python -m cxrbench_worker.locks WORKER_DIR --version V [--variant NAME] --gpu`, which prints the
 lock after checking it is current, so a pin changed without re-locking stops the build with the
 command to run. Standard library only: it runs in a bare Python before anything is installed.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shlex
 from pathlib import Path
 
 from cxrbench_worker.requirements import (
@@ -44,7 +46,7 @@ class LockError(ValueError):
     command that renews it."""
 
 
-def variant(gpu: bool) -> str:
+def lock_kind(gpu: bool) -> str:
     """"gpu" for what an image installs, "cpu" for what the local runtime installs."""
     return "gpu" if gpu else "cpu"
 
@@ -57,19 +59,20 @@ def locked_version(folder: WorkerFolder, version: str | None = None) -> str | No
 def lock_path(folder: WorkerFolder, version: str | None = None, gpu: bool = False) -> Path:
     """Where the lock of `version` (None: the pinned one) of this worker is committed."""
     framework_version = locked_version(folder, version)
-    name = f"{framework_version}-{variant(gpu)}.txt" if framework_version else f"{variant(gpu)}.txt"
-    return folder.path / LOCKS_FOLDER / name
+    parts = [part for part in (framework_version, folder.variant, lock_kind(gpu)) if part]
+    return folder.path / LOCKS_FOLDER / f"{'-'.join(parts)}.txt"
 
 
 def lock_label(folder: WorkerFolder, version: str | None = None) -> str:
-    """How `harness workers lock` names this lock's worker: keras@3.15.1 (or keras without a framework)."""
+    """How `harness workers lock` names this lock's worker: keras@3.15.1, keras[jax]@3.15.1 (or keras
+    without a framework)."""
     framework_version = locked_version(folder, version)
-    return f"{folder.name}@{framework_version}" if framework_version else folder.name
+    return f"{folder.label}@{framework_version}" if framework_version else folder.label
 
 
 def relock_command(folder: WorkerFolder, version: str | None = None) -> str:
-    """The command that renews this worker version's locks."""
-    return f"harness workers lock {lock_label(folder, version)}"
+    """The command that renews this worker version's locks (a variant's label quoted for the shell)."""
+    return f"harness workers lock {shlex.quote(lock_label(folder, version))}"
 
 
 def requirements_sha256(requirements: str) -> str:
@@ -84,8 +87,9 @@ def header(folder: WorkerFolder, version: str | None, gpu: bool, requirements: s
     used = "a GPU image (compose.yaml, workers/Dockerfile)" if gpu else "the local runtime's environment"
     requirements_command = (f"python -m cxrbench_worker.requirements workers/{folder.path.name}"
                             + (f" --version {framework_version}" if framework_version else "")
+                            + (f" --variant {folder.variant}" if folder.variant else "")
                             + (" --gpu" if gpu else ""))
-    return (f"# Lock of worker '{folder.name}' ({what}), {variant(gpu)}: what {used} installs, with\n"
+    return (f"# Lock of worker '{folder.label}' ({what}), {lock_kind(gpu)}: what {used} installs, with\n"
             f"# `pip install --require-hashes --no-deps -r` this file. Generated: do not edit; after changing\n"
             f"# a pin, run `{relock_command(folder, version)}`.\n"
             f"# requirements: `{requirements_command}`\n"
@@ -140,7 +144,7 @@ def current_lock_text(folder: WorkerFolder, version: str | None = None, gpu: boo
     """
     path = lock_path(folder, version, gpu)
     if not path.is_file():
-        raise LockError(f"{path}: missing: worker '{lock_label(folder, version)}' has no {variant(gpu)} lock; "
+        raise LockError(f"{path}: missing: worker '{lock_label(folder, version)}' has no {lock_kind(gpu)} lock; "
                         f"run `{relock_command(folder, version)}` (and commit the file)")
     lock_text = path.read_text()
     problem = lock_problem(folder, version, gpu, lock_text)
@@ -150,7 +154,7 @@ def current_lock_text(folder: WorkerFolder, version: str | None = None, gpu: boo
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m cxrbench_worker.locks WORKER_DIR [--version V] [--gpu]`: print the current lock."""
+    """`python -m cxrbench_worker.locks WORKER_DIR [--version V] [--variant NAME] [--gpu]`: print the current lock."""
     worker_version_command("python -m cxrbench_worker.locks", __doc__, "the lock a GPU image installs",
                            current_lock_text, argv)
 

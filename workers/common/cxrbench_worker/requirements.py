@@ -1,12 +1,14 @@
 """A worker's pinned requirements for any framework version: the one rule both runtimes apply.
 
 The local runtime builds a virtual environment from this text and a Docker image build runs
-`python -m cxrbench_worker.requirements WORKER_DIR --version V [--gpu]`, so a version asked for with
+`python -m cxrbench_worker.requirements WORKER_DIR --version V [--variant NAME] [--gpu]`, so a version asked for with
 `--workers keras@3.14.0` means the same packages in both. The rule:
 
 1. `requirements-<version>.txt` in the worker folder, when it exists, is used as written (for a
-   framework whose companions move in step, e.g. torch and torchvision);
-2. otherwise `requirements.txt` with the framework's own pin replaced by `<package>==<version>`;
+   framework whose companions move in step, e.g. torch and torchvision); for a variant whose
+   requirements are `requirements-jax.txt`, `requirements-jax-<version>.txt`;
+2. otherwise `requirements.txt` (a variant's own file) with the framework's own pin replaced by
+   `<package>==<version>`;
 3. for a GPU image, the packages named in worker.toml's `[gpu] packages` table are renamed
    (`tensorflow-cpu` becomes `tensorflow[and-cuda]` at the same version).
 
@@ -63,22 +65,29 @@ def pinned_version(folder: WorkerFolder) -> str | None:
     return _pin_of(folder.requirements.read_text(), folder.framework_package)
 
 
+def version_requirements_path(folder: WorkerFolder, version: str) -> Path:
+    """Where a version's own requirements would be: `requirements-3.14.0.txt` beside `requirements.txt`
+    (`requirements-jax-3.14.0.txt` beside a variant's `requirements-jax.txt`)."""
+    assert folder.requirements is not None
+    return folder.requirements.with_name(f"{folder.requirements.stem}-{version}.txt")
+
+
 def requirements_text(folder: WorkerFolder, version: str | None = None, gpu: bool = False) -> str:
     """The requirements for `version` of the worker's framework (None: as pinned); see the module doc.
 
     Raises ValueError naming the file when the version cannot be applied.
     """
     if folder.requirements is None:
-        raise ValueError(f"{folder.path / 'worker.toml'}: worker '{folder.name}' has no requirements file, "
+        raise ValueError(f"{folder.path / 'worker.toml'}: worker '{folder.label}' has no requirements file, "
                          "so it has no framework version to choose")
     text = folder.requirements.read_text()
     if version is not None:
         if not VERSION_PATTERN.match(version):
-            raise ValueError(f"worker '{folder.name}': {version!r} is not a version (e.g. 3.14.0)")
+            raise ValueError(f"worker '{folder.label}': {version!r} is not a version (e.g. 3.14.0)")
         if folder.framework_package is None:
-            raise ValueError(f"{folder.path / 'worker.toml'}: no 'framework_package', so '{folder.name}@{version}' "
+            raise ValueError(f"{folder.path / 'worker.toml'}: no 'framework_package', so '{folder.label}@{version}' "
                              "cannot say which pin to change")
-        specific = folder.path / f"requirements-{version}.txt"
+        specific = version_requirements_path(folder, version)
         if specific.is_file():
             text = specific.read_text()
             if _pin_of(text, folder.framework_package) != version:
@@ -111,23 +120,26 @@ def worker_version_command(prog: str, description: str | None, gpu_help: str,
                            produce: Callable[[WorkerFolder, str | None, bool], str],
                            argv: list[str] | None = None) -> None:
     """The command line `python -m cxrbench_worker.requirements` and `.locks` share: WORKER_DIR
-    [--version V] [--gpu], printing what `produce` makes of them; an error exits with its message."""
+    [--version V] [--variant NAME] [--gpu], printing what `produce` makes of them; an error exits
+    with its message."""
     parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("worker_dir", type=Path, help="the worker folder, e.g. workers/keras")
     parser.add_argument("--version", default=None, help="framework version (default: the pinned one)")
+    parser.add_argument("--variant", default=None,
+                        help="the worker's variant (worker.toml's [variants.NAME]; default or empty: none)")
     parser.add_argument("--gpu", action="store_true", help=gpu_help)
     args = parser.parse_args(argv)
     try:
         # An image build's first stage copies worker.toml, the requirements and the locks, not the code.
-        folder = WorkerFolder.read(args.worker_dir, require_package=False)
+        folder = WorkerFolder.read(args.worker_dir, require_package=False, variant=args.variant or None)
         sys.stdout.write(produce(folder, args.version or None, args.gpu))
     except ValueError as error:  # a lock's LockError included
         raise SystemExit(f"error: {error}") from None
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m cxrbench_worker.requirements WORKER_DIR [--version V] [--gpu]`: print the requirements."""
+    """`python -m cxrbench_worker.requirements WORKER_DIR [--version V] [--variant NAME] [--gpu]`: print them."""
     worker_version_command("python -m cxrbench_worker.requirements", __doc__,
                            "rename the packages of worker.toml's [gpu] table", requirements_text, argv)
 

@@ -6,6 +6,13 @@ their environments); plain TOML, no framework import needed to read it.
 A worker's code is one package inside its folder, `cxrbench_<name>/`: its modules are imported as
 `cxrbench_keras.model`, never as a bare `model`, so no worker module can shadow an installed package
 or another worker's module. Worker names are unique, hence so are the package names.
+
+A worker may declare variants, `[variants.<variant>]` tables: the same code run another way, e.g.
+Keras on its JAX backend. A variant has its own requirements (so its own locks and environment),
+its environment variables (merged over the worker's) and, when it says so, its own `[gpu]` table;
+`WorkerFolder.read(path, variant="jax")` (or `.with_variant("jax")`) gives the folder as that
+variant sees it, and everything downstream (requirements, locks, environments, images) reads it
+like any worker folder. Its label is `keras[jax]` (cxrbench_worker.worker_labels).
 """
 
 from __future__ import annotations
@@ -17,12 +24,27 @@ import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from cxrbench_worker.worker_labels import VARIANT_PATTERN, worker_label
 
 if TYPE_CHECKING:  # not at run time: reading a worker.toml needs only the standard library
     from cxrbench_worker.backend import Backend
 
 SDK_PACKAGE = "cxrbench_worker"  # the SDK's own name, which no worker's package may take
+
+
+@dataclass(frozen=True)
+class WorkerVariant:
+    """One `[variants.<name>]` table of a worker.toml, as declared (not yet merged with the worker's)."""
+
+    name: str
+    description: str
+    requirements: Path
+    environment: dict[str, str]  # merged over the worker's [environment]
+    # None: the worker's own [gpu] table holds; a table here replaces it whole (packages and base image).
+    gpu_packages: dict[str, str] | None
+    base_image: str | None
 
 
 @dataclass(frozen=True)
@@ -40,13 +62,52 @@ class WorkerFolder:
     environment: dict[str, str]
     # GPU images only: package renames, e.g. {"tensorflow-cpu": "tensorflow[and-cuda]"} (same version).
     gpu_packages: dict[str, str]
+    # GPU images only: the CUDA base image ([gpu] base_image; compose.yaml repeats it), None without one.
+    base_image: str | None = None
+    # The variants it declares, by name; and which one this object describes (None: the worker itself).
+    variants: dict[str, WorkerVariant] | None = None
+    variant: str | None = None
+
+    @property
+    def label(self) -> str:
+        """"keras", or "keras[jax]" for a variant: how the worker process names itself."""
+        return worker_label(self.name, self.variant)
+
+    @property
+    def variant_names(self) -> tuple[str, ...]:
+        """The names of the variants the worker.toml declares, in its order."""
+        return tuple(self.variants or ())
+
+    def with_variant(self, variant: str | None) -> WorkerFolder:
+        """This worker as its variant `variant` runs it (None: as itself); ValueError naming the known
+        variants when it has no such variant."""
+        if variant is None:
+            return self if self.variant is None else WorkerFolder.read(self.path)
+        if self.variant is not None:
+            raise ValueError(f"worker '{self.label}' is already a variant; ask the worker '{self.name}' for one")
+        declared = self.variants or {}
+        if not declared:
+            raise ValueError(f"worker '{self.name}' has no variants, so no '{variant}' "
+                             f"({self.path / 'worker.toml'} declares no [variants.<name>] table)")
+        if variant not in declared:
+            raise ValueError(f"worker '{self.name}' has no variant '{variant}' (its variants: {', '.join(declared)})")
+        chosen = declared[variant]
+        own_gpu = chosen.gpu_packages is not None or chosen.base_image is not None
+        return WorkerFolder(
+            path=self.path, name=self.name, description=chosen.description or self.description,
+            backend=self.backend, requirements=chosen.requirements, framework_package=self.framework_package,
+            listed=self.listed, environment={**self.environment, **chosen.environment},
+            gpu_packages=dict(chosen.gpu_packages or {}) if own_gpu else self.gpu_packages,
+            base_image=chosen.base_image if own_gpu else self.base_image,
+            variants=self.variants, variant=variant)
 
     @classmethod
-    def read(cls, path: Path, require_package: bool = True) -> WorkerFolder:
+    def read(cls, path: Path, require_package: bool = True, variant: str | None = None) -> WorkerFolder:
         """Parse `path/worker.toml`; raises ValueError naming the file and the field at fault.
 
         `require_package` False skips only the check that the backend's package folder is there,
         for readers that have the worker.toml and requirements alone (an image's requirements stage).
+        `variant`: the folder as that variant sees it (see the module doc).
         """
         toml_path = path / "worker.toml"
         try:
@@ -65,10 +126,8 @@ class WorkerFolder:
         environment = data.get("environment", {})
         if not isinstance(environment, dict) or not all(isinstance(v, str) for v in environment.values()):
             raise ValueError(f"{toml_path}: table 'environment' must map names to strings")
-        gpu_packages = data.get("gpu", {}).get("packages", {})
-        if not isinstance(gpu_packages, dict) or not all(isinstance(v, str) for v in gpu_packages.values()):
-            raise ValueError(f"{toml_path}: table 'gpu.packages' must map package names to package names")
-        return cls(
+        gpu_packages, base_image = _gpu_table(toml_path, "gpu", data.get("gpu", {}))
+        folder = cls(
             path=path,
             name=data["name"],
             description=data.get("description", ""),
@@ -77,8 +136,11 @@ class WorkerFolder:
             framework_package=data.get("framework_package"),
             listed=bool(data.get("listed", True)),
             environment=dict(environment),
-            gpu_packages=dict(gpu_packages),
+            gpu_packages=gpu_packages,
+            base_image=base_image,
+            variants=_variants(toml_path, data.get("variants", {}), requirements is not None),
         )
+        return folder.with_variant(variant)
 
     @property
     def package(self) -> str:
@@ -122,6 +184,51 @@ class WorkerFolder:
         except BaseException:
             del sys.modules[self.package]
             raise
+
+
+def _gpu_table(toml_path: Path, where: str, table: Any) -> tuple[dict[str, str], str | None]:
+    """(package renames, base image) of a `[gpu]` table; ValueError naming the file and the table."""
+    if not isinstance(table, dict):
+        raise ValueError(f"{toml_path}: '{where}' must be a table")
+    packages = table.get("packages", {})
+    if not isinstance(packages, dict) or not all(isinstance(v, str) for v in packages.values()):
+        raise ValueError(f"{toml_path}: table '{where}.packages' must map package names to package names")
+    base_image = table.get("base_image")
+    if base_image is not None and (not isinstance(base_image, str) or not base_image):
+        raise ValueError(f"{toml_path}: field '{where}.base_image' must be an image name")
+    return dict(packages), base_image
+
+
+def _variants(toml_path: Path, tables: Any, has_requirements: bool) -> dict[str, WorkerVariant] | None:
+    """The `[variants.<name>]` tables, checked; None when there are none."""
+    if not isinstance(tables, dict):
+        raise ValueError(f"{toml_path}: 'variants' must be a table of tables ([variants.<name>])")
+    if tables and not has_requirements:
+        raise ValueError(f"{toml_path}: a worker without requirements has no environment to vary; drop [variants]")
+    variants: dict[str, WorkerVariant] = {}
+    for name, table in tables.items():
+        where = f"variants.{name}"
+        if not VARIANT_PATTERN.match(name):
+            raise ValueError(f"{toml_path}: variant name {name!r} must be lower case letters, digits and '_', "
+                             "starting with a letter (it becomes part of file and service names)")
+        if not isinstance(table, dict):
+            raise ValueError(f"{toml_path}: '{where}' must be a table")
+        unknown = sorted(set(table) - {"description", "requirements", "environment", "gpu"})
+        if unknown:
+            raise ValueError(f"{toml_path}: table '{where}' has unknown field(s) {', '.join(unknown)} "
+                             "(known: description, requirements, environment, gpu)")
+        requirements = table.get("requirements")
+        if not isinstance(requirements, str) or not (toml_path.parent / requirements).is_file():
+            raise ValueError(f"{toml_path}: field '{where}.requirements' must name the variant's requirements "
+                             f"file beside worker.toml (got {requirements!r})")
+        environment = table.get("environment", {})
+        if not isinstance(environment, dict) or not all(isinstance(v, str) for v in environment.values()):
+            raise ValueError(f"{toml_path}: table '{where}.environment' must map names to strings")
+        gpu_packages, base_image = (_gpu_table(toml_path, f"{where}.gpu", table["gpu"]) if "gpu" in table
+                                    else (None, None))
+        variants[name] = WorkerVariant(name, str(table.get("description", "")), toml_path.parent / requirements,
+                                       dict(environment), gpu_packages, base_image)
+    return variants or None
 
 
 def _check_backend(toml_path: Path, name: str, backend: str, require_package: bool) -> None:

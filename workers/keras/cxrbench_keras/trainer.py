@@ -1,9 +1,11 @@
 """Keras 3 implementation of the worker contract (`cxrbench_worker.backend.Backend`).
 
 Trained through Keras's own API (compile + train_on_batch), so what is measured is Keras as its
-users run it, on the backend named by KERAS_BACKEND (TensorFlow unless worker.toml says otherwise).
-Mixed precision is Keras's own too: the dtype policies "mixed_bfloat16" and "mixed_float16", the
-latter with a LossScaleOptimizer (cxrbench_worker.mixed_precision says what every worker does alike).
+users run it, on the backend named by KERAS_BACKEND: TensorFlow for the worker `keras`, JAX and torch
+for its variants `keras[jax]` and `keras[torch]` (worker.toml). The backend's own settings (threads,
+TF32, determinism, device, memory) are set and read in `backends/on_<backend>.py`. Mixed precision is
+Keras's own: the dtype policies "mixed_bfloat16" and "mixed_float16", the latter with a
+LossScaleOptimizer (cxrbench_worker.mixed_precision says what every worker does alike).
 """
 
 from __future__ import annotations
@@ -38,24 +40,28 @@ class KerasBackend(Backend):
 
     architectures = ("resnet50", "densenet121")
     precisions = ("fp32", "bf16-mixed", "fp16-mixed")
-    #: "jit_compile": "true" compiles the train and predict steps with XLA (default "false").
+    #: "jit_compile": "true" compiles the train and predict steps (XLA on TensorFlow and JAX,
+    #: torch.compile on torch); the default is the backend's JIT_COMPILE_DEFAULT ("false" on
+    #: TensorFlow and torch, "true" on JAX, where Keras always compiles unless told not to).
     options = ("jit_compile",)
 
     def __init__(self) -> None:
         self._spec: ModelSpec | None = None
         self._net: NeutralModel | None = None
-        self._jit_compile = False
-        # Before anything starts TF's runtime: afterwards a GPU's allocator is fixed.
-        self._memory_growth = runtime.enable_memory_growth()
+        self._settings = runtime.backend_settings()
+        self._jit_compile = bool(self._settings.JIT_COMPILE_DEFAULT)
+        self._notes: dict[str, str] = {}
+        # Before anything starts the framework's runtime (TF's GPU allocator, XLA's flags).
+        self._settings.prepare()
 
     def metadata(self) -> BackendMetadata:
         """Versions, device, threads and the numerics flags as the backend has them now."""
-        backend_versions, gpu = runtime.versions_and_device()
-        versions = {"keras": keras.__version__, "keras_backend": keras.backend.backend(),
+        backend_versions, gpu = self._settings.versions_and_device()
+        versions = {"keras": keras.__version__, "keras_backend": runtime.backend_name(),
                     **backend_versions, "numpy": np.__version__,
                     "python": platform.python_version()}
         device = gpu or f"cpu ({cpu_model()})"
-        return BackendMetadata(versions, device, runtime.thread_count(), self._numerics())
+        return BackendMetadata(versions, device, self._settings.thread_count(), self._numerics())
 
     def configure(self, spec: ModelSpec) -> ConfiguredModel:
         """Seed, set numerics and threads, build the model and compile it; replaces any previous one."""
@@ -69,21 +75,19 @@ class KerasBackend(Backend):
             raise UnsupportedOption("optimizer.weight_decay",
                                     "PyTorch's coupled L2 weight decay has no Keras Adam "
                                     "equivalent (Keras's is decoupled, AdamW); use 0")
-        jit_compile = self.boolean_option(spec.options, "jit_compile")
-        if jit_compile and spec.numerics.deterministic and runtime.on_tensorflow():
-            # Keras silently compiles without XLA when TF's op determinism is on: refuse instead.
-            raise UnsupportedOption("options.jit_compile",
-                                    "Keras turns XLA off while TensorFlow's op determinism is on; "
-                                    "ask for numerics.deterministic = false to use it")
+        jit_compile = self.boolean_option(spec.options, "jit_compile", self._settings.JIT_COMPILE_DEFAULT)
+        conflict = self._settings.jit_conflict(jit_compile, spec.numerics.deterministic)
+        if conflict is not None:
+            raise UnsupportedOption("options.jit_compile", conflict)
         try:
-            runtime.set_threads(spec.threads)
+            self._settings.set_threads(spec.threads)
         except ThreadPoolsFixed as error:
             raise UnsupportedOption("threads", str(error)) from None
 
         # clear_session drops the previous model's graph state; then seed and policy for the new one.
         keras.backend.clear_session()
         keras.utils.set_random_seed(spec.seed)
-        runtime.set_numerics(spec.numerics.allow_tf32, spec.numerics.deterministic)
+        self._notes = self._settings.set_numerics(spec.numerics.allow_tf32, spec.numerics.deterministic)
         keras.config.set_dtype_policy(_POLICIES[precision])
         net = build_model(spec.architecture, spec.num_labels, spec.image_size, spec.mean, spec.std)
         adam = spec.optimizer
@@ -109,8 +113,11 @@ class KerasBackend(Backend):
 
     def _numerics(self) -> dict[str, str]:
         precision = self._spec.numerics.precision if self._spec is not None else "fp32"
-        return {**precision_flags(precision), **runtime.numerics_flags(),
-                "jit_compile": str(self._jit_compile).lower(), "gpu_memory_growth": self._memory_growth}
+        # The built model's policy: Keras keeps the global one per thread, and gRPC answers on several.
+        policy = self._net.model.dtype_policy if self._net is not None else keras.config.dtype_policy()
+        return {**precision_flags(precision), "keras_backend": runtime.backend_name(),
+                "dtype_policy": policy.name, **self._settings.numerics_flags(),
+                "jit_compile": str(self._jit_compile).lower(), **self._notes}
 
     def _require(self, method: str) -> NeutralModel:
         return self.require_model(self._net, method)
@@ -137,13 +144,23 @@ class KerasBackend(Backend):
         return float(loss)
 
     def synchronize(self) -> None:
-        """Wait for the backend's devices (see runtime.synchronize)."""
-        runtime.synchronize()
+        """Wait for the backend's devices (each backend module's synchronize)."""
+        self._settings.synchronize()
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
-        """Eval-mode logits (BatchNorm on moving statistics), float32 (N, num_labels)."""
+        """Eval-mode logits (BatchNorm on moving statistics), float32 (N, num_labels).
+
+        Compiled (XLA: always on JAX), the logits come from the feature-map model's program, its maps
+        dropped: XLA fuses a program with the maps as an extra output otherwise than one without, and
+        in bf16-mixed the two programs' logits differed by 0.3% on JAX, where FeatureMaps must answer
+        with Predict's logits (the harness refuses a run's maps beyond 0.1%). The extra output costs
+        a transpose of the final maps, small beside the network. Eager, the two models run the same ops.
+        """
         net = self._require("predict")
-        logits = net.model.predict_on_batch(self._pixels(pixels))
+        if self._jit_compile:
+            _, logits = net.feature_model.predict_on_batch(self._pixels(pixels))
+        else:
+            logits = net.model.predict_on_batch(self._pixels(pixels))
         return np.asarray(logits, dtype=np.float32)
 
     def feature_maps(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -182,4 +199,4 @@ class KerasBackend(Backend):
 
     def device_memory(self, reset_peak: bool) -> DeviceMemory:
         """GPU memory as the Keras backend's framework counts it; nothing on CPU."""
-        return runtime.device_memory(reset_peak, started=self._net is not None)
+        return self._settings.device_memory(reset_peak, started=self._net is not None)
