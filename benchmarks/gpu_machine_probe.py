@@ -1,7 +1,7 @@
 """What an interpreter can run for `bin/gpu-check`, asked in that interpreter (not the harness's).
 
     python benchmarks/gpu_machine_probe.py torch                # torch's version, its CUDA build, the GPU it sees
-    python benchmarks/gpu_machine_probe.py frameworks cuda|cpu  # TensorFlow (and its GPUs) and Keras, if installed
+    python benchmarks/gpu_machine_probe.py frameworks cuda|cpu  # TensorFlow (and its GPUs), Keras, JAX (its GPUs), Flax, Optax
 
 Prints one JSON line. The two questions run in separate processes: TensorFlow's CUDA libraries and
 torch's need not load into one. The harness imports no framework, so it runs this file instead.
@@ -32,6 +32,14 @@ def framework_facts(device: str) -> dict:
         found["gpus"] = len(tf.config.list_physical_devices("GPU")) if device == "cuda" else 0
     if importlib.util.find_spec("keras") is not None:
         found["keras"] = importlib.metadata.version("keras")
+    for package in ("flax", "optax"):
+        if importlib.util.find_spec(package) is not None:
+            found[package] = importlib.metadata.version(package)
+    if importlib.util.find_spec("jax") is not None:
+        import jax
+
+        found["jax"] = jax.__version__
+        found["jax_gpus"] = len([d for d in jax.devices() if d.platform == "gpu"]) if device == "cuda" else 0
     return found
 
 

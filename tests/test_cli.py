@@ -81,7 +81,7 @@ def test_shuffled_labels_control_is_marked_in_the_report(tmp_path):
 def test_unknown_worker_is_a_clear_error(tmp_path):
     result = run_harness(["benchmark", "--workers", "pytorhc", "--out", str(tmp_path)], REPO_ROOT)
     assert result.returncode == 2
-    assert "--workers: unknown worker 'pytorhc' (known: keras, null, pytorch, tensorflow)" in result.stderr
+    assert "--workers: unknown worker 'pytorhc' (known: jax, keras, null, pytorch, tensorflow)" in result.stderr
 
 
 def test_bad_values_name_the_option(tmp_path):

@@ -269,6 +269,20 @@ def test_tensorflow_and_keras_are_found_for_parity_and_left_out_when_they_see_no
     assert workers == ["pytorch"] and "sees no GPU" in notes[0]
 
 
+@pytest.mark.framework
+def test_jax_with_flax_and_optax_is_found_for_parity_and_left_out_when_it_sees_no_gpu():
+    from harness.config import cache_root
+    from harness.runtime.environments import ensure_environment
+    from harness.runtime.registry import discover_workers, pinned_version
+
+    folder = discover_workers()["jax"]
+    jax_python = str(ensure_environment(folder, cache_root()).python)  # jax, flax, optax
+    assert machine.gpu_workers(jax_python, "cpu") == (["pytorch", "jax"], [])
+    workers, notes = machine.gpu_workers(jax_python, "cuda")  # jaxlib without the CUDA plugin: no GPU
+    assert workers == ["pytorch"] and notes == [f"jax {pinned_version(folder)} sees no GPU (jaxlib without its "
+                                                "CUDA plugin?): the JAX worker left out"]
+
+
 def test_with_a_driver_but_no_torch_the_check_exits_2_naming_the_interpreter(tmp_path, monkeypatch, capsys):
     fake = tmp_path / "nvidia-smi"
     fake.write_text("#!/bin/sh\necho 'NVIDIA H200, 580.65, 143771 MiB, 700.00 W'\n")

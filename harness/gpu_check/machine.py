@@ -47,18 +47,24 @@ def gpu_workers(python: str, device: str) -> tuple[list[str], list[str]]:
     """The workers `python` can run on `device` (pytorch first), and a note on each framework left out."""
     found = _probe(python, "frameworks", device)
     workers, notes = ["pytorch"], []
-    if "tensorflow" in found:
-        if device == "cuda" and not found["gpus"]:
-            notes.append(f"tensorflow {found['tensorflow']} sees no GPU (a CPU build?): TensorFlow and Keras left out")
-            return workers, notes
+    if "tensorflow" in found and device == "cuda" and not found["gpus"]:
+        notes.append(f"tensorflow {found['tensorflow']} sees no GPU (a CPU build?): TensorFlow and Keras left out")
+    elif "tensorflow" in found:
         workers.append("tensorflow")
-    if "keras" in found:
-        if not found["keras"].startswith("3."):
+        if "keras" in found and not found["keras"].startswith("3."):
             notes.append(f"keras {found['keras']}: the worker needs Keras 3; left out")
-        elif "tensorflow" not in found:
-            notes.append("keras without tensorflow (its backend here): left out")
-        else:
+        elif "keras" in found:
             workers.append("keras")
+    elif "keras" in found:
+        notes.append("keras without tensorflow (its backend here): left out")
+    if "jax" in found:
+        missing = [package for package in ("flax", "optax") if package not in found]
+        if missing:
+            notes.append(f"jax {found['jax']} without {' and '.join(missing)}: the JAX worker left out")
+        elif device == "cuda" and not found["jax_gpus"]:
+            notes.append(f"jax {found['jax']} sees no GPU (jaxlib without its CUDA plugin?): the JAX worker left out")
+        else:
+            workers.append("jax")
     return workers, notes
 
 
