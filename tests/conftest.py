@@ -5,7 +5,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -94,18 +93,21 @@ def run_harness(args: list[str], cwd: Path, env: dict[str, str] | None = None, t
     )
 
 
-def _interruptible() -> None:
-    # A test runner started in the background (`cmd &` in a script, nohup) inherits SIGINT ignored, and
-    # so would the harness: Python then installs no KeyboardInterrupt handler and a test's Ctrl-C does
-    # nothing. Start it as from a terminal, with SIGINT at its default.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+# The harness with Python's KeyboardInterrupt handler on SIGINT, installed in the child itself: a test
+# runner started in the background (`cmd &` in a script, nohup) inherits SIGINT ignored, and so would
+# the harness: Python then installs no such handler and a test's Ctrl-C does nothing. Not a preexec_fn:
+# with one, Popen forks instead of vforking, gRPC's fork handlers run in the child, and with a channel
+# open in this test process (a null worker's) the child can abort before exec ("epoll_wait error: Bad
+# file descriptor", grpc/grpc#43055).
+_HARNESS_INTERRUPTIBLE = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                          "runpy.run_module('harness.cli', run_name='__main__', alter_sys=True)")
 
 
 def harness_process(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start `harness ARGS` in the background (for tests that interrupt it), Ctrl-C-able as from a terminal."""
     return subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", *args], cwd=cwd, env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_interruptible,
+        [sys.executable, "-c", _HARNESS_INTERRUPTIBLE, *args], cwd=cwd, env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
 
