@@ -14,7 +14,7 @@ if [ ! -f "$stamp" ]; then
     || { echo "cxrbench needs Python 3.11 or newer as python3 (found $(python3 --version 2>&1))" >&2; exit 1; }
   echo "Setting up the harness environment in $venv (first use, about a minute)..." >&2
   python3 -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --progress-bar off -e "$root[test]" 2>&1 \
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --progress-bar off --no-compile -e "$root[test]" 2>&1 \
     | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
   "$venv/bin/python" -c "import harness, cxrbench_worker" || { echo "harness install failed" >&2; exit 1; }
   rm -f "$venv"/.installed-*

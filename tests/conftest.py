@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from cxrbench_worker.worker_labels import worker_label
 from harness.config import BenchmarkConfig, cache_root
-from harness.runtime.registry import discover_workers
+from harness.runtime.registry import discover_workers, resolve_workers
 from harness.runtime.environments import ensure_environment
-from harness.runtime.local import LocalWorker
+from harness.runtime.local import LocalRuntime, LocalWorker
 from harness.training.settings import configure_request
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +38,24 @@ def pytest_collection_modifyitems(config, items) -> None:
             item.add_marker(pytest.mark.xdist_group("framework"))
         elif item.get_closest_marker("cluster"):
             item.add_marker(pytest.mark.xdist_group("cluster"))
+
+
+@pytest.fixture(autouse=True)
+def _framework_environments_first(request) -> None:
+    """A framework test waits until every framework environment exists (see framework_environments)."""
+    if request.node.get_closest_marker("framework"):
+        request.getfixturevalue("framework_environments")
+
+
+@pytest.fixture(scope="session")
+def framework_environments() -> None:
+    """Every listed worker's environment and each variant's, made before the first framework test
+    and two at a time (LocalRuntime.prepare), not one by one as each test file first asks: on a
+    fresh machine the framework tests' process would otherwise spend minutes installing in turn.
+    A test file still asks for its own environment (ensure_environment), then finds it made."""
+    labels = [worker_label(name, variant) for name, folder in discover_workers().items() if folder.listed
+              for variant in (None, *folder.variant_names)]
+    LocalRuntime(cache_root()).prepare(resolve_workers(",".join(labels)))
 
 
 @pytest.fixture(scope="session")

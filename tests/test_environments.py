@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -17,11 +18,12 @@ import pytest
 from conftest import REPO_ROOT
 from cxrbench_worker.locks import LockError, lock_path
 from cxrbench_worker.worker_folder import WorkerFolder
-from harness.runtime.registry import discover_workers
+from harness.runtime.registry import WorkerSpec, discover_workers
 from harness.runtime import environments, worker_locks
 from harness.runtime.environments import (COMPLETE_MARKER, FREEZE_FILE, INSTALL_LOG, LOCK_FILE, WorkerEnvironment,
                                           ensure_environment, environment_key, environment_path, install_command)
-from harness.runtime.local import LocalWorker
+from harness.runtime import local
+from harness.runtime.local import LocalRuntime, LocalWorker
 from harness.runtime.worker_locks import Lock, cached_lock_path, lock_workers
 from local_packages import make_wheel, toy_workers
 
@@ -53,6 +55,7 @@ def test_install_command_checks_every_hash_and_installs_nothing_beyond_the_lock(
     command = install_command(Path("/env/bin/python"), Path("/env/requirements.lock"))
     assert command[:4] == ["/env/bin/python", "-m", "pip", "install"]
     assert "--require-hashes" in command and "--no-deps" in command
+    assert "--no-compile" in command  # the modules a worker imports are compiled then, not all of them now
     assert command[-2:] == ["-r", "/env/requirements.lock"]
 
 
@@ -199,3 +202,23 @@ def test_the_worker_process_refuses_an_unknown_variant_before_it_imports_anythin
                                 [str(REPO_ROOT / "proto"), str(REPO_ROOT / "workers" / "common")])})
     assert result.returncode == 2
     assert "worker: error: worker 'keras' has no variant 'tf' (its variants: jax, torch)" in result.stderr
+
+
+def test_missing_environments_are_built_two_at_a_time_and_all_finish_before_an_error_is_raised(monkeypatch, tmp_path):
+    workers = discover_workers()
+    specs = [WorkerSpec(workers[name]) for name in ("pytorch", "tensorflow", "jax")]
+    both_building, finished = threading.Barrier(2, timeout=10), []
+
+    def build(folder, cache, version=None, gpu=False):
+        if folder.name != "jax":
+            both_building.wait()  # pytorch's and tensorflow's builds meet: they run at the same time
+        if folder.name == "tensorflow":
+            raise RuntimeError("tensorflow's build failed")
+        finished.append(folder.name)
+        return WorkerEnvironment(Path(sys.executable), folder.name, "sha")
+
+    monkeypatch.setattr(local, "ensure_environment", build)
+    monkeypatch.setattr(local, "ENVIRONMENT_BUILDS_AT_ONCE", 2)
+    with pytest.raises(RuntimeError, match="tensorflow's build failed"):
+        LocalRuntime(tmp_path).prepare(specs)
+    assert sorted(finished) == ["jax", "pytorch"]  # the failure left the other builds to finish
