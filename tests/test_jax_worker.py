@@ -1,6 +1,6 @@
 """What is particular to the JAX worker (tests/conformance covers the contract): what it reports is
-what it applied, fp16 loss scaling runs, training is deterministic on a CPU, and the layers it writes
-out compute what PyTorch's do."""
+what it applied, fp16 loss scaling runs, training is deterministic on a CPU (programs loaded from the
+compilation cache included), and the layers it writes out compute what PyTorch's do."""
 
 from __future__ import annotations
 
@@ -78,6 +78,34 @@ def test_fp16_mixed_trains_with_dynamic_loss_scaling_and_reports_it(worker):
     assert reply.numerics["compute_dtype"] == "float16" and reply.numerics["loss_scale"] == "dynamic"
     assert reply.numerics["loss_scale_initial"] == "65536"
     assert all(np.isfinite(losses(worker)))
+
+
+def test_a_worker_loading_its_steps_from_the_compilation_cache_trains_bit_identically(environment, tmp_path):
+    # Each run has a worker process of its own: the second one here finds the first one's programs on disk.
+    cache = tmp_path / "compiled"
+    trained = []
+    for name in ("compiles", "loads"):
+        process = LocalWorker(discover_workers()["jax"], environment, tmp_path / f"{name}.log",
+                              extra_env={"JAX_COMPILATION_CACHE_DIR": str(cache)})
+        try:
+            client = process.start()
+            client.stall_timeout = 600.0
+            configure(client)
+            trained.append(losses(client, 3))
+        finally:
+            process.stop()
+        if name == "compiles":
+            written = sorted(path.name for path in cache.iterdir())
+            assert any(entry.startswith("jit_train") for entry in written), written
+    assert trained[1] == trained[0] and all(np.isfinite(trained[0]))
+    assert sorted(path.name for path in cache.iterdir()) == written  # nothing compiled anew
+
+
+def test_a_cached_environment_keeps_its_compiled_programs_in_its_own_folder(environment, worker):
+    configure(worker)
+    losses(worker, 1)
+    folder = environment.python.parent.parent / "jax-compilation-cache"  # <environment>/bin/python
+    assert any(path.name.startswith("jit_train") for path in folder.iterdir())
 
 
 LAYERS_SCRIPT = textwrap.dedent("""

@@ -50,6 +50,7 @@ class JaxBackend(Backend):
         note = jax_settings.set_deterministic(spec.numerics.deterministic)
         self._notes = {"deterministic_note": note} if note else {}
         jax_settings.set_matmul_precision(spec.numerics.allow_tf32)
+        jax_settings.use_compilation_cache()
         np.random.seed(spec.seed % 2**32)
         random.seed(spec.seed)
 
