@@ -15,7 +15,8 @@ HARNESS_SIDE = ("harness", "proto/cxrbench", "workers/common")
 # SDK modules that only framework workers call, and the framework each may import, inside its
 # functions alone (importing the module loads nothing; the test below imports every SDK module).
 FRAMEWORK_HELPERS = {"workers/common/cxrbench_worker/tensorflow_settings.py": {"tensorflow"},
-                     "workers/common/cxrbench_worker/jax_settings.py": {"jax", "jaxlib"}}
+                     "workers/common/cxrbench_worker/jax_settings.py": {"jax", "jaxlib"},
+                     "workers/common/cxrbench_worker/torch_settings.py": {"torch"}}
 
 
 def imported_top_level_modules(path: Path) -> set[str]:

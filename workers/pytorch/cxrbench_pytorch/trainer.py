@@ -17,12 +17,14 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import torchvision  # noqa: E402
 
+from cxrbench_worker import torch_settings  # noqa: E402
 from cxrbench_worker.backend import (  # noqa: E402
     Backend, BackendMetadata, ConfiguredModel, DeviceMemory, ModelSpec, UnsupportedOption,
 )
 from cxrbench_worker.host import cpu_model  # noqa: E402
 from cxrbench_worker.mixed_precision import LOSS_SCALE_GROWTH_INTERVAL, LOSS_SCALE_INITIAL, precision_flags  # noqa: E402
 from cxrbench_worker.neutral_weights import check_tensors  # noqa: E402
+
 from .model import build_model, count_parameters, features_and_logits  # noqa: E402
 
 _SKIPPED_SUFFIX = "num_batches_tracked"  # BatchNorm counter: not part of the neutral weights
@@ -87,7 +89,7 @@ class PyTorchBackend(Backend):
 
         if spec.threads > 0:
             torch.set_num_threads(spec.threads)
-        self._set_numerics(spec.numerics.allow_tf32, spec.numerics.deterministic)
+        torch_settings.set_numerics(spec.numerics.allow_tf32, spec.numerics.deterministic)
         # Initial weights come from torch's global RNG; seed every RNG anything might consult.
         torch.manual_seed(spec.seed)
         np.random.seed(spec.seed % 2**32)
@@ -111,19 +113,6 @@ class PyTorchBackend(Backend):
         self._model, self._spec = model, spec
         trainable, non_trainable = count_parameters(model)
         return ConfiguredModel(trainable, non_trainable, self._numerics())
-
-    @staticmethod
-    def _set_numerics(allow_tf32: bool, deterministic: bool) -> None:
-        # cudnn.allow_tf32 defaults to True in PyTorch, so both flags are always set explicitly.
-        torch.backends.cuda.matmul.allow_tf32 = allow_tf32
-        torch.backends.cudnn.allow_tf32 = allow_tf32
-        torch.set_float32_matmul_precision("high" if allow_tf32 else "highest")
-        # ResNet and DenseNet pool to 1x1, which torch lowers to a mean (deterministic backward), so
-        # warn_only=False does not trip on AdaptiveAvgPool2d.
-        torch.use_deterministic_algorithms(deterministic, warn_only=False)
-        torch.backends.cudnn.deterministic = deterministic
-        # Autotuning picks kernels by timing, which varies run to run: only when determinism is off.
-        torch.backends.cudnn.benchmark = not deterministic
 
     def _numerics(self) -> dict[str, str]:
         precision = self._spec.numerics.precision if self._spec is not None else "fp32"

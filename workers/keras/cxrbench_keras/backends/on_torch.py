@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from cxrbench_worker import torch_settings
 from cxrbench_worker.backend import DeviceMemory
 
 # Keras's own "auto" on torch is eager; jit_compile=true runs the steps through torch.compile.
@@ -38,13 +39,7 @@ def set_threads(threads: int) -> None:
 def set_numerics(allow_tf32: bool, deterministic: bool) -> dict[str, str]:
     """TF32 for matmuls and cuDNN convolutions (cuDNN's defaults to on: both are always set) and
     deterministic algorithms, exactly as the PyTorch worker sets them."""
-    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
-    torch.backends.cudnn.allow_tf32 = allow_tf32
-    torch.set_float32_matmul_precision("high" if allow_tf32 else "highest")
-    torch.use_deterministic_algorithms(deterministic, warn_only=False)
-    torch.backends.cudnn.deterministic = deterministic
-    # Autotuning picks kernels by timing, which varies run to run: only when determinism is off.
-    torch.backends.cudnn.benchmark = not deterministic
+    torch_settings.set_numerics(allow_tf32, deterministic)
     return {}
 
 
