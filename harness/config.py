@@ -245,7 +245,7 @@ class BenchmarkConfig:
         DEFAULT_STALL_FLOOR_SECONDS, "--stall-timeout", "seconds a worker may leave a training or prediction "
         "batch unanswered before the run fails as stalled: the floor of the watchdog's limit, max(SECONDS, "
         "20 x the median step so far); it alone covers a run's first step, which may compile",
-        commands=("benchmark",), parse=float, check=positive_finite, metavar="SECONDS", group=RUNTIME_GROUP)
+        commands=BENCHMARK_AND_PARITY, parse=float, check=positive_finite, metavar="SECONDS", group=RUNTIME_GROUP)
 
     def __post_init__(self) -> None:
         raise_problems(self)

@@ -46,6 +46,7 @@ def run_parity(config: BenchmarkConfig, steps: int = PARITY_STEPS, logs: Path | 
         clients = {}
         for spec in workers:
             clients[spec.label] = stack.enter_context(runtime.start(spec, logs / f"{spec.safe_label}.log")).client
+            clients[spec.label].stall_timeout = config.stall_timeout  # the stream watchdog's floor
         probes = []
         for name, client in progress_bar(clients.items(), desc="parity probes", unit="worker", leave=False):
             # Always with deterministic algorithms, whatever a timed run would use.

@@ -88,6 +88,15 @@ def test_parity_command_fails_with_exit_1_when_workers_disagree(tmp_path):
     assert json.loads((tmp_path / "p.json").read_text())["passed"] is False
 
 
+def test_parity_command_fails_as_stalled_when_a_step_outlasts_its_stall_timeout(tmp_path):
+    # --stall-timeout is the watchdog's floor in `harness parity` as in `benchmark` (a first step that
+    # compiles for minutes on a slow machine needs it raised; here a 1 s step outlasts 0.3 s).
+    result = run_harness(["parity", "--workers", "null", *SMALL, "--stall-timeout", "0.3"], REPO_ROOT,
+                         env={"CXRBENCH_NULL_STEP_SECONDS": "1"})
+    assert result.returncode != 0
+    assert "STALLED" in result.stderr and "limit 0.3 s" in result.stderr, result.stderr[-2000:]
+
+
 @pytest.mark.framework
 def test_parity_command_passes_for_all_workers(tmp_path):
     # Parity's own image size and batch (64 px, 16 images): at 32 px and 4 images fp32 is itself
