@@ -20,9 +20,8 @@ from cxrbench_worker.backend import DeviceMemory
 from cxrbench_worker.host import cpu_model
 
 DETERMINISTIC_FLAG = "--xla_gpu_deterministic_ops"
-# JAX's own variable for its persistent compilation cache; where it is unset, the worker's environment
-# keeps one in this folder.
-COMPILATION_CACHE_VARIABLE = "JAX_COMPILATION_CACHE_DIR"
+# Where JAX_COMPILATION_CACHE_DIR is unset, the worker's virtual environment keeps XLA's compiled
+# programs in this folder of its own (use_compilation_cache).
 COMPILATION_CACHE_FOLDER = "jax-compilation-cache"
 # The CPUs this process was given when it started: a thread count picks the first of these.
 _ALLOWED_CPUS = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
@@ -65,12 +64,12 @@ def use_compilation_cache() -> str:
     about 10 s to compile on 2 CPU cores, DenseNet-121's about a minute. Returns the folder, or "".
 
     JAX_COMPILATION_CACHE_DIR chooses the folder (JAX reads it itself); otherwise a virtual
-    environment's own folder is used, so a cached environment of the harness (or a container's) keeps
-    its programs and they go with it. An interpreter the user already has (`--python`) gets none:
-    its prefix is not ours to write. The cache's key covers the program, the compile options and
-    XLA_FLAGS, jaxlib's version and the device, so a program loaded from it is the one XLA would
-    compile; an entry that cannot be read is compiled afresh. Only the first step's time (the
-    report's warm-up) changes."""
+    environment's own folder is used, so a cached environment of the harness keeps its programs and
+    they go with it (in an image, /opt/venv's, for the container's life, where it may write). An
+    interpreter the user already has (`--python`) gets none: its prefix is not ours to write. The
+    cache's key covers the program, the compile options and XLA_FLAGS, jaxlib's version and the
+    device, so a program loaded from it is the one XLA would compile; an entry that cannot be read
+    is compiled afresh. Only the first step's time (the report's warm-up) changes."""
     import jax
 
     if jax.config.jax_compilation_cache_dir:  # JAX_COMPILATION_CACHE_DIR, or set by the caller

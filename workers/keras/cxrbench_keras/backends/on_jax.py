@@ -28,7 +28,8 @@ def jit_conflict(jit_compile: bool, deterministic: bool) -> str | None:
 
 def set_numerics(allow_tf32: bool, deterministic: bool) -> dict[str, str]:
     """Full float32 matmuls unless TF32 is allowed; deterministic GPU ops where XLA has not started
-    yet; XLA's compiled programs kept on disk (jax_settings.use_compilation_cache). Returns a note when determinism could not be changed any more."""
+    yet; XLA's compiled programs kept on disk (jax_settings.use_compilation_cache). Returns a note
+    when determinism could not be changed any more."""
     jax_settings.set_matmul_precision(allow_tf32)
     jax_settings.use_compilation_cache()
     note = jax_settings.set_deterministic(deterministic)
