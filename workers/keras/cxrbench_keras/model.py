@@ -7,8 +7,8 @@ the neutral format: torchvision's state_dict names and layouts, minus `num_batch
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import keras
 import numpy as np

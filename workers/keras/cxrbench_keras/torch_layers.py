@@ -5,7 +5,7 @@ Written with keras.ops only, so they run on any Keras backend.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 from keras import ops

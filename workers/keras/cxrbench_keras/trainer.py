@@ -21,11 +21,18 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cxrbench_worker.backend import (  # noqa: E402
-    Backend, BackendMetadata, ConfiguredModel, DeviceMemory, ModelSpec, UnsupportedOption,
+    Backend,
+    BackendMetadata,
+    ConfiguredModel,
+    DeviceMemory,
+    ModelSpec,
+    UnsupportedOption,
 )
 from cxrbench_worker.host import cpu_model  # noqa: E402
 from cxrbench_worker.mixed_precision import (  # noqa: E402
-    LOSS_SCALE_GROWTH_INTERVAL, LOSS_SCALE_INITIAL, precision_flags,
+    LOSS_SCALE_GROWTH_INTERVAL,
+    LOSS_SCALE_INITIAL,
+    precision_flags,
 )
 from cxrbench_worker.tensorflow_settings import ThreadPoolsFixed  # noqa: E402
 

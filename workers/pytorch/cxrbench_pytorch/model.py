@@ -6,7 +6,7 @@ used unchanged apart from the classifier, which keeps its torchvision name (`fc`
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

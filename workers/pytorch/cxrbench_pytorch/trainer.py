@@ -19,7 +19,12 @@ import torchvision  # noqa: E402
 
 from cxrbench_worker import torch_settings  # noqa: E402
 from cxrbench_worker.backend import (  # noqa: E402
-    Backend, BackendMetadata, ConfiguredModel, DeviceMemory, ModelSpec, UnsupportedOption,
+    Backend,
+    BackendMetadata,
+    ConfiguredModel,
+    DeviceMemory,
+    ModelSpec,
+    UnsupportedOption,
 )
 from cxrbench_worker.host import cpu_model  # noqa: E402
 from cxrbench_worker.mixed_precision import LOSS_SCALE_GROWTH_INTERVAL, LOSS_SCALE_INITIAL, precision_flags  # noqa: E402

@@ -40,7 +40,7 @@ class TorchAdam(tf.Module):
         step_size = tf.cast(self.learning_rate * correction2 / (1.0 - tf.pow(beta1, t)), tf.float32)
         epsilon = tf.cast(s.epsilon * correction2, tf.float32)
         zero = tf.constant(0.0, tf.float32)
-        for variable, m, v, grad in zip(self.variables_to_train, self.m, self.v, gradients):
+        for variable, m, v, grad in zip(self.variables_to_train, self.m, self.v, gradients, strict=True):
             if s.weight_decay:
                 grad = grad + s.weight_decay * variable
             tf.raw_ops.ResourceApplyAdam(

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import tensorflow as tf
 
 from .layers import (
-    BatchNorm, Conv2D, Linear, WeightTable, global_average_pool, max_pool_3x3_stride2_pad1,
+    BatchNorm,
+    Conv2D,
+    Linear,
+    WeightTable,
+    global_average_pool,
+    max_pool_3x3_stride2_pad1,
 )
 
 _GROWTH = 32

@@ -6,7 +6,7 @@ so the neutral weights are those names with torch's layouts (OIHW convs, (out, i
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -16,8 +16,12 @@ from cxrbench_worker.neutral_weights import check_tensors
 
 from .densenet import DenseNet121
 from .layers import (
-    WeightTable, from_neutral, max_pool_3x3_stride2_pad1, max_pool_3x3_stride2_pad1_by_slices,
-    neutral_shape, to_neutral,
+    WeightTable,
+    from_neutral,
+    max_pool_3x3_stride2_pad1,
+    max_pool_3x3_stride2_pad1_by_slices,
+    neutral_shape,
+    to_neutral,
 )
 from .resnet import ResNet50
 

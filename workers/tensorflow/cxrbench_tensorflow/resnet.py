@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import tensorflow as tf
 
 from .layers import (
-    BatchNorm, Conv2D, Linear, WeightTable, global_average_pool, max_pool_3x3_stride2_pad1,
+    BatchNorm,
+    Conv2D,
+    Linear,
+    WeightTable,
+    global_average_pool,
+    max_pool_3x3_stride2_pad1,
 )
 
 _EXPANSION = 4
@@ -57,7 +62,7 @@ class ResNet50(tf.Module):
         self.bn1 = BatchNorm(table, "bn1", 64)
         self.blocks: list[Bottleneck] = []
         in_channels = 64
-        for stage, (count, planes) in enumerate(zip(_BLOCKS, _PLANES), start=1):
+        for stage, (count, planes) in enumerate(zip(_BLOCKS, _PLANES, strict=True), start=1):
             for index in range(count):
                 stride = 2 if stage > 1 and index == 0 else 1
                 self.blocks.append(Bottleneck(table, f"layer{stage}.{index}", in_channels,

@@ -10,15 +10,20 @@ from __future__ import annotations
 import os
 import platform
 import random
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import tensorflow as tf
 
 from cxrbench_worker import tensorflow_settings
 from cxrbench_worker.backend import (
-    Backend, BackendMetadata, ConfiguredModel, DeviceMemory, ModelSpec, check_num_labels,
+    Backend,
+    BackendMetadata,
+    ConfiguredModel,
+    DeviceMemory,
+    ModelSpec,
+    check_num_labels,
 )
 from cxrbench_worker.host import cpu_model
 from cxrbench_worker.mixed_precision import COMPUTE_DTYPES, precision_flags
