@@ -38,8 +38,7 @@ SECOND_LANE_FILES = {"test_dataset_benchmarks.py", "test_cluster_pytorch.py", "t
 def framework_lane(item: pytest.Item) -> str:
     """The xdist group of a framework test: "framework-1" or "framework-2"."""
     if item.path.name == "test_worker_conformance.py":
-        callspec = getattr(item, "callspec", None)  # absent from a test that is not parametrized
-        second = callspec is not None and callspec.params.get("worker_process") in SECOND_LANE_CONFORMANCE
+        second = item.callspec.params.get("worker_process") in SECOND_LANE_CONFORMANCE
     else:
         second = item.path.name in SECOND_LANE_FILES
     return "framework-2" if second else "framework-1"
