@@ -26,36 +26,16 @@ REFERENCE = REPO_ROOT / "reference"  # published figures the tests check against
 SMALL_RUN = ["--patients", "40", "--image-size", "32", "--batch-size", "8", "--seeds", "0"]
 
 
-# The framework tests run in two lanes, each one test process taking one file (or one worker's
-# conformance) after another. The second lane's share, chosen to balance their time (TensorFlow's and
-# Keras's tests in the first, PyTorch's and JAX's in the second):
-SECOND_LANE_CONFORMANCE = {"jax", "pytorch", "keras[torch]"}
-SECOND_LANE_FILES = {"test_dataset_benchmarks.py", "test_cluster_pytorch.py", "test_cluster_study.py",
-                     "test_torch_checkpoint.py", "test_pytorch_worker.py", "test_jax_worker.py",
-                     "test_starting_weights.py", "test_gpu_check.py", "test_cam_reference.py"}
-
-
-def framework_lane(item: pytest.Item) -> str:
-    """The xdist group of a framework test: "framework-1" or "framework-2"."""
-    if item.path.name == "test_worker_conformance.py":
-        second = item.callspec.params.get("worker_process") in SECOND_LANE_CONFORMANCE
-    else:
-        second = item.path.name in SECOND_LANE_FILES
-    return "framework-2" if second else "framework-1"
-
-
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items) -> None:
-    """The framework tests in two test processes (lanes, see framework_lane), each taking one file
-    after another: a file's module-scoped worker (a framework imported, a model built: several GB)
-    starts once, at most two such files run at a time whatever the number of processes, and the
-    other processes take the fast tests. Two lanes, not one: on 2 cores one lane left a core idle
-    while its worker compiled, imported or started (the suite took 55 min with one). The Ray cluster
-    tests likewise share one process (a cluster is about 1 GB and busy both cores), unless they need
-    a framework too."""
+    """Every framework test in one test process, one file after another: a file's module-scoped
+    worker (a framework imported, a model built: several GB) starts once, and only one such file runs
+    at a time whatever the number of processes, while the other processes take the fast tests.
+    The Ray cluster tests likewise share one process (a cluster is about 1 GB and busy both cores),
+    unless they need a framework too."""
     for item in items:
         if item.get_closest_marker("framework"):
-            item.add_marker(pytest.mark.xdist_group(framework_lane(item)))
+            item.add_marker(pytest.mark.xdist_group("framework"))
         elif item.get_closest_marker("cluster"):
             item.add_marker(pytest.mark.xdist_group("cluster"))
 
