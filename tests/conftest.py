@@ -28,11 +28,9 @@ SMALL_RUN = ["--patients", "40", "--image-size", "32", "--batch-size", "8", "--s
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items) -> None:
-    """Every framework test in one test process, one file after another: a file's module-scoped
-    worker (a framework imported, a model built: several GB) starts once, and only one such file runs
-    at a time whatever the number of processes, while the other processes take the fast tests.
-    The Ray cluster tests likewise share one process (a cluster is about 1 GB and busy both cores),
-    unless they need a framework too."""
+    """Meant to put every framework test in one test process, one file after another, and the Ray
+    cluster tests likewise in one. With pytest 9.2 and pytest-xdist 3.8 these groups have no effect
+    (tests/test_test_groups.py): the tests go to whichever process is free."""
     for item in items:
         if item.get_closest_marker("framework"):
             item.add_marker(pytest.mark.xdist_group("framework"))
