@@ -49,8 +49,9 @@ def _framework_environments_first(request) -> None:
 def framework_environments() -> None:
     """Every listed worker's environment and each variant's, made before the first framework test
     and two at a time (LocalRuntime.prepare), not one by one as each test file first asks: on a
-    fresh machine the framework tests' process would otherwise spend minutes installing in turn.
-    A test file still asks for its own environment (ensure_environment), then finds it made."""
+    fresh machine the framework tests would otherwise spend minutes installing in turn. Each test
+    process runs it (see pytest_collection_modifyitems); the environments' file locks make each one
+    once. A test file still asks for its own environment (ensure_environment), then finds it made."""
     labels = [worker_label(name, variant) for name, folder in discover_workers().items() if folder.listed
               for variant in (None, *folder.variant_names)]
     LocalRuntime(cache_root()).prepare(resolve_workers(",".join(labels)))
