@@ -18,24 +18,18 @@ from harness.runtime.registry import discover_workers, resolve_workers
 from harness.runtime.environments import ensure_environment
 from harness.runtime.local import LocalRuntime, LocalWorker
 from harness.training.settings import configure_request
+from scheduling import (  # noqa: F401  how pytest-xdist shares the tests among its processes
+    pytest_collection_modifyitems,
+    pytest_configure_node,
+    pytest_unconfigure,
+    pytest_xdist_make_scheduler,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = REPO_ROOT / "reference"  # published figures the tests check against (reference/README.md)
 # Small and fast: enough patients for every split, images big enough for ResNet-50's strides.
 # One training run unless a test asks for more (--seeds after SMALL_RUN wins): the default is 3.
 SMALL_RUN = ["--patients", "40", "--image-size", "32", "--batch-size", "8", "--seeds", "0"]
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
-def pytest_collection_modifyitems(config, items) -> None:
-    """Meant to put every framework test in one test process, one file after another, and the Ray
-    cluster tests likewise in one. With pytest 9.2 and pytest-xdist 3.8 these groups have no effect
-    (tests/test_test_groups.py): the tests go to whichever process is free."""
-    for item in items:
-        if item.get_closest_marker("framework"):
-            item.add_marker(pytest.mark.xdist_group("framework"))
-        elif item.get_closest_marker("cluster"):
-            item.add_marker(pytest.mark.xdist_group("cluster"))
 
 
 @pytest.fixture(autouse=True)
@@ -50,8 +44,8 @@ def framework_environments() -> None:
     """Every listed worker's environment and each variant's, made before the first framework test
     and two at a time (LocalRuntime.prepare), not one by one as each test file first asks: on a
     fresh machine the framework tests would otherwise spend minutes installing in turn. Each test
-    process runs it (see pytest_collection_modifyitems); the environments' file locks make each one
-    once. A test file still asks for its own environment (ensure_environment), then finds it made."""
+    process that runs a framework test runs it (tests/scheduling.py); the environments' file locks make
+    each one once. A test file still asks for its own environment (ensure_environment), then finds it made."""
     labels = [worker_label(name, variant) for name, folder in discover_workers().items() if folder.listed
               for variant in (None, *folder.variant_names)]
     LocalRuntime(cache_root()).prepare(resolve_workers(",".join(labels)))

@@ -1,0 +1,198 @@
+"""How the tests are shared among pytest-xdist's processes: heavy tests in units, at most a few at once.
+
+A framework test file starts a worker (a framework imported, a network built and compiled: seconds to
+minutes of CPU, and GBs) once for the file, in a module- or session-scoped fixture. Spread test by test
+over four processes (`--dist load`), each process would start its own copy of that worker; all at once,
+four such workers on two cores starve one another until their watchdogs fire. pytest-xdist's own
+`--dist loadgroup` would keep them together, but with pytest 9.2 it groups nothing (xdist 3.8 writes a
+test's group into `item._nodeid`, which pytest 9.2 no longer reads). So this plugin schedules itself:
+
+- A test is in a *unit* that runs in one process, tests in collection order:
+  - a framework test: its file, and in that file the value of every parameter that a module- or
+    session-scoped fixture takes (the conformance suite's worker), so tests sharing a worker stay
+    together while the suite's six workers can run in different processes;
+  - a Ray cluster test (`cluster`) or a test with `xdist_group(name)`: that group, one for all its files;
+  - any other test: itself, so the fast tests spread over every process as `--dist load` would.
+- A unit holding a framework or cluster test is *heavy*; at most HEAVY_UNITS_AT_ONCE heavy units run
+  at a time (one per core: each keeps a core busy). A process that could only take a heavy unit
+  waits; the longest heavy units go first, so the suite ends soon after the last fast test.
+
+Workers report each test's unit in a file (the markers are only known where tests are collected); the
+controller reads it when every worker has collected. Without it, every test is its own light unit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from xdist.scheduler import LoadScopeScheduling
+
+# The heavy units that may run at once: one per core of the machine, at least two (the environment
+# variable sets it, for this plugin's own test).
+HEAVY_UNITS_AT_ONCE = int(os.environ.get("CXRBENCH_HEAVY_TESTS_AT_ONCE", max(2, os.cpu_count() or 2)))
+UNITS_FILE_OPTION = "cxrbench_units_file"  # in each xdist worker's workerinput
+_UNITS_FILE = pytest.StashKey[Path]()
+
+
+def unit_of(item: pytest.Item) -> tuple[str | None, bool]:
+    """The unit `item` belongs to (None: itself alone) and whether it is heavy."""
+    framework = item.get_closest_marker("framework") is not None
+    cluster = item.get_closest_marker("cluster") is not None
+    groups = sorted({str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+                     for mark in item.iter_markers("xdist_group")})
+    if cluster:
+        groups = sorted({*groups, "cluster"})
+    heavy = framework or cluster or "cluster" in groups
+    if groups:
+        return "group:" + "+".join(groups), heavy
+    if framework:
+        return f"{item.nodeid.split('::', 1)[0]}{_shared_parameters(item)}", heavy
+    return None, heavy
+
+
+def _shared_parameters(item: pytest.Item) -> str:
+    """`[name=value,...]` for the parameters of `item` that module- or session-scoped fixtures take."""
+    callspec = getattr(item, "callspec", None)
+    definitions = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    if callspec is None:
+        return ""
+    shared = [f"{name}={value!r}" for name, value in callspec.params.items()
+              if definitions.get(name) and definitions[name][-1].scope in ("module", "package", "session")]
+    return f"[{','.join(shared)}]" if shared else ""
+
+
+def _units_file(config: pytest.Config) -> Path:
+    """In the controller: where the workers write each test's unit (a folder of its own, made once)."""
+    if _UNITS_FILE not in config.stash:
+        config.stash[_UNITS_FILE] = Path(tempfile.mkdtemp(prefix="cxrbench-test-units-")) / "units.json"
+    return config.stash[_UNITS_FILE]
+
+
+def pytest_configure_node(node: Any) -> None:
+    """Tell each xdist worker where to write the units."""
+    node.workerinput[UNITS_FILE_OPTION] = str(_units_file(node.config))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _UNITS_FILE in config.stash:
+        shutil.rmtree(config.stash[_UNITS_FILE].parent, ignore_errors=True)
+
+
+@pytest.hookimpl(trylast=True)  # after every hook that adds markers
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In an xdist worker: every test's unit and weight, written for the controller (whole or not at all)."""
+    target = getattr(config, "workerinput", {}).get(UNITS_FILE_OPTION)
+    if target is None:
+        return
+    units = {item.nodeid: unit_of(item) for item in items}
+    partial = Path(f"{target}.{config.workerinput['workerid']}")
+    partial.write_text(json.dumps(units))
+    partial.replace(target)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadScopeScheduling | None:
+    """This scheduler for `--dist load` (the default with -n); any other --dist as xdist has it."""
+    if config.getvalue("dist") != "load":
+        return None
+    return HeavyUnitScheduling(config, log, _units_file(config))
+
+
+class HeavyUnitScheduling(LoadScopeScheduling):
+    """xdist's scope scheduling with the units above, and at most `heavy_at_once` heavy units running."""
+
+    def __init__(self, config: pytest.Config, log: Any, units_file: Path,
+                 heavy_at_once: int = HEAVY_UNITS_AT_ONCE) -> None:
+        super().__init__(config, log)
+        self.units_file = units_file
+        self.heavy_at_once = heavy_at_once
+        self._units: dict[str, tuple[str | None, bool]] | None = None
+        self.heavy_scopes: set[str] = set()
+
+    def units(self) -> dict[str, tuple[str | None, bool]]:
+        if self._units is None:
+            try:
+                self._units = {nodeid: (unit, heavy) for nodeid, (unit, heavy)
+                               in json.loads(self.units_file.read_text()).items()}
+            except (OSError, ValueError):  # no worker wrote it: every test alone, as --dist load
+                self._units = {}
+        return self._units
+
+    def _split_scope(self, nodeid: str) -> str:
+        unit, heavy = self.units().get(nodeid, (None, False))
+        scope = unit or nodeid
+        if heavy:
+            self.heavy_scopes.add(scope)
+        return scope
+
+    def schedule(self) -> None:
+        """Once every worker has collected: the work queue (heavy units first, the ones with most tests
+        first; then the light ones in collection order), and each process's first work."""
+        assert self.collection_is_completed
+        if self.collection is None:
+            if not self._check_nodes_have_same_collection():
+                self.log("**Different tests collected, aborting run**")
+                return
+            self.collection = list(next(iter(self.registered_collections.values())))
+            units: dict[str, dict[str, bool]] = {}
+            for nodeid in self.collection:
+                units.setdefault(self._split_scope(nodeid), {})[nodeid] = False
+            heavy = sorted((scope for scope in units if scope in self.heavy_scopes), key=lambda s: -len(units[s]))
+            for scope in [*heavy, *(scope for scope in units if scope not in self.heavy_scopes)]:
+                self.workqueue[scope] = units[scope]
+        for node in self.nodes:
+            self._reschedule(node)
+
+    def heavy_running(self, node: Any) -> int:
+        """Heavy units with a test yet to end, but for `node`'s own when it has one test left: xdist
+        runs a process's last test only once it has the next, so that one runs before anything `node`
+        is given now, in the same process, and a unit given to `node` starts after it."""
+        count = 0
+        for other, work in self.assigned_work.items():
+            if other is node and self._pending_of(work) <= 1:
+                continue
+            count += sum(1 for scope, tests in work.items() if scope in self.heavy_scopes and not all(tests.values()))
+        return count
+
+    def _reschedule(self, node: Any) -> None:
+        """Top the node up to three tests or more (a process runs a test once it has the next), with
+        every unit that may start now; shut it down once nothing is left to give."""
+        if node.shutting_down:
+            return
+        if not self.workqueue:
+            node.shutdown()
+            return
+        while self._pending_of(self.assigned_work[node]) <= 2 and self._assign_work_unit(node):
+            pass
+        # Only heavy units are left, for other processes to take in turn: this one's last test would
+        # wait for a next one until the very end; told it gets none, it runs that test now and stops.
+        others = [other for other in self.nodes if other is not node and not other.shutting_down]
+        if (self._pending_of(self.assigned_work[node]) <= 1 and len(others) >= self.heavy_at_once
+                and all(scope in self.heavy_scopes for scope in self.workqueue)):
+            node.shutdown()
+
+    def _assign_work_unit(self, node: Any) -> bool:
+        """The first unit in the queue that may start now (any light one; a heavy one while fewer than
+        `heavy_at_once` run), sent to `node`; False when none may: the node waits for the next test to
+        end anywhere (mark_test_complete)."""
+        room = self.heavy_running(node) < self.heavy_at_once
+        scope = next((scope for scope in self.workqueue if room or scope not in self.heavy_scopes), None)
+        if scope is None:
+            return False
+        work_unit = self.workqueue.pop(scope)
+        self.assigned_work[node][scope] = work_unit
+        collection = self.registered_collections[node]
+        node.send_runtest_some([collection.index(nodeid) for nodeid, done in work_unit.items() if not done])
+        return True
+
+    def mark_test_complete(self, node: Any, item_index: int, duration: float = 0) -> None:
+        super().mark_test_complete(node, item_index, duration)
+        # A heavy unit may have just ended: a process that waited may take the next.
+        for other in self.nodes:
+            if other is not node:
+                self._reschedule(other)

@@ -1,0 +1,129 @@
+"""The test suite's own scheduling (tests/scheduling.py), on a small made-up suite run in four processes:
+a framework file's tests in one process, the conformance-like file's tests in one process per value of
+its session-scoped parameter, every cluster test in one process, never more than two heavy units
+running at once, and the fast tests spread over the processes."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from collections import defaultdict
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parent
+
+CONFTEST = textwrap.dedent(f"""
+    import fcntl, os, sys, time
+    import pytest
+    sys.path.insert(0, {str(TESTS)!r})
+    from scheduling import (pytest_collection_modifyitems, pytest_configure_node, pytest_unconfigure,
+                            pytest_xdist_make_scheduler)
+
+    def log(line):
+        with open(os.environ["EVENTS"], "a") as events:
+            fcntl.flock(events, fcntl.LOCK_EX)
+            events.write(line + "\\n")
+
+    @pytest.fixture(autouse=True)
+    def events(request):
+        heavy = any(request.node.get_closest_marker(m) for m in ("framework", "cluster"))
+        params = getattr(getattr(request.node, "callspec", None), "params", {{}})
+        unit = request.node.path.stem + (f"[{{params['shared']}}]" if "shared" in params else "")
+        worker = os.environ["PYTEST_XDIST_WORKER"]
+        log(f"begin {{'heavy' if heavy else 'light'}} {{unit}} {{worker}}")
+        time.sleep(0.05 if heavy else 0.01)  # room for another process to start something meanwhile
+        yield
+        log(f"end {{'heavy' if heavy else 'light'}} {{unit}} {{worker}}")
+
+    @pytest.fixture(scope="session", params=["a", "b", "c"])
+    def shared(request):
+        log(f"setup shared {{request.param}} {{os.environ['PYTEST_XDIST_WORKER']}}")
+        return request.param
+""")
+FRAMEWORK_FILE = textwrap.dedent("""
+    import pytest
+    pytestmark = pytest.mark.framework
+
+    @pytest.mark.parametrize("i", range({n}))
+    def test_step(i):
+        pass
+""")
+SHARED_FILE = textwrap.dedent("""
+    import pytest
+    pytestmark = pytest.mark.framework
+
+    @pytest.mark.parametrize("arch", ["x", "y"])
+    @pytest.mark.parametrize("i", range(3))
+    def test_with_the_shared_worker(shared, arch, i):
+        pass
+""")
+CLUSTER_FILE = textwrap.dedent("""
+    import pytest
+
+    @pytest.mark.cluster
+    @pytest.mark.parametrize("i", range(3))
+    def test_on_the_cluster(i):
+        pass
+
+    def test_fast_beside_it():
+        pass
+""")
+LIGHT_FILE = textwrap.dedent("""
+    import pytest
+
+    @pytest.mark.parametrize("i", range(40))
+    def test_fast(i):
+        pass
+""")
+
+
+def run_suite(folder: Path) -> list[tuple[str, str, str, str]]:
+    (folder / "conftest.py").write_text(CONFTEST)
+    for name, n in [("fw_a", 8), ("fw_b", 6), ("fw_c", 5), ("fw_d", 4), ("fw_e", 3)]:
+        (folder / f"test_{name}.py").write_text(FRAMEWORK_FILE.format(n=n))
+    (folder / "test_conformance_like.py").write_text(SHARED_FILE)
+    (folder / "test_cluster_one.py").write_text(CLUSTER_FILE)
+    (folder / "test_cluster_two.py").write_text(CLUSTER_FILE)
+    (folder / "test_light.py").write_text(LIGHT_FILE)
+    (folder / "pytest.ini").write_text("[pytest]\nmarkers =\n    framework: heavy\n    cluster: heavy\n")
+    events = folder / "events.log"
+    environment = {**os.environ, "EVENTS": str(events), "CXRBENCH_HEAVY_TESTS_AT_ONCE": "2"}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-n", "4", "-p", "no:cacheprovider", "-q", str(folder)],
+                          cwd=folder, capture_output=True, text=True, timeout=300, env=environment)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert re.search(r"\b92 passed\b", done.stdout), done.stdout[-2000:]
+    return [tuple(line.split()) for line in events.read_text().splitlines()]
+
+
+def test_heavy_units_stay_in_one_process_and_at_most_two_run_at_once(tmp_path):
+    events = run_suite(tmp_path)
+
+    processes = defaultdict(set)
+    for event, kind, unit, worker in events:
+        if event == "begin":
+            processes[(kind, unit)].add(worker)
+    for (kind, unit), workers in processes.items():
+        if kind == "heavy" and not unit.startswith("test_cluster"):
+            assert len(workers) == 1, f"{unit} ran in {sorted(workers)}"
+    cluster = processes[("heavy", "test_cluster_one")] | processes[("heavy", "test_cluster_two")]
+    assert len(cluster) == 1, f"the cluster tests ran in {sorted(cluster)}"
+    assert len(processes[("light", "test_light")]) >= 2, "the fast tests ran in one process"
+
+    # Each value of the session-scoped parameter: its fixture made once, in the process that ran its tests.
+    setups = [(value, worker) for event, _, value, worker in events if event == "setup"]
+    assert sorted(value for value, _ in setups) == ["a", "b", "c"], setups
+    for value, worker in setups:
+        assert processes[("heavy", f"test_conformance_like[{value}]")] == {worker}
+
+    # Heavy units running at once, counted from the begin and end of each test in the order they happened.
+    running: dict[str, int] = defaultdict(int)
+    most = 0
+    for event, kind, unit, _ in events:
+        if kind != "heavy" or event == "setup":
+            continue
+        running[unit.replace("test_cluster_two", "test_cluster_one")] += 1 if event == "begin" else -1
+        most = max(most, sum(1 for count in running.values() if count > 0))
+    assert most <= 2, f"{most} heavy units ran at once"
