@@ -21,6 +21,7 @@ from harness.training.settings import configure_request
 from scheduling import (  # noqa: F401  how pytest-xdist shares the tests among its processes
     pytest_collection_modifyitems,
     pytest_configure_node,
+    pytest_sessionfinish,
     pytest_unconfigure,
     pytest_xdist_make_scheduler,
 )

@@ -15,7 +15,9 @@ test's group into `item._nodeid`, which pytest 9.2 no longer reads). So this plu
   - any other test: itself, so the fast tests spread over every process as `--dist load` would.
 - A unit holding a framework or cluster test is *heavy*; at most HEAVY_UNITS_AT_ONCE heavy units run
   at a time (one per core: each keeps a core busy). A process that could only take a heavy unit
-  waits; the longest heavy units go first, so the suite ends soon after the last fast test.
+  waits; the longest heavy units go first, so the suite ends soon after the last fast test. How long
+  a unit takes is what it took last time: pytest's cache (`.pytest_cache`) where there is one, else
+  tests/heavy_units.json, committed (refresh it with `tests/scheduling.py --save`, see below).
 
 Workers report each test's unit in a file (the markers are only known where tests are collected); the
 controller reads it when every worker has collected. Without it, every test is its own light unit.
@@ -26,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -38,6 +41,10 @@ from xdist.scheduler import LoadScopeScheduling
 HEAVY_UNITS_AT_ONCE = int(os.environ.get("CXRBENCH_HEAVY_TESTS_AT_ONCE", max(2, os.cpu_count() or 2)))
 UNITS_FILE_OPTION = "cxrbench_units_file"  # in each xdist worker's workerinput
 _UNITS_FILE = pytest.StashKey[Path]()
+_SCHEDULER = pytest.StashKey["HeavyUnitScheduling"]()
+# Seconds each heavy unit took, last time: in pytest's cache, and as committed for a fresh clone.
+DURATIONS_CACHE_KEY = "cxrbench/heavy-unit-seconds"
+COMMITTED_DURATIONS = Path(__file__).with_name("heavy_units.json")
 
 
 def unit_of(item: pytest.Item) -> tuple[str | None, bool]:
@@ -79,6 +86,14 @@ def pytest_configure_node(node: Any) -> None:
     node.workerinput[UNITS_FILE_OPTION] = str(_units_file(node.config))
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """In the controller: the seconds each heavy unit took, for the next run's order (pytest's cache)."""
+    scheduler = session.config.stash.get(_SCHEDULER, None)
+    cache = getattr(session.config, "cache", None)
+    if scheduler is not None and cache is not None and scheduler.seconds:
+        cache.set(DURATIONS_CACHE_KEY, {**scheduler.estimates, **scheduler.finished_seconds()})
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _UNITS_FILE in config.stash:
         shutil.rmtree(config.stash[_UNITS_FILE].parent, ignore_errors=True)
@@ -100,17 +115,33 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadScopeSch
     """This scheduler for `--dist load` (the default with -n); any other --dist as xdist has it."""
     if config.getvalue("dist") != "load":
         return None
-    return HeavyUnitScheduling(config, log, _units_file(config))
+    scheduler = HeavyUnitScheduling(config, log, _units_file(config), last_durations(config))
+    config.stash[_SCHEDULER] = scheduler
+    return scheduler
+
+
+def last_durations(config: pytest.Config) -> dict[str, float]:
+    """Seconds per heavy unit as last measured: pytest's cache, else the committed file, else none."""
+    cache = getattr(config, "cache", None)
+    cached = cache.get(DURATIONS_CACHE_KEY, None) if cache is not None else None
+    if cached:
+        return dict(cached)
+    try:
+        return dict(json.loads(COMMITTED_DURATIONS.read_text()))
+    except (OSError, ValueError):
+        return {}
 
 
 class HeavyUnitScheduling(LoadScopeScheduling):
     """xdist's scope scheduling with the units above, and at most `heavy_at_once` heavy units running."""
 
-    def __init__(self, config: pytest.Config, log: Any, units_file: Path,
+    def __init__(self, config: pytest.Config, log: Any, units_file: Path, estimates: dict[str, float],
                  heavy_at_once: int = HEAVY_UNITS_AT_ONCE) -> None:
         super().__init__(config, log)
         self.units_file = units_file
+        self.estimates = estimates
         self.heavy_at_once = heavy_at_once
+        self.seconds: dict[str, float] = {}  # heavy unit: seconds its ended tests took, this run
         self._units: dict[str, tuple[str | None, bool]] | None = None
         self.heavy_scopes: set[str] = set()
 
@@ -131,8 +162,9 @@ class HeavyUnitScheduling(LoadScopeScheduling):
         return scope
 
     def schedule(self) -> None:
-        """Once every worker has collected: the work queue (heavy units first, the ones with most tests
-        first; then the light ones in collection order), and each process's first work."""
+        """Once every worker has collected: the work queue (heavy units first, the longest first, as
+        last measured, then by their number of tests; then the light ones in collection order), and each
+        process's first work."""
         assert self.collection_is_completed
         if self.collection is None:
             if not self._check_nodes_have_same_collection():
@@ -142,7 +174,9 @@ class HeavyUnitScheduling(LoadScopeScheduling):
             units: dict[str, dict[str, bool]] = {}
             for nodeid in self.collection:
                 units.setdefault(self._split_scope(nodeid), {})[nodeid] = False
-            heavy = sorted((scope for scope in units if scope in self.heavy_scopes), key=lambda s: -len(units[s]))
+            unknown = statistics.median(self.estimates.values()) if self.estimates else 0.0  # a new unit
+            heavy = sorted((scope for scope in units if scope in self.heavy_scopes),
+                           key=lambda scope: (-self.estimates.get(scope, unknown), -len(units[scope])))
             for scope in [*heavy, *(scope for scope in units if scope not in self.heavy_scopes)]:
                 self.workqueue[scope] = units[scope]
         for node in self.nodes:
@@ -190,9 +224,30 @@ class HeavyUnitScheduling(LoadScopeScheduling):
         node.send_runtest_some([collection.index(nodeid) for nodeid, done in work_unit.items() if not done])
         return True
 
+    def finished_seconds(self) -> dict[str, float]:
+        """Seconds each heavy unit whose every test ended took, this run."""
+        return {scope: seconds for scope, seconds in self.seconds.items()
+                if all(all(work[scope].values()) for work in self.assigned_work.values() if scope in work)}
+
     def mark_test_complete(self, node: Any, item_index: int, duration: float = 0) -> None:
+        scope = self._split_scope(self.registered_collections[node][item_index])
+        if scope in self.heavy_scopes:
+            self.seconds[scope] = self.seconds.get(scope, 0.0) + duration
         super().mark_test_complete(node, item_index, duration)
         # A heavy unit may have just ended: a process that waited may take the next.
         for other in self.nodes:
             if other is not node:
                 self._reschedule(other)
+
+
+if __name__ == "__main__":  # `python tests/scheduling.py --save`: pytest's cached durations, committed
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--save", action="store_true", help=f"write the last run's durations to {COMMITTED_DURATIONS}")
+    if parser.parse_args().save:
+        cached = Path(__file__).parents[1] / ".pytest_cache" / "v" / DURATIONS_CACHE_KEY
+        durations = json.loads(cached.read_text())
+        COMMITTED_DURATIONS.write_text(json.dumps({unit: round(seconds) for unit, seconds in sorted(durations.items())},
+                                                  indent=1) + "\n")
+        print(f"{len(durations)} heavy units' durations written to {COMMITTED_DURATIONS}")

@@ -1,10 +1,11 @@
 """The test suite's own scheduling (tests/scheduling.py), on a small made-up suite run in four processes:
 a framework file's tests in one process, the conformance-like file's tests in one process per value of
 its session-scoped parameter, every cluster test in one process, never more than two heavy units
-running at once, and the fast tests spread over the processes."""
+running at once, the fast tests spread over the processes, and each heavy unit's duration kept."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -19,8 +20,8 @@ CONFTEST = textwrap.dedent(f"""
     import fcntl, os, sys, time
     import pytest
     sys.path.insert(0, {str(TESTS)!r})
-    from scheduling import (pytest_collection_modifyitems, pytest_configure_node, pytest_unconfigure,
-                            pytest_xdist_make_scheduler)
+    from scheduling import (pytest_collection_modifyitems, pytest_configure_node, pytest_sessionfinish,
+                            pytest_unconfigure, pytest_xdist_make_scheduler)
 
     def log(line):
         with open(os.environ["EVENTS"], "a") as events:
@@ -91,7 +92,7 @@ def run_suite(folder: Path) -> list[tuple[str, str, str, str]]:
     (folder / "pytest.ini").write_text("[pytest]\nmarkers =\n    framework: heavy\n    cluster: heavy\n")
     events = folder / "events.log"
     environment = {**os.environ, "EVENTS": str(events), "CXRBENCH_HEAVY_TESTS_AT_ONCE": "2"}
-    done = subprocess.run([sys.executable, "-m", "pytest", "-n", "4", "-p", "no:cacheprovider", "-q", str(folder)],
+    done = subprocess.run([sys.executable, "-m", "pytest", "-n", "4", "-q", str(folder)],
                           cwd=folder, capture_output=True, text=True, timeout=300, env=environment)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert re.search(r"\b92 passed\b", done.stdout), done.stdout[-2000:]
@@ -127,3 +128,8 @@ def test_heavy_units_stay_in_one_process_and_at_most_two_run_at_once(tmp_path):
         running[unit.replace("test_cluster_two", "test_cluster_one")] += 1 if event == "begin" else -1
         most = max(most, sum(1 for count in running.values() if count > 0))
     assert most <= 2, f"{most} heavy units ran at once"
+
+    # What each heavy unit took is kept for the next run's order, and only theirs.
+    kept = json.loads((tmp_path / ".pytest_cache" / "v" / "cxrbench" / "heavy-unit-seconds").read_text())
+    assert sorted(kept) == ["group:cluster", *(f"test_conformance_like.py[shared='{v}']" for v in "abc"),
+                            *(f"test_fw_{name}.py" for name in "abcde")], kept
