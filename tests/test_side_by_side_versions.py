@@ -41,7 +41,8 @@ def test_two_versions_run_side_by_side_and_the_report_shows_both(tmp_path, monke
     out = tmp_path / "results"
     assert cli.main(["benchmark", "--workers", "toy@1.0,toy@1.1", "--epochs", "1", "--bootstrap", "0",
                      "--out", str(out), *SMALL_RUN]) == 0
-    assert installed == [("1.0", "toyframework==1.0\ngrpcio==1.85.1\n"), ("1.1", "toyframework==1.1\ngrpcio==1.85.1\n")]
+    # Made two at a time (LocalRuntime.prepare), so in either order.
+    assert sorted(installed) == [("1.0", "toyframework==1.0\ngrpcio==1.85.1\n"), ("1.1", "toyframework==1.1\ngrpcio==1.85.1\n")]
     printed = capsys.readouterr().out
     assert "toy@1.0: test macro AUROC" in printed and "toy@1.1: test macro AUROC" in printed
 
