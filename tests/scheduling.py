@@ -8,11 +8,13 @@ four such workers on two cores starve one another until their watchdogs fire. py
 test's group into `item._nodeid`, which pytest 9.2 no longer reads). So this plugin schedules itself:
 
 - A test is in a *unit* that runs in one process, tests in collection order:
-  - a framework test: its file, and in that file the value of every parameter that a module- or
-    session-scoped fixture takes (the conformance suite's worker), so tests sharing a worker stay
-    together while the suite's six workers can run in different processes;
   - a Ray cluster test (`cluster`) or a test with `xdist_group(name)`: that group, one for all its files;
-  - any other test: itself, so the fast tests spread over every process as `--dist load` would.
+  - a test that uses a module-, package- or session-scoped fixture of its own file (a worker, a
+    registry, a browser): its file, and in that file the value of every parameter such a fixture
+    takes (the conformance suite's worker), so the tests sharing one stay together and it is made once,
+    while the suite's six workers can run in different processes;
+  - any other test: itself, so tests that share nothing spread over every process as `--dist load`
+    would (the two `--workers all` dataset benchmarks, say, run side by side).
 - A unit holding a framework or cluster test is *heavy*; at most HEAVY_UNITS_AT_ONCE heavy units run
   at a time (one per core: each keeps about a core busy). A process that could only take
   a heavy unit waits; the longest heavy units go first, so the suite ends soon after the last fast
@@ -60,20 +62,29 @@ def unit_of(item: pytest.Item) -> tuple[str | None, bool]:
     heavy = framework or cluster or "cluster" in groups
     if groups:
         return "group:" + "+".join(groups), heavy
-    if framework:
-        return f"{item.nodeid.split('::', 1)[0]}{_shared_parameters(item)}", heavy
+    shared = _shared_fixtures(item)
+    if shared:
+        return f"{item.nodeid.split('::', 1)[0]}{_shared_parameters(item, shared)}", heavy
     return None, heavy
 
 
-def _shared_parameters(item: pytest.Item) -> str:
-    """`[name=value,...]` for the parameters of `item` that module- or session-scoped fixtures take."""
-    callspec = getattr(item, "callspec", None)
+def _shared_fixtures(item: pytest.Item) -> set[str]:
+    """The fixtures `item` uses that are wider than a test and defined in its own file. A conftest's
+    (environments made once, runs shared through a file lock) does not tie tests together."""
+    module = item.nodeid.split("::", 1)[0]
     definitions = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    return {name for name, defs in definitions.items()
+            if defs and defs[-1].scope in ("module", "package", "session")
+            and defs[-1].baseid.split("::", 1)[0] == module}
+
+
+def _shared_parameters(item: pytest.Item, shared: set[str]) -> str:
+    """`[name=value,...]` for the parameters of `item` that the `shared` fixtures take."""
+    callspec = getattr(item, "callspec", None)
     if callspec is None:
         return ""
-    shared = [f"{name}={value!r}" for name, value in callspec.params.items()
-              if definitions.get(name) and definitions[name][-1].scope in ("module", "package", "session")]
-    return f"[{','.join(shared)}]" if shared else ""
+    values = [f"{name}={value!r}" for name, value in callspec.params.items() if name in shared]
+    return f"[{','.join(values)}]" if values else ""
 
 
 def _units_file(config: pytest.Config) -> Path:

@@ -1,7 +1,9 @@
 """The test suite's own scheduling (tests/scheduling.py), on a small made-up suite run in four processes:
-a framework file's tests in one process, the conformance-like file's tests in one process per value of
-its session-scoped parameter, every cluster test in one process, never more than two heavy units
-running at once, the fast tests spread over the processes, and each heavy unit's duration kept."""
+the tests of a file that share a module-scoped fixture of their own in one process (framework or not),
+the conformance-like file's tests in one process per value of its session-scoped parameter, every
+cluster test in one process, framework tests that share nothing each a unit of their own, never more
+than two heavy units running at once, the fast tests spread over the processes, and each heavy unit's
+duration kept."""
 
 from __future__ import annotations
 
@@ -33,28 +35,60 @@ CONFTEST = textwrap.dedent(f"""
         heavy = any(request.node.get_closest_marker(m) for m in ("framework", "cluster"))
         params = getattr(getattr(request.node, "callspec", None), "params", {{}})
         unit = request.node.path.stem + (f"[{{params['shared']}}]" if "shared" in params else "")
+        if unit.endswith("_alone"):  # a unit per test
+            unit += f"::{{request.node.name}}"
         worker = os.environ["PYTEST_XDIST_WORKER"]
         log(f"begin {{'heavy' if heavy else 'light'}} {{unit}} {{worker}}")
         time.sleep(0.05 if heavy else 0.01)  # room for another process to start something meanwhile
         yield
         log(f"end {{'heavy' if heavy else 'light'}} {{unit}} {{worker}}")
 
-    @pytest.fixture(scope="session", params=["a", "b", "c"])
-    def shared(request):
-        log(f"setup shared {{request.param}} {{os.environ['PYTEST_XDIST_WORKER']}}")
-        return request.param
 """)
 FRAMEWORK_FILE = textwrap.dedent("""
+    import os
+    import pytest
+    from conftest import log
+    pytestmark = pytest.mark.framework
+
+    @pytest.fixture(scope="module")
+    def worker():
+        log(f"setup module {{__name__}} {{os.environ['PYTEST_XDIST_WORKER']}}")
+
+    @pytest.mark.parametrize("i", range({n}))
+    def test_step(worker, i):
+        pass
+""")
+ALONE_FILE = textwrap.dedent("""
     import pytest
     pytestmark = pytest.mark.framework
 
-    @pytest.mark.parametrize("i", range({n}))
-    def test_step(i):
+    @pytest.mark.parametrize("i", range(4))
+    def test_alone(i):
+        pass
+""")
+LIGHT_SHARED_FILE = textwrap.dedent("""
+    import os
+    import pytest
+    from conftest import log
+
+    @pytest.fixture(scope="module")
+    def browser():
+        log(f"setup module {{__name__}} {{os.environ['PYTEST_XDIST_WORKER']}}")
+
+    @pytest.mark.parametrize("i", range(6))
+    def test_page(browser, i):
         pass
 """)
 SHARED_FILE = textwrap.dedent("""
+    import os
     import pytest
+    from conftest import log
     pytestmark = pytest.mark.framework
+
+    @pytest.fixture(scope="session", params=["a", "b", "c"])
+    def shared(request):
+        log(f"setup shared {request.param} {os.environ['PYTEST_XDIST_WORKER']}")
+        return request.param
 
     @pytest.mark.parametrize("arch", ["x", "y"])
     @pytest.mark.parametrize("i", range(3))
@@ -89,13 +123,15 @@ def run_suite(folder: Path) -> list[tuple[str, str, str, str]]:
     (folder / "test_cluster_one.py").write_text(CLUSTER_FILE)
     (folder / "test_cluster_two.py").write_text(CLUSTER_FILE)
     (folder / "test_light.py").write_text(LIGHT_FILE)
+    (folder / "test_fw_alone.py").write_text(ALONE_FILE)
+    (folder / "test_light_shared.py").write_text(LIGHT_SHARED_FILE.replace("{{", "{").replace("}}", "}"))
     (folder / "pytest.ini").write_text("[pytest]\nmarkers =\n    framework: heavy\n    cluster: heavy\n")
     events = folder / "events.log"
     environment = {**os.environ, "EVENTS": str(events), "CXRBENCH_HEAVY_TESTS_AT_ONCE": "2"}
     done = subprocess.run([sys.executable, "-m", "pytest", "-n", "4", "-q", str(folder)],
                           cwd=folder, capture_output=True, text=True, timeout=300, env=environment)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert re.search(r"\b92 passed\b", done.stdout), done.stdout[-2000:]
+    assert re.search(r"\b102 passed\b", done.stdout), done.stdout[-2000:]
     return [tuple(line.split()) for line in events.read_text().splitlines()]
 
 
@@ -112,9 +148,13 @@ def test_heavy_units_stay_in_one_process_and_at_most_two_run_at_once(tmp_path):
     cluster = processes[("heavy", "test_cluster_one")] | processes[("heavy", "test_cluster_two")]
     assert len(cluster) == 1, f"the cluster tests ran in {sorted(cluster)}"
     assert len(processes[("light", "test_light")]) >= 2, "the fast tests ran in one process"
+    assert len(processes[("light", "test_light_shared")]) == 1, "a module fixture's tests were spread"
+    # Each file's module-scoped fixture made once (it would be made in every process its tests ran in).
+    module_setups = sorted(value for event, kind, value, _ in events if event == "setup" and kind == "module")
+    assert module_setups == [*(f"test_fw_{name}" for name in "abcde"), "test_light_shared"], module_setups
 
     # Each value of the session-scoped parameter: its fixture made once, in the process that ran its tests.
-    setups = [(value, worker) for event, _, value, worker in events if event == "setup"]
+    setups = [(value, worker) for event, kind, value, worker in events if event == "setup" and kind == "shared"]
     assert sorted(value for value, _ in setups) == ["a", "b", "c"], setups
     for value, worker in setups:
         assert processes[("heavy", f"test_conformance_like[{value}]")] == {worker}
@@ -131,5 +171,6 @@ def test_heavy_units_stay_in_one_process_and_at_most_two_run_at_once(tmp_path):
 
     # What each heavy unit took is kept for the next run's order, and only theirs.
     kept = json.loads((tmp_path / ".pytest_cache" / "v" / "cxrbench" / "heavy-unit-seconds").read_text())
-    assert sorted(kept) == ["group:cluster", *(f"test_conformance_like.py[shared='{v}']" for v in "abc"),
-                            *(f"test_fw_{name}.py" for name in "abcde")], kept
+    assert sorted(kept) == sorted(["group:cluster", *(f"test_conformance_like.py[shared='{v}']" for v in "abc"),
+                                   *(f"test_fw_{name}.py" for name in "abcde"),
+                                   *(f"test_fw_alone.py::test_alone[{i}]" for i in range(4))]), kept
