@@ -2,8 +2,8 @@
 the tests of a file that share a module-scoped fixture of their own in one process (framework or not),
 the conformance-like file's tests in one process per value of its session-scoped parameter, every
 cluster test in one process, framework tests that share nothing each a unit of their own, never more
-than two heavy units running at once, the fast tests spread over the processes, and each heavy unit's
-duration kept."""
+than two heavy units running at once, the longest first as the committed durations say, the fast
+tests spread over the processes, and each heavy unit's duration kept."""
 
 from __future__ import annotations
 
@@ -22,8 +22,12 @@ CONFTEST = textwrap.dedent(f"""
     import fcntl, os, sys, time
     import pytest
     sys.path.insert(0, {str(TESTS)!r})
+    import scheduling
     from scheduling import (pytest_collection_modifyitems, pytest_configure_node, pytest_sessionfinish,
                             pytest_unconfigure, pytest_xdist_make_scheduler)
+
+    # This made-up suite's committed durations: none (not the real suite's tests/heavy_units.json).
+    scheduling.COMMITTED_DURATIONS = scheduling.Path(os.environ["EVENTS"]).with_name("heavy_units.json")
 
     def log(line):
         with open(os.environ["EVENTS"], "a") as events:
@@ -126,6 +130,9 @@ def run_suite(folder: Path) -> list[tuple[str, str, str, str]]:
     (folder / "test_fw_alone.py").write_text(ALONE_FILE)
     (folder / "test_light_shared.py").write_text(LIGHT_SHARED_FILE.replace("{{", "{").replace("}}", "}"))
     (folder / "pytest.ini").write_text("[pytest]\nmarkers =\n    framework: heavy\n    cluster: heavy\n")
+    # Committed durations (no cache yet): fw_e the longest, fw_d the shortest; a unit not listed counts
+    # as their median.
+    (folder / "heavy_units.json").write_text(json.dumps({"test_fw_e.py": 1000, "test_fw_d.py": 1}))
     events = folder / "events.log"
     environment = {**os.environ, "EVENTS": str(events), "CXRBENCH_HEAVY_TESTS_AT_ONCE": "2"}
     done = subprocess.run([sys.executable, "-m", "pytest", "-n", "4", "-q", str(folder)],
@@ -158,6 +165,10 @@ def test_heavy_units_stay_in_one_process_and_at_most_two_run_at_once(tmp_path):
     assert sorted(value for value, _ in setups) == ["a", "b", "c"], setups
     for value, worker in setups:
         assert processes[("heavy", f"test_conformance_like[{value}]")] == {worker}
+
+    # The longest heavy unit (as committed) starts among the first two, the shortest last.
+    starts = list(dict.fromkeys(unit for event, kind, unit, _ in events if event == "begin" and kind == "heavy"))
+    assert "test_fw_e" in starts[:2] and starts[-1] == "test_fw_d", starts
 
     # Heavy units running at once, counted from the begin and end of each test in the order they happened.
     running: dict[str, int] = defaultdict(int)
