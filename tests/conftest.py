@@ -26,6 +26,12 @@ from scheduling import (  # noqa: F401  how pytest-xdist shares the tests among 
     pytest_xdist_make_scheduler,
 )
 
+# The suite runs four processes on as few as 2 cores. An OpenMP thread that finishes first spins while
+# waiting for the others (libgomp's default), and spinning on an oversubscribed machine starves the very
+# threads it waits for: a small PyTorch benchmark beside four busy processes took 109-163 s, and 68-72 s
+# with passive waiting (the same losses). Every harness and worker the tests start inherits this.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = REPO_ROOT / "reference"  # published figures the tests check against (reference/README.md)
 # Small and fast: enough patients for every split, images big enough for ResNet-50's strides.
