@@ -20,6 +20,7 @@ TESTS = Path(__file__).resolve().parent
 
 CONFTEST = textwrap.dedent(f"""
     import fcntl, os, sys, time
+    from pathlib import Path
     import pytest
     sys.path.insert(0, {str(TESTS)!r})
     import scheduling
@@ -27,7 +28,7 @@ CONFTEST = textwrap.dedent(f"""
                             pytest_unconfigure, pytest_xdist_make_scheduler)
 
     # This made-up suite's committed durations: none (not the real suite's tests/heavy_units.json).
-    scheduling.COMMITTED_DURATIONS = scheduling.Path(os.environ["EVENTS"]).with_name("heavy_units.json")
+    scheduling.COMMITTED_DURATIONS = Path(os.environ["EVENTS"]).with_name("heavy_units.json")
 
     def log(line):
         with open(os.environ["EVENTS"], "a") as events:
@@ -77,7 +78,7 @@ LIGHT_SHARED_FILE = textwrap.dedent("""
 
     @pytest.fixture(scope="module")
     def browser():
-        log(f"setup module {{__name__}} {{os.environ['PYTEST_XDIST_WORKER']}}")
+        log(f"setup module {__name__} {os.environ['PYTEST_XDIST_WORKER']}")
 
     @pytest.mark.parametrize("i", range(6))
     def test_page(browser, i):
@@ -128,7 +129,7 @@ def run_suite(folder: Path) -> list[tuple[str, str, str, str]]:
     (folder / "test_cluster_two.py").write_text(CLUSTER_FILE)
     (folder / "test_light.py").write_text(LIGHT_FILE)
     (folder / "test_fw_alone.py").write_text(ALONE_FILE)
-    (folder / "test_light_shared.py").write_text(LIGHT_SHARED_FILE.replace("{{", "{").replace("}}", "}"))
+    (folder / "test_light_shared.py").write_text(LIGHT_SHARED_FILE)
     (folder / "pytest.ini").write_text("[pytest]\nmarkers =\n    framework: heavy\n    cluster: heavy\n")
     # Committed durations (no cache yet): fw_e the longest, fw_d the shortest; a unit not listed counts
     # as their median.
