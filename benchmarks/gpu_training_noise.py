@@ -5,7 +5,7 @@ the shape of the run-to-run spread (normal, or heavy-tailed?) that benchmarks/ve
 simulates, and how much noise non-deterministic GPU kernels add to an otherwise identical run.
 
 The recipe follows the default benchmark (phantom 1,000 patients at 48 px, patient-wise 70/10/20
-split, ResNet-50 from scratch, Adam 3e-4, batch 32, 3 epochs, BCE; flips and rotations up to 20
+split, ResNet-50 from scratch, Adam 3e-4, batch 32, 2 epochs, BCE; flips and rotations up to 20
 degrees; the checkpoint with the lowest validation loss is tested) but draws its own batch order,
 augmentation and starting weights from the seed with torch, so its figures are this recipe's
 noise, not a harness run's. Two modes per seed: deterministic (cuDNN deterministic, no autotuning,
@@ -13,6 +13,9 @@ TF32 off), and the same seed again with cuDNN's fastest (non-deterministic) kern
 
     python benchmarks/gpu_training_noise.py --export phantom.npz        # on the host: the data (numpy)
     python benchmarks/gpu_training_noise.py --data phantom.npz --seeds 20 --out noise.json   # on the GPU
+    # reference/gpu_training_noise.json was measured on issue 14's default (conspicuity 2.0, 3 epochs):
+    python benchmarks/gpu_training_noise.py --export issue14.npz --conspicuity 2.0
+    python benchmarks/gpu_training_noise.py --data issue14.npz --epochs 3 --seeds 20 --out noise.json
     # the recipe before issue 14, for comparison: 1,500 patients, conspicuity 1.0, 64 px, Adam 1e-3, 5 epochs
     python benchmarks/gpu_training_noise.py --export old.npz --patients 1500 --conspicuity 1.0 --image-size 64
     python benchmarks/gpu_training_noise.py --data old.npz --lr 1e-3 --epochs 5 --deterministic-only --out old.json
@@ -122,7 +125,7 @@ def main() -> None:
     parser.add_argument("--export", type=Path, help="write the default phantom and split here, then stop")
     parser.add_argument("--data", type=Path)
     parser.add_argument("--seeds", type=int, default=20)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", type=Path, default=Path("noise.json"))
     parser.add_argument("--limit", type=int, help="use only this many training images (a quick check)")

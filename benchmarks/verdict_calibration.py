@@ -9,8 +9,9 @@ Per metric (the macro AUROC, and each of the 14 labels), run r's difference is
 where Z ~ N(0, 1) is the test set's sampling error shared by every run of the study (one test set),
 e_r the training noise of run r (independent over runs, unit variance: normal; heavy-tailed,
 Student's t with 3 degrees of freedom scaled down; or measured, drawn from the standardised test
-AUROCs of 20 seeds of the default recipe on a GPU, reference/gpu_training_noise.json, which are
-left-skewed: a run whose checkpoint falls early lands far below the rest), and delta the true
+AUROCs of 20 seeds of issue 14's default recipe (3 epochs; today's trains 2) on a GPU,
+reference/gpu_training_noise.json, which are left-skewed: a run whose checkpoint falls early lands
+far below the rest; its shape is assumed to hold for today's recipe), and delta the true
 framework effect. The verdict receives the d_r and the shared test-set variance as the bootstrap estimates it
 (test_sd^2 times chi-square(999) / 999 for 1,000 replicates), and decides exactly as the harness does
 (harness.evaluation.comparison: paired_tests, Holm, verdicts).
@@ -89,7 +90,10 @@ def run_source(run_dir: Path) -> str:
     """Where a run's noise figures come from, in words: the run, its commit, its recipe and workers."""
     run = json.loads((run_dir / "run.json").read_text())
     config, git = run["config"], run["provenance"]["git"]
-    return (f"run {run_dir.name} (commit {(git.get('commit') or 'unknown')[:12]}): {config['dataset']}, "
+    phantom = run.get("data", {}).get("notes", {}).get("config") if config["dataset"] == "phantom" else None
+    dataset = (f"phantom of {phantom['patients']} patients at conspicuity {phantom['conspicuity']:g}" if phantom
+               else config["dataset"])
+    return (f"run {run_dir.name} (commit {(git.get('commit') or 'unknown')[:12]}): {dataset}, "
             f"{config['architecture']}, {config['image_size']} px, {config['epochs']} epochs, Adam lr "
             f"{config['learning_rate']}, seeds {','.join(map(str, config['seeds']))}, folds {config['folds']}; "
             f"workers {', '.join(run['workers'])}")
@@ -115,17 +119,6 @@ def measured_shape(path: Path = MEASURED_SHAPE) -> np.ndarray:
     """The 20 deterministic seeds' test macro AUROCs, centred and scaled to unit variance."""
     values = np.asarray(json.loads(path.read_text())["test_macro_auroc"]["deterministic"], dtype=np.float64)
     return (values - values.mean()) / values.std(ddof=0)
-
-
-def old_recipe_noise(noise: Noise, path: Path = MEASURED_SHAPE) -> Noise:
-    """The same noise with the training sd of the recipe before issue 14 (Adam 1e-3, 64 px, 5 epochs,
-    conspicuity 1.0): the run-to-run sd scaled by the ratio the GPU study measured between the two
-    recipes (20 seeds each, same script, same device)."""
-    data = json.loads(path.read_text())
-    ratio = float(np.std(data["old_recipe"]["test_macro_auroc"], ddof=1)
-                  / np.std(data["test_macro_auroc"]["deterministic"], ddof=1))
-    return Noise(noise.macro_run_sd * ratio, noise.macro_test_sd, noise.label_run_sd * ratio, noise.label_test_sd,
-                 f"{noise.source}, run-to-run sd x {ratio:.2f} (the recipe before issue 14)")
 
 
 def _training_noise(rng: np.random.Generator, shape: tuple[int, ...], kind: str) -> np.ndarray:
@@ -219,10 +212,6 @@ def print_tables(noise: Noise, studies: int, margin: float) -> None:
           f"difference of 0 called 'equivalent' at the margin and at twice it ({studies} studies per cell, normal "
           "noise):\n")
     print_power(noise, studies, margin)
-    old = old_recipe_noise(noise)
-    print(f"\nThe same at the training noise of the recipe before issue 14 (run-to-run sd {old.macro_run_sd:.4f} "
-          "instead of {:.4f}: what the new default bought):\n".format(noise.macro_run_sd))
-    print_power(old, studies, margin)
 
 
 def print_power(noise: Noise, studies: int, margin: float) -> None:

@@ -85,7 +85,7 @@ class BenchmarkConfig:
     architecture: str = option(
         "resnet50", "--arch", "`resnet50` (torchvision's v1.5) or `densenet121`, both with a 14-logit head",
         choices=ARCHITECTURE_NAMES)
-    epochs: int = option(3, "--epochs", "training epochs", commands=("benchmark",), parse=int, check=at_least(1))
+    epochs: int = option(2, "--epochs", "training epochs", commands=("benchmark",), parse=int, check=at_least(1))
     batch_size: int = option(
         32, "--batch-size", "images per training batch; an incomplete last batch is dropped for every worker alike",
         parse=int, check=at_least(2, " (BatchNorm needs 2 images)"), command_defaults={"parity": PARITY_BATCH_SIZE})

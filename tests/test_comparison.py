@@ -148,5 +148,6 @@ def test_runs_needed_says_when_the_test_set_is_the_limit():
     pair = pair_statistics([0.004, 0.006, 0.005], test_variance=0.01**2)
     needed, note = runs_needed(pair, 0.01**2, 0.0, 0.95, 0.01)
     assert needed is None and "a larger test set" in note
+    assert "sampling noise keeps the standard error" in note  # the sentence is printed: its grammar counts
     one = pair_statistics([0.1], test_variance=0.0001)
     assert runs_needed(one, 0.0001, 0.0, 0.95, 0.01)[0] == 3

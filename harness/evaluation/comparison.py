@@ -169,8 +169,8 @@ def runs_needed(pair: dict, test_variance: float, fold_ratio: float, level: floa
         return total, f"about {total} runs per worker to show it lies within ±{margin:g}"
     floor = math.sqrt(test_variance + fold_ratio * run_variance)
     return None, ("more runs alone will not settle it: the test set's sampling noise"
-                  + (" and the folds' shared training data" if fold_ratio else "")
-                  + f" keep the standard error above {floor:.3f}; a larger test set would")
+                  + (" and the folds' shared training data keep" if fold_ratio else " keeps")
+                  + f" the standard error above {floor:.3f}; a larger test set would")
 
 
 def decide(pairs: list[dict], test_variances: Sequence[float], fold_ratio: float, level: float = 0.95,
