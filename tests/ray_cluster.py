@@ -42,9 +42,11 @@ START_FAILED = 97  # the wrapper's exit status when the cluster never came up (t
 # 5 failures, ~16 s measured). A raylet that is alive but stalled by a loaded machine is only given up
 # after 3 timeouts of 5 s, so a busy test machine does not lose nodes. Read by gcs_server at start
 # (RAY_<name> overrides RayConfig's ray_config_def.h defaults), so they are exported before `ray start`.
-# Ray refuses to create objects (spilled ones) once the disk is 95% full; the test machine's disk may be
-# that full with caches, and the cluster's objects are small: refuse only at 99%.
-DISK_THRESHOLD = {"RAY_local_fs_capacity_threshold": "0.99"}
+# Ray refuses to create objects once the disk holding its temporary folder is 95% full (OutOfDiskError,
+# which fails the run); a test machine's disk may be that full with the suite's framework environments,
+# and the cluster's objects are small and never spilled. At 1 or more Ray never finds the disk full
+# (src/ray/common/file_system_monitor.cc). Exported to every daemon with HEALTH_CHECK.
+DISK_THRESHOLD = {"RAY_local_fs_capacity_threshold": "1"}
 HEALTH_CHECK = {
     "RAY_health_check_initial_delay_ms": "1000",
     "RAY_health_check_period_ms": "1000",
@@ -156,8 +158,9 @@ def run_in_loopback_cluster(script: str | Path, args: Sequence[str] = (), *, nod
     ray = _ray_script()
     tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's Unix socket paths must fit in 107 bytes
     python_path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH", "")) if p)
-    # `env` may override the health checks and the token settings, not the wrapper's own variables.
-    full_env = {**os.environ, **HEALTH_CHECK, **_token_auth(), **(env or {}), "RAY": str(ray), "PYTHON": sys.executable,
+    # `env` may override the health checks, the disk threshold and the token settings, not the wrapper's.
+    full_env = {**os.environ, **HEALTH_CHECK, **DISK_THRESHOLD, **_token_auth(), **(env or {}),
+                "RAY": str(ray), "PYTHON": sys.executable,
                 "RAY_ADDRESS": ADDRESS, "GCS_PORT": str(GCS_PORT), "START_FAILED": str(START_FAILED),
                 "CLUSTER_NODES": str(nodes), "CLUSTER_CPUS": str(cpus_per_node), "CLUSTER_GPUS": str(gpus_per_node),
                 "CLUSTER_OBJECT_STORE_BYTES": str(object_store_mb * 1024 * 1024), "CLUSTER_TMP": tmp,

@@ -119,8 +119,11 @@ def test_runs_on_a_lost_node_are_redone_on_the_other(tmp_path):
     retried = {key: tries for key, tries in attempts(run).items() if len(tries) > 1}
     assert retried, "no run was on the lost node"
     for tries in retried.values():
-        assert tries[0]["node_id"] == summary["killed_node"] and tries[0]["outcome"] == "failed"
-        assert "actor was lost" in tries[0]["cause"]
+        assert tries[0]["outcome"] == "failed" and "actor was lost" in tries[0]["cause"]
+        # Where the actor had reported its node, it was the lost one; an actor still starting when its node
+        # died never reported one (seen under load), and the attempt says so rather than naming a node.
+        assert tries[0].get("node_id", summary["killed_node"]) == summary["killed_node"]
+        assert "node_id" in tries[0] or tries[0]["placement"].startswith("unknown")
         assert tries[-1]["outcome"] == "finished" and tries[-1]["node_id"] == summary["head"]
     assert json.loads((run / "run.json").read_text())["status"] == "completed"
 

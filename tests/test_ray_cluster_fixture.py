@@ -50,6 +50,11 @@ report["stranger_refused_for_token"] = "InvalidAuthToken" in stranger.stderr
 victim = next(node for node in nodes if "node:__internal_head__" not in node["Resources"])
 raylets = raylet_pids()
 report["raylets"] = len(raylets)
+# What each raylet was started with: its environment as the kernel keeps it.
+report["raylet_disk_thresholds"] = sorted(
+    {variable.split(b"=", 1)[1].decode() for pid in raylets.values()
+     for variable in open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+     if variable.startswith(b"RAY_local_fs_capacity_threshold=")})
 os.kill(raylets[victim["NodeID"]], signal.SIGKILL)
 killed = time.monotonic()
 while any(node["Alive"] for node in ray.nodes() if node["NodeID"] == victim["NodeID"]):
@@ -99,3 +104,9 @@ def test_killed_raylet_is_reported_dead_within_seconds(seen):
     # ~3 s measured with the wrapper's health checks (Ray's defaults take ~16 s); 15 s leaves room for a busy machine.
     assert seen["dead_after_s"] < 15, seen["dead_after_s"]
     assert seen["alive_after"] == 1
+
+
+def test_raylets_never_refuse_objects_for_a_full_disk(seen):
+    # Ray's default refuses every object once the disk is 95% full (OutOfDiskError): CI's disk was, with
+    # the suite's environments, and a study failed for it. The threshold must reach the daemons themselves.
+    assert seen["raylet_disk_thresholds"] == ["1"]

@@ -186,3 +186,10 @@ def test_heavy_units_stay_in_one_process_and_at_most_two_run_at_once(tmp_path):
     assert sorted(kept) == sorted(["group:cluster", *(f"test_conformance_like.py[shared='{v}']" for v in "abc"),
                                    *(f"test_fw_{name}.py" for name in "abcde"),
                                    *(f"test_fw_alone.py::test_alone[{i}]" for i in range(4))]), kept
+
+
+def test_every_test_of_the_suite_has_a_time_limit_inside_ci(pytestconfig):
+    # A hang once used up CI's 90 minutes and printed nothing about where it was: pytest-timeout fails
+    # such a test with its stack, early enough for the rest of the suite to run.
+    assert pytestconfig.pluginmanager.hasplugin("timeout")
+    assert 0 < float(pytestconfig.getini("timeout")) <= 30 * 60

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayError, RayTaskError
+from ray.exceptions import OutOfDiskError, RayActorError, RayError, RayTaskError
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
@@ -274,10 +274,11 @@ class RayExecutor:
         is to be redone: a lost worker or node, with retries left."""
         cause = error.cause if isinstance(error, RayTaskError) and error.cause is not None else error
         retryable = cause.retryable if isinstance(cause, RunAttemptFailed) else isinstance(error, RayActorError)
-        message = cause.message if isinstance(cause, RunAttemptFailed) else \
-            f"{type(error).__name__}: the run's actor was lost (its node or process died): {str(error).splitlines()[0]}"
+        message = cause.message if isinstance(cause, RunAttemptFailed) else _ray_failure(error, cause)
         number = len(attempts[run.key]) + 1
         entry: dict[str, Any] = {"attempt": number, "outcome": "failed", "cause": message, **_where(where)}
+        if not where:  # e.g. its node died while the actor was still starting: Ray never told us where it was
+            entry["placement"] = "unknown: the attempt ended before its actor reported its node"
         if isinstance(cause, RunAttemptFailed) and cause.log is not None:  # kept even when empty: it says so
             log = run_dir.path / "workers" / f"{run.key}.attempt{number}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
@@ -339,3 +340,19 @@ class _Submissions:
 def _where(placed: dict) -> dict:
     """The placement facts an attempt records."""
     return {key: placed[key] for key in ("node_id", "host", "gpu_ids") if key in placed}
+
+
+def _ray_failure(error: RayError, cause: BaseException) -> str:
+    """What went wrong, in words, for an attempt that Ray (not the worker) ended."""
+    if isinstance(error, RayActorError):
+        return (f"{type(error).__name__}: the run's actor was lost (its node or process died): "
+                f"{_first_line(error)}")
+    message = f"{type(error).__name__}: the run's actor raised {type(cause).__name__}: {_first_line(cause)}"
+    if isinstance(cause, OutOfDiskError):
+        message += (" (a node's disk is fuller than Ray's local_fs_capacity_threshold, 95% by default: free space"
+                    " there, or start Ray with RAY_local_fs_capacity_threshold set higher)")
+    return message
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).splitlines() or [""])[0]

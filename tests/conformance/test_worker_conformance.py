@@ -50,7 +50,10 @@ def temp_dir_of(directory: Path) -> Path:
     return directory / "tmp"
 
 
-@pytest.fixture(scope="session", params=WORKERS)
+# Module scope: pytest stops the worker as soon as its process moves on to another file. A session-scoped
+# one lived until the process's last test, and an idle Keras worker kept about a quarter of a core busy
+# for the 55 minutes that followed (full suite, issue 19's sixth session).
+@pytest.fixture(scope="module", params=WORKERS)
 def worker_process(request, tmp_path_factory):
     """One running worker process per listed worker folder, shared by every test of this file."""
     process = start_worker(request.param, tmp_path_factory.mktemp(f"conformance-{request.param}"))
@@ -65,7 +68,7 @@ def worker_process(request, tmp_path_factory):
         process.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def worker(worker_process):
     """The client of that worker."""
     return worker_process.client
