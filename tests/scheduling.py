@@ -191,21 +191,20 @@ class HeavyUnitScheduling(LoadScopeScheduling):
             unknown = statistics.median(self.estimates.values()) if self.estimates else 0.0  # a new unit
             heavy = sorted((scope for scope in units if scope in self.heavy_scopes),
                            key=lambda scope: (-self.estimates.get(scope, unknown), -len(units[scope])))
-            for scope in [*heavy, *(scope for scope in units if scope not in self.heavy_scopes)]:
+            # Light units of many tests (a shared fixture) first, while every process is busy; single tests
+            # last, to fill the processes' ends evenly (sorted is stable: collection order otherwise).
+            light = sorted((scope for scope in units if scope not in self.heavy_scopes), key=lambda s: -len(units[s]))
+            for scope in [*heavy, *light]:
                 self.workqueue[scope] = units[scope]
         for node in self.nodes:
             self._reschedule(node)
 
     def heavy_running(self, node: Any) -> int:
-        """Heavy units with a test yet to end, but for `node`'s own when it has one test left: xdist
-        runs a process's last test only once it has the next, so that one runs before anything `node`
-        is given now, in the same process, and a unit given to `node` starts after it."""
-        count = 0
-        for other, work in self.assigned_work.items():
-            if other is node and self._pending_of(work) <= 1:
-                continue
-            count += sum(1 for scope, tests in work.items() if scope in self.heavy_scopes and not all(tests.values()))
-        return count
+        """Other processes holding heavy tests yet to end: the heavy lanes besides `node`'s own. A process
+        runs one test at a time, so a lane holding its running unit and the next runs one heavy unit; and
+        a process with one test left is given its next heavy unit before xdist runs that test (it runs
+        a process's last test only once it has the next), so its own lane goes on."""
+        return sum(1 for other in self.assigned_work if other is not node and self._holds_heavy_tests(other))
 
     def _reschedule(self, node: Any) -> None:
         """Top the node up to three tests or more (a process runs a test once it has the next), with
@@ -227,9 +226,23 @@ class HeavyUnitScheduling(LoadScopeScheduling):
     def _assign_work_unit(self, node: Any) -> bool:
         """The first unit in the queue that may start now (any light one; a heavy one while fewer than
         `heavy_at_once` run), sent to `node`; False when none may: the node waits for the next test to
-        end anywhere (mark_test_complete)."""
+        end anywhere (mark_test_complete).
+
+        What a process is given runs after the tests it holds. Behind a heavy unit's tests (minutes each)
+        it gets nothing while it holds two or more (it runs the first: it has a next); with one left, which
+        xdist runs only once it has a next, the next heavy unit that may start, else a single fast test,
+        else the smallest light unit. Given the next light unit in the queue, a process once held a
+        light unit of many tests behind a heavy test that ran alone at the very end, the other
+        processes idle for half an hour (issue 19)."""
         room = self.heavy_running(node) < self.heavy_at_once
-        scope = next((scope for scope in self.workqueue if room or scope not in self.heavy_scopes), None)
+        allowed = [scope for scope in self.workqueue if room or scope not in self.heavy_scopes]
+        if self._holds_heavy_tests(node):
+            if self._pending_of(self.assigned_work[node]) > 1:
+                return False
+            light = sorted((scope for scope in allowed if scope not in self.heavy_scopes),
+                           key=lambda scope: len(self.workqueue[scope]))
+            allowed = [scope for scope in allowed if scope in self.heavy_scopes][:1] or light[:1]
+        scope = next(iter(allowed), None)
         if scope is None:
             return False
         work_unit = self.workqueue.pop(scope)
@@ -237,6 +250,11 @@ class HeavyUnitScheduling(LoadScopeScheduling):
         collection = self.registered_collections[node]
         node.send_runtest_some([collection.index(nodeid) for nodeid, done in work_unit.items() if not done])
         return True
+
+    def _holds_heavy_tests(self, node: Any) -> bool:
+        """Whether `node` has tests of a heavy unit yet to run."""
+        return any(scope in self.heavy_scopes and not all(tests.values())
+                   for scope, tests in self.assigned_work[node].items())
 
     def finished_seconds(self) -> dict[str, float]:
         """Seconds each heavy unit whose every test ended took, this run."""

@@ -15,6 +15,7 @@ import sys
 import textwrap
 from collections import defaultdict
 from pathlib import Path
+from types import SimpleNamespace
 
 TESTS = Path(__file__).resolve().parent
 
@@ -193,3 +194,87 @@ def test_every_test_of_the_suite_has_a_time_limit_inside_ci(pytestconfig):
     # such a test with its stack, early enough for the rest of the suite to run.
     assert pytestconfig.pluginmanager.hasplugin("timeout")
     assert 0 < float(pytestconfig.getini("timeout")) <= 30 * 60
+
+
+class _SimulatedProcess:
+    """An xdist worker process as the scheduler sees it: it runs its tests in the order given, each once
+    it holds the next one or has been told to stop (as xdist's workers do)."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.queue, self.shutting_down = name, [], False
+        self.gateway = SimpleNamespace(id=name)
+        self.running: tuple[int, float] | None = None  # (test index, when it ends)
+
+    def send_runtest_some(self, indices: list[int]) -> None:
+        self.queue.extend(indices)
+
+    def shutdown(self) -> None:
+        self.shutting_down = True
+
+
+def simulate(units: dict[str, tuple[str | None, bool]], seconds: dict[str, float], tmp_path: Path,
+             processes: int = 4) -> dict[str, tuple[str, float, float]]:
+    """Run a made-up collection through HeavyUnitScheduling on a simulated clock: test id -> (process,
+    began, ended)."""
+    from scheduling import HeavyUnitScheduling
+
+    units_file = tmp_path / "units.json"
+    units_file.write_text(json.dumps(units))
+    config = SimpleNamespace(getvalue=lambda name: [f"{processes}*popen"] if name == "tx" else None)
+    scheduler = HeavyUnitScheduling(config, None, units_file, {}, heavy_at_once=2)
+    collection = list(units)
+    nodes = [_SimulatedProcess(f"gw{i}") for i in range(processes)]
+    for node in nodes:
+        scheduler.add_node(node)
+    for node in nodes:
+        scheduler.add_node_collection(node, collection)
+    scheduler.schedule()
+    now, ran = 0.0, {}
+    while True:
+        for node in nodes:  # start what may start
+            if node.running is None and node.queue and (len(node.queue) > 1 or node.shutting_down):
+                index = node.queue.pop(0)
+                node.running = (index, now + seconds[collection[index]])
+                ran[collection[index]] = (node.name, now, node.running[1])
+        busy = [node for node in nodes if node.running is not None]
+        if not busy:
+            break
+        node = min(busy, key=lambda candidate: candidate.running[1])
+        (index, now), node.running = node.running, None
+        scheduler.mark_test_complete(node, index, seconds[collection[index]])
+    assert sorted(ran) == sorted(collection), "tests never run: a process waited for a next test forever"
+    return ran
+
+
+def test_a_light_unit_of_many_tests_never_waits_behind_a_heavy_units_tests(tmp_path):
+    # Heavy units of one or two long tests (a benchmark, say: a process holding fewer than three tests
+    # is given more; the scheduler once gave it a second heavy unit then, and ran them all in one
+    # process), and fast tests: single ones, and a unit of many sharing a fixture (a page's
+    # browser), collected among them.
+    units: dict[str, tuple[str | None, bool]] = {}
+    seconds: dict[str, float] = {}
+
+    def add(test: str, unit: str | None, heavy: bool, duration: float) -> None:
+        units[test], seconds[test] = (unit, heavy), duration
+
+    for i in range(40):
+        add(f"test_single.py::test_{i}", None, False, 1.0)
+    for i in range(30):
+        add(f"test_page.py::test_{i}", "test_page.py", False, 1.0)
+    for i in range(40, 80):
+        add(f"test_single.py::test_{i}", None, False, 1.0)
+    for name, tests, duration in (("a", 1, 300.0), ("b", 2, 150.0), ("c", 1, 200.0), ("d", 1, 100.0)):
+        for i in range(tests):
+            add(f"test_heavy_{name}.py::test_{i}", f"test_heavy_{name}.py", True, duration)
+    ran = simulate(units, seconds, tmp_path)
+
+    heavy_end = max(end for test, (_, _, end) in ran.items() if "heavy" in test)
+    # 750 s of heavy tests in two lanes: 500 s as the queue orders them (b, a, c, d), never one lane's 750.
+    assert heavy_end <= 500, f"the heavy tests ended at {heavy_end:g} s: they did not run two at a time"
+    end = max(end for _, _, end in ran.values())
+    # A process runs its last test once it holds a next one: a single fast test may follow the last heavy one.
+    assert end - heavy_end <= 1, f"the suite ended {end - heavy_end:g} s after its last heavy test: tests waited"
+    page = {process for test, (process, _, _) in ran.items() if test.startswith("test_page")}
+    assert len(page) == 1, page  # the shared fixture's tests kept together
+    late = sorted(test for test, (_, _, end) in ran.items() if "heavy" not in test and end > 100)
+    assert len(late) <= 1, f"{len(late)} fast tests waited behind heavy ones: {late}"
