@@ -115,7 +115,10 @@ def train(client, steps: int, n: int = 4, size: int = SIZE) -> list[float]:
 
 
 # Forward parity is judged as `harness parity` judges it: 64 px images, batches of 16. (At 32 px and 4
-# images, fp32 itself is 3e-5 away from the float64 loss, more than the 1e-5 tolerance.)
+# images, fp32 itself is 3e-5 away from the float64 loss, more than the 1e-5 tolerance.) Every test run
+# for both architectures uses these shapes too: an XLA-compiled worker compiles each (function, shape)
+# once per network, DenseNet-121's a minute or more on 2 cores, and with one shape it compiles three
+# programs (train, predict, feature maps) where it compiled six (issue 19).
 PARITY_SIZE, PARITY_BATCH = 64, 16
 
 
@@ -149,7 +152,7 @@ def test_metadata_and_health(worker):
 
 @pytest.mark.parametrize("arch", ARCHITECTURE_NAMES)
 def test_configure_reports_the_canonical_parameter_counts(worker, arch):
-    reply = worker.configure(request_for(worker.name, arch))
+    reply = worker.configure(request_for(worker.name, arch, PARITY_SIZE))
     assert (reply.trainable_parameters, reply.non_trainable_parameters) == architecture(arch, LABELS).counts()
     assert reply.numerics["precision"] == "fp32"
 
@@ -192,16 +195,16 @@ def test_predict_returns_one_float32_row_of_logits_per_image(worker):
 
 @pytest.mark.parametrize("arch", ARCHITECTURE_NAMES)
 def test_exported_weights_load_back_and_give_identical_logits(worker, start, arch):
-    worker.configure(request_for(worker.name, arch))
+    worker.configure(request_for(worker.name, arch, PARITY_SIZE))
     worker.set_weights(start[arch])
-    train(worker, 2)  # moves weights and BatchNorm statistics away from the start
+    train(worker, 2, PARITY_BATCH, PARITY_SIZE)  # moves weights and BatchNorm statistics away from the start
     exported = worker.get_weights()
-    expected = logits_of(worker, images(7, 4))
+    expected = logits_of(worker, images(7, PARITY_BATCH, PARITY_SIZE))
     tensors = weights_from_bytes(exported)
     assert {name: t.shape for name, t in tensors.items()} == architecture(arch, LABELS).shapes()
-    worker.configure(request_for(worker.name, arch))  # a fresh model
+    worker.configure(request_for(worker.name, arch, PARITY_SIZE))  # a fresh model
     assert worker.set_weights(exported) == len(tensors)
-    np.testing.assert_array_equal(logits_of(worker, images(7, 4)), expected)
+    np.testing.assert_array_equal(logits_of(worker, images(7, PARITY_BATCH, PARITY_SIZE)), expected)
 
 
 def test_weights_with_a_missing_tensor_are_refused_by_name(worker, start):
@@ -248,11 +251,11 @@ HEAD_RTOL = HEAD_ATOL = 1e-4
 def test_feature_maps_are_the_canonical_shape_and_the_head_on_their_mean_gives_predicts_logits(worker, start, arch):
     worker.configure(request_for(worker.name, arch, PARITY_SIZE))
     worker.set_weights(start[arch])
-    pixels = images(5, 4, PARITY_SIZE)
+    pixels = images(5, PARITY_BATCH, PARITY_SIZE)
     features, logits, seconds = worker.feature_maps(iter([make_batch(3, pixels)]))  # digest echo checked by the client
     cells = feature_map_size(arch, PARITY_SIZE)
-    assert features.shape == (4, feature_channels(arch), cells, cells) and features.dtype == np.float32
-    assert logits.shape == (4, LABELS) and logits.dtype == np.float32 and seconds > 0
+    assert features.shape == (PARITY_BATCH, feature_channels(arch), cells, cells) and features.dtype == np.float32
+    assert logits.shape == (PARITY_BATCH, LABELS) and logits.dtype == np.float32 and seconds > 0
     assert np.isfinite(features).all() and features.min() >= 0  # both end in a ReLU
     assert relative_difference(logits, logits_of(worker, pixels)) <= SAME_PASS_RELATIVE
     tensors = weights_from_bytes(start[arch])
@@ -320,9 +323,9 @@ def test_device_memory_and_energy_are_reported_on_an_accelerator_and_not_on_cpu(
 @pytest.mark.parametrize("arch", ARCHITECTURE_NAMES)
 def test_native_export_is_about_the_neutral_size_and_leaves_no_file(worker_process, start, arch):
     worker = worker_process.client
-    worker.configure(request_for(worker.name, arch))
+    worker.configure(request_for(worker.name, arch, PARITY_SIZE))
     worker.set_weights(start[arch])
-    train(worker, 1)  # builds every optimizer's state, which a native export must leave out
+    train(worker, 1, PARITY_BATCH, PARITY_SIZE)  # builds every optimizer's state, which a native export must leave out
     neutral = len(worker.get_weights())
     temp = temp_dir_of(worker_process.log_path.parent)
     before = sorted(temp.iterdir())
