@@ -47,6 +47,11 @@ START_FAILED = 97  # the wrapper's exit status when the cluster never came up (t
 # and the cluster's objects are small and never spilled. At 1 or more Ray never finds the disk full
 # (src/ray/common/file_system_monitor.cc). Exported to every daemon with HEALTH_CHECK.
 DISK_THRESHOLD = {"RAY_local_fs_capacity_threshold": "1"}
+# Ray starts its worker processes (every actor, and so every run's framework worker) at niceness +15
+# (worker_niceness in ray_config_def.h), so that its daemons get the CPU first. Here the cluster shares
+# 2 cores with the suite's CPU-bound framework tests, and its actors waited behind them (issue 19:
+# studies took 2-4 times as long and their waits ran out): 0 keeps the cluster's own priority.
+WORKER_PRIORITY = {"RAY_worker_niceness": "0"}
 HEALTH_CHECK = {
     "RAY_health_check_initial_delay_ms": "1000",
     "RAY_health_check_period_ms": "1000",
@@ -162,7 +167,7 @@ def run_in_loopback_cluster(script: str | Path, args: Sequence[str] = (), *, nod
     tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's Unix socket paths must fit in 107 bytes
     python_path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH", "")) if p)
     # `env` may override the health checks, the disk threshold and the token settings, not the wrapper's.
-    full_env = {**os.environ, **HEALTH_CHECK, **DISK_THRESHOLD, **_token_auth(), **(env or {}),
+    full_env = {**os.environ, **HEALTH_CHECK, **DISK_THRESHOLD, **WORKER_PRIORITY, **_token_auth(), **(env or {}),
                 "RAY": str(ray), "PYTHON": sys.executable,
                 "RAY_ADDRESS": ADDRESS, "GCS_PORT": str(GCS_PORT), "START_FAILED": str(START_FAILED),
                 "CLUSTER_NODES": str(nodes), "CLUSTER_CPUS": str(cpus_per_node), "CLUSTER_GPUS": str(gpus_per_node),

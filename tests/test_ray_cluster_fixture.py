@@ -38,7 +38,12 @@ class OneGpu:
     def devices(self):
         return os.environ.get("CUDA_VISIBLE_DEVICES"), [str(i) for i in ray.get_gpu_ids()]
 
-report["cuda_visible_devices"], report["ray_gpu_ids"] = ray.get(OneGpu.remote().devices.remote(), timeout=60)
+    def niceness(self):
+        return os.nice(0)
+
+actor = OneGpu.remote()
+report["cuda_visible_devices"], report["ray_gpu_ids"] = ray.get(actor.devices.remote(), timeout=60)
+report["actor_niceness"] = ray.get(actor.niceness.remote(), timeout=60)
 
 # A driver holding another token; one connection attempt, not Ray's twenty (one a second).
 stranger = subprocess.run([sys.executable, "-c", "import ray; ray.init()"], capture_output=True, text=True,
@@ -119,3 +124,5 @@ def test_the_cluster_runs_at_a_higher_priority_than_the_tests_beside_it(seen):
     # Its studies mostly wait (actors starting, timed accidents); beside CPU-bound framework tests at equal
     # priority they took 2-4 times as long and their waits ran out.
     assert seen["raylet_niceness"] == [CLUSTER_NICENESS] and CLUSTER_NICENESS < 0
+    # Its actors (a run's, and the framework worker each starts) too: Ray's default would lower theirs by 15.
+    assert seen["actor_niceness"] == CLUSTER_NICENESS
