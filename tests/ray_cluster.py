@@ -47,11 +47,14 @@ START_FAILED = 97  # the wrapper's exit status when the cluster never came up (t
 # and the cluster's objects are small and never spilled. At 1 or more Ray never finds the disk full
 # (src/ray/common/file_system_monitor.cc). Exported to every daemon with HEALTH_CHECK.
 DISK_THRESHOLD = {"RAY_local_fs_capacity_threshold": "1"}
-# Ray starts its worker processes (every actor, and so every run's framework worker) at niceness +15
-# (worker_niceness in ray_config_def.h), so that its daemons get the CPU first. Here the cluster shares
-# 2 cores with the suite's CPU-bound framework tests, and its actors waited behind them (issue 19:
-# studies took 2-4 times as long and their waits ran out): 0 keeps the cluster's own priority.
-WORKER_PRIORITY = {"RAY_worker_niceness": "0"}
+# Ray's daemons run at CLUSTER_NICENESS (below), ahead of the suite's CPU-bound tests: node health checks
+# and actor starts must not wait behind a framework test. Ray lowers each worker process's priority
+# by RAY_worker_niceness (an increment, 15 by default: core_worker.cc calls nice()), so its actors, each
+# run's harness side and the framework worker it starts, ran at +10 and waited behind everything, and
+# studies took 2-4 times as long until their waits ran out (issue 19). At -5 they took the CPU from
+# latency-bound tests beside them (a browser test's page timed out). +5 puts them at 0: even with the rest.
+CLUSTER_NICENESS = -5
+WORKER_PRIORITY = {"RAY_worker_niceness": str(-CLUSTER_NICENESS)}
 HEALTH_CHECK = {
     "RAY_health_check_initial_delay_ms": "1000",
     "RAY_health_check_period_ms": "1000",
@@ -143,9 +146,6 @@ def _token_auth() -> dict[str, str]:
     return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
 
 
-CLUSTER_NICENESS = -5  # scheduling priority of everything in the cluster's namespace (lower: sooner)
-
-
 def run_in_loopback_cluster(script: str | Path, args: Sequence[str] = (), *, nodes: int = 2, gpus_per_node: int = 2,
                             cpus_per_node: int = 2, object_store_mb: int = 300, timeout: float = 180,
                             env: Mapping[str, str] | None = None, cwd: str | Path | None = None,
@@ -180,9 +180,7 @@ def run_in_loopback_cluster(script: str | Path, args: Sequence[str] = (), *, nod
     fcntl.flock(lock, fcntl.LOCK_EX)
     try:
         # --kill-child: if this process is killed (the timeout), the namespace's PID 1 goes too, and with it all.
-        # A higher priority (CLUSTER_NICENESS; root, as unshare needs): the cluster's work is mostly waiting (actors starting,
-        # timed accidents, slowed null steps) on 2 cores shared with CPU-bound framework tests; at equal
-        # priority its studies took 2-4 times as long and their waits ran out (issue 19, sixth session).
+        # The daemons at CLUSTER_NICENESS (root, as unshare needs), their actors at 0 (WORKER_PRIORITY).
         done = subprocess.run(["nice", "-n", str(CLUSTER_NICENESS),
                                "unshare", "--net", "--pid", "--fork", "--kill-child", "--mount-proc",
                                "bash", "-c", _WRAPPER, "loopback-ray-cluster", str(script), *map(str, args)],

@@ -120,9 +120,9 @@ def test_raylets_never_refuse_objects_for_a_full_disk(seen):
     assert seen["raylet_disk_thresholds"] == ["1"]
 
 
-def test_the_cluster_runs_at_a_higher_priority_than_the_tests_beside_it(seen):
-    # Its studies mostly wait (actors starting, timed accidents); beside CPU-bound framework tests at equal
-    # priority they took 2-4 times as long and their waits ran out.
+def test_the_clusters_daemons_run_ahead_of_the_tests_beside_it_and_its_actors_even_with_them(seen):
+    # Health checks and actor starts must not wait behind CPU-bound framework tests; the work itself (an
+    # actor, the worker it starts) neither waits behind them, as at Ray's default of 15 lower, nor
+    # pushes latency-bound tests aside.
     assert seen["raylet_niceness"] == [CLUSTER_NICENESS] and CLUSTER_NICENESS < 0
-    # Its actors (a run's, and the framework worker each starts) too: Ray's default would lower theirs by 15.
-    assert seen["actor_niceness"] == CLUSTER_NICENESS
+    assert seen["actor_niceness"] == 0
