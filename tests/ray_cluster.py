@@ -50,8 +50,8 @@ DISK_THRESHOLD = {"RAY_local_fs_capacity_threshold": "1"}
 # Ray's daemons run at CLUSTER_NICENESS (below), ahead of the suite's CPU-bound tests: node health checks
 # and actor starts must not wait behind a framework test. Ray lowers each worker process's priority
 # by RAY_worker_niceness (an increment, 15 by default: core_worker.cc calls nice()), so its actors, each
-# run's harness side and the framework worker it starts, ran at +10 and waited behind everything, and
-# studies took 2-4 times as long until their waits ran out (issue 19). At -5 they took the CPU from
+# run's harness side and the framework worker it starts, ran 15 below everything else and waited behind
+# it, and studies took 2-4 times as long until their waits ran out (issue 19). At -5 they took the CPU from
 # latency-bound tests beside them (a browser test's page timed out). +5 puts them at 0: even with the rest.
 CLUSTER_NICENESS = -5
 WORKER_PRIORITY = {"RAY_worker_niceness": str(-CLUSTER_NICENESS)}

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.framework
 # The default cache: worker environments are shared with the other tests (each store is a few KB).
 # The two frameworks whose workers start and train fastest on a CPU (no XLA compilation of ResNet-50).
 WORKERS = ["pytorch", "tensorflow"]
-FAST = ["--workers", ",".join(WORKERS), "--folds", "2", "--seeds", "0", "--epochs", "1", "--image-size", "32", "--batch-size", "8"]
+FAST = ["--workers", ",".join(WORKERS), "--folds", "2", "--seeds", "0", "--epochs", "1", "--image-size", "32",
+        "--batch-size", "8"]
 
 
 def finished_run(out: Path) -> tuple[Path, dict, dict]:

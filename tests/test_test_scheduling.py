@@ -3,7 +3,8 @@ the tests of a file that share a module-scoped fixture of their own in one proce
 the conformance-like file's tests in one process per value of its session-scoped parameter, every
 cluster test in one process, framework tests that share nothing each a unit of their own, never more
 than two heavy units running at once, the longest first as the committed durations say, the fast
-tests spread over the processes, and each heavy unit's duration kept."""
+tests spread over the processes, and each heavy unit's duration kept; and, on a simulated clock, that
+short heavy units run in two lanes and no fast test waits behind a heavy one."""
 
 from __future__ import annotations
 
