@@ -129,11 +129,14 @@ def test_a_stopped_worker_ends_the_run_as_stalled_and_leaves_no_process(tmp_path
     out = tmp_path / "results"
     process = harness_process(
         ["benchmark", "--workers", "null", "--epochs", "20", "--stall-timeout", "3", "--out", str(out), *SMALL_RUN],
-        REPO_ROOT, {"CXRBENCH_NULL_STEP_SECONDS": "0.2"},
+        REPO_ROOT, {"CXRBENCH_NULL_STEP_SECONDS": "1.0"},
     )
     try:
         pid = wait_for(lambda: reported_pid(out), 120, "the worker to be configured")
-        time.sleep(1.5)  # weights loaded, epoch 1 streaming
+        # Weights loaded, epoch 1 streaming (about 7 steps of 1 s). Stopped sooner, in a unary call such as
+        # SetWeights, the run would end at that call's 60 s deadline instead: on a loaded machine, 1.5 s
+        # after Configure (with 0.2 s steps) once came before the first Train, and the run outlived the test's wait.
+        time.sleep(3)
         os.kill(pid, signal.SIGSTOP)
         _, stderr = process.communicate(timeout=60)  # without the watchdog: no end at all
     finally:
