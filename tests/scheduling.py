@@ -15,8 +15,8 @@ test's group into `item._nodeid`, which pytest 9.2 no longer reads). So this plu
     while the suite's six workers can run in different processes;
   - any other test: itself, so tests that share nothing spread over every process as `--dist load`
     would (the two `--workers all` dataset benchmarks, say, run side by side).
-- A unit holding a framework or cluster test, or an `xdist_group` (the browser tests), is *heavy*; at most HEAVY_UNITS_AT_ONCE heavy units run
-  at a time (one per core: each keeps about a core busy). A process that could only take
+- A unit holding a framework or cluster test, or an `xdist_group` (the browser tests), is *heavy*;
+  at most HEAVY_UNITS_AT_ONCE heavy units run at a time (one per core: each keeps about a core busy). A process that could only take
   a heavy unit waits; the longest heavy units go first, so the suite ends soon after the last fast
   test. How long a unit takes is what it took last time: pytest's cache (`.pytest_cache`) where
   there is one, else tests/heavy_units.json, committed (refresh it with `tests/scheduling.py --save`,
